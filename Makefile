@@ -1,0 +1,20 @@
+# The two commands of the README. Each bootstraps what it needs (scripts/bootstrap.sh is idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: bootstrap demo test lint bench
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	@$(VENV)/bin/zsad demo
+
+test: bootstrap
+	@$(PY) -m pytest -q
+
+lint: bootstrap
+	@$(VENV)/bin/ruff check zsad_core services cluster tests benchmarks
+
+bench: bootstrap
+	@$(PY) -m benchmarks.run

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: a .venv with the project and its dev/local extras, and Debian's
+# redis-server. Safe to run any number of times; it reinstalls Python packages only when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+STAMP="$VENV/.zsad-install-stamp"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[bootstrap] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+have=$(cat "$STAMP" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+    echo "[bootstrap] installing Python packages (first run takes a few minutes: torch is large)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    # torch first and alone: pip then takes the pinned pair from the local wheel store instead of resolving CUDA
+    # builds through the other packages' ranges.
+    "$VENV/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+    "$VENV/bin/python" -m pip install --quiet -e ".[dev,local]"
+    echo "$want" > "$STAMP"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "[bootstrap] installing Debian's redis-server"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+echo "[bootstrap] ready: $VENV ($("$VENV/bin/python" --version)), $(redis-server --version | cut -d' ' -f1-3)"

@@ -1,0 +1,48 @@
+"""The ``zsad`` command line.
+
+Each sub-command lives in a function that parses nothing itself: ``main`` builds the argparse tree, so
+``zsad --help`` lists every command with one line each, and imports of heavy modules (torch, ray) happen
+inside the commands that need them, keeping ``zsad --help`` and ``zsad version`` instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from zsad_core.version import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"zsad-stream {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser; sub-commands register their handler as ``func``."""
+    parser = argparse.ArgumentParser(
+        prog="zsad",
+        description="Zero-shot visual inspection: CLIP anomaly detection on streamed frames.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zsad`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
