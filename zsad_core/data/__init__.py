@@ -1,0 +1,42 @@
+"""Datasets of zsad_core: MVTec-AD, VisA, a generic folder layout, synthetic auxiliary data, and the
+papers' evaluation protocol (S x S squash, mask resize and threshold)."""
+
+from zsad_core.data.base import BaseDataset, DatasetError, Entry, FileDataset
+from zsad_core.data.datasets import FolderDataset, MVTecDataset, VisADataset
+from zsad_core.data.factory import build_dataset
+from zsad_core.data.noise import fractal_noise, perlin_noise
+from zsad_core.data.protocol import ProtocolSample, protocol_samples, resize_mask, to_protocol
+from zsad_core.data.sample import GOOD, Sample
+from zsad_core.data.synthetic import (
+    FAMILIES,
+    KINDS,
+    Anomaly,
+    AnomalySynthesizer,
+    SyntheticDataset,
+    TextureGenerator,
+)
+
+__all__ = [
+    "FAMILIES",
+    "GOOD",
+    "KINDS",
+    "Anomaly",
+    "AnomalySynthesizer",
+    "BaseDataset",
+    "DatasetError",
+    "Entry",
+    "FileDataset",
+    "FolderDataset",
+    "MVTecDataset",
+    "ProtocolSample",
+    "Sample",
+    "SyntheticDataset",
+    "TextureGenerator",
+    "VisADataset",
+    "build_dataset",
+    "fractal_noise",
+    "perlin_noise",
+    "protocol_samples",
+    "resize_mask",
+    "to_protocol",
+]
