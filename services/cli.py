@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from services.commands import demo, inference
+from zsad_core.errors import ZsadError
 from zsad_core.version import __version__
 
 Handler = Callable[[argparse.Namespace], int]
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
+    for module in (inference, demo):
+        module.register(commands)
     return parser
 
 
@@ -41,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0
-    return handler(args)
+    try:
+        return handler(args)
+    except ZsadError as exc:  # bad input or unavailable weights: a clear message, not a traceback
+        print(f"zsad: error ({exc.reason}): {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def overlay(
     return result
 
 
-def save_overlay(path: str, image_rgb: np.ndarray, anomaly_map: np.ndarray, **kwargs: Any) -> str:
+def save_overlay(path: str | os.PathLike, image_rgb: np.ndarray, anomaly_map: np.ndarray, **kwargs: Any) -> str:
     """Write :func:`overlay` of ``image_rgb`` and ``anomaly_map`` as a PNG, creating parent folders.
 
     Args:
@@ -98,6 +98,7 @@ def save_overlay(path: str, image_rgb: np.ndarray, anomaly_map: np.ndarray, **kw
     Returns:
         ``path``.
     """
+    path = os.fspath(path)
     if not path.lower().endswith(".png"):
         raise ValueError(f"overlays are written as PNG; {path!r} does not end in .png")
     data = encode_png(overlay(image_rgb, anomaly_map, **kwargs))

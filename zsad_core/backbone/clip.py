@@ -9,6 +9,7 @@ share one instance: only their own prompt and head weights differ.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -235,19 +236,30 @@ def build_backbone(config: BackboneConfig | str | None = None, **overrides: obje
     name = parse_backbone_name(config.name)
     source = resolve_weight_source(name, config.weights)
     quick_gelu = source.quick_gelu if config.activation == "default" else config.activation == "quick_gelu"
-    model = open_clip.create_model(
-        name.arch,
-        pretrained=None,
-        force_quick_gelu=quick_gelu,
-        force_image_size=config.image_size,
-        pretrained_text=False,
-    )
+    with _quiet_open_clip():  # it warns "no pretrained weights loaded": we load (or deliberately skip) them below
+        model = open_clip.create_model(
+            name.arch,
+            pretrained=None,
+            force_quick_gelu=quick_gelu,
+            force_image_size=config.image_size,
+            pretrained_text=False,
+        )
     if config.activation == "gelu":
         _use_gelu(model)
     if source.kind != "random":
         _load_weights(model, fetch_weights(source, name.arch, config.cache_dir), config.pos_interpolation)
     model = model.to(config.device, _CAST.get(config.precision, torch.float32))
     return ClipBackbone(model, config, source)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _use_gelu(model: CLIP) -> None:

@@ -95,13 +95,17 @@ def encode_embeddings(
     if len(deep_prompts) >= len(blocks):
         raise ValueError(f"at most {len(blocks) - 1} deep prompt layers fit a {len(blocks)}-layer text encoder")
     dtype = model.transformer.get_cast_dtype()
-    x = embeddings.to(dtype) + model.positional_embedding.to(dtype)
+    # The text transformer is causal and CLIP pools at the EOT row, so rows after the last EOT never reach the
+    # output: cutting them makes short prompt ensembles several times cheaper with identical results.
+    length = int(eot.max()) + 1
+    x = embeddings[:, :length].to(dtype) + model.positional_embedding[:length].to(dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
     for layer, block in enumerate(blocks):
         if 1 <= layer <= len(deep_prompts):
             prompt = deep_prompts[layer - 1].to(dtype)
             prompt = prompt.expand(x.shape[0], -1, -1) if prompt.dim() == 2 else prompt
             x = torch.cat([x[:, :1], prompt, x[:, 1 + prompt.shape[1] :]], dim=1)
-        x = block(x, attn_mask=model.attn_mask)
+        x = block(x, attn_mask=mask)
     pooled = x[torch.arange(x.shape[0], device=x.device), eot]
     if final_norm is not None:
         pooled = final_norm(pooled)

@@ -1,0 +1,57 @@
+"""Options shared by the commands that load a method."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_method_options(parser: argparse.ArgumentParser, default_method: str = "winclip") -> None:
+    """``--method``, weights and backbone options, identical for infer, eval and train-local."""
+    parser.add_argument("--method", default=default_method, help="method name (zsad methods lists them)")
+    parser.add_argument("--weights", help="prompt artifact directory of a learnable method")
+    parser.add_argument("--backbone", help="CLIP backbone arch[:tag] instead of the method's official one")
+    parser.add_argument("--backbone-weights", help="local CLIP weight file (.safetensors preferred)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random CLIP weights (no download; for smoke tests: maps are not meaningful)")
+    parser.add_argument("--image-size", type=int, help="model input size instead of the method's official one")
+    parser.add_argument("--class-name", default="object", help="product name for class-aware prompts")
+    parser.add_argument("--domain", choices=["object", "texture"], default="object")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a method config field (JSON value), repeatable")
+
+
+def method_from_args(args: argparse.Namespace) -> Any:
+    """Load the method described by :func:`add_method_options` arguments."""
+    from zsad_core import load_method
+
+    overrides: dict[str, Any] = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    if args.image_size:
+        overrides["image_size"] = args.image_size
+    return load_method(
+        args.method,
+        backbone=args.backbone,
+        weights=args.weights,
+        pretrained=not args.random_weights,
+        backbone_weights=args.backbone_weights,
+        class_name=args.class_name,
+        domain=args.domain,
+        device=args.device,
+        **overrides,
+    )
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, creating the parent directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))

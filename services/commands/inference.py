@@ -1,0 +1,162 @@
+"""``zsad methods``, ``zsad infer``, ``zsad eval`` and ``zsad train-local``: the library from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.commands.common import add_method_options, method_from_args, write_json
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the inference, evaluation and local-training commands."""
+    methods = commands.add_parser("methods", help="list the available methods")
+    methods.set_defaults(func=cmd_methods)
+
+    infer = commands.add_parser("infer", help="anomaly maps, overlays and scores of image files")
+    infer.add_argument("images", nargs="+", help="JPEG/PNG files")
+    add_method_options(infer)
+    infer.add_argument("--out", required=True, help="output directory")
+    infer.add_argument("--threshold", type=float, help="draw contours of map >= threshold on the overlays")
+    infer.set_defaults(func=cmd_infer)
+
+    evaluate = commands.add_parser("eval", help="evaluate a method on a dataset with the papers' metrics")
+    add_method_options(evaluate)
+    evaluate.add_argument("--dataset", required=True,
+                          help="mvtec:/path | visa:/path | folder:/path | synthetic[:options]")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--aupro", choices=["exact", "cflow"], default="exact",
+                          help="exact AU-PRO to FPR 0.3, or the papers' 200-threshold variant")
+    evaluate.add_argument("--normalize", choices=["none", "per_class_minmax"], default="none",
+                          help="per-class min-max of maps and scores (evaluation only, as some papers do)")
+    evaluate.add_argument("--resolution", choices=["protocol", "original"], default="protocol")
+    evaluate.add_argument("--classes", nargs="*", help="only these classes")
+    evaluate.add_argument("--json", help="write the report as JSON here")
+    evaluate.add_argument("--save-overlays", help="write overlays of the worst and best cases here")
+    evaluate.add_argument("--overlays-per-kind", type=int, default=3)
+    evaluate.set_defaults(func=cmd_eval)
+
+    train = commands.add_parser("train-local", help="train a learnable method's prompts in this process")
+    add_method_options(train, default_method="vcp-clip")
+    train.add_argument("--dataset", required=True, help="auxiliary training data (with masks)")
+    train.add_argument("--out", required=True, help="directory of the new prompt artifact")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--eval-dataset", help="held-out data evaluated after training (metrics go in the manifest)")
+    train.set_defaults(func=cmd_train_local)
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Print every registered method with whether it learns prompts."""
+    from zsad_core.methods import get_method_spec, list_methods
+
+    for name in list_methods():
+        spec = get_method_spec(name)
+        config = spec.config_cls()
+        kind = "learnable" if spec.method_cls.learnable else "training-free"
+        print(f"{name:<12} {kind:<14} backbone {config.backbone} @ {config.image_size}")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Maps (16-bit PNG scaled to the batch's range), overlays and a JSON of scores for each image."""
+    from zsad_core.preprocess import map_to_original, preprocess, read_image
+    from zsad_core.visualize import save_overlay
+
+    method = method_from_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = [read_image(path) for path in args.images]
+    pixels, geometries = preprocess(images, method.backbone.preprocess_config())
+    result = method.predict(pixels)
+    records = []
+    for path, image, geometry, anomaly_map, score in zip(
+        args.images, images, geometries, result.maps.numpy(), result.scores.numpy(), strict=True
+    ):
+        stem = Path(path).stem
+        full = map_to_original(anomaly_map, geometry)
+        _write_map_png(out / f"{stem}_map.png", full)
+        save_overlay(out / f"{stem}_overlay.png", image, full, threshold=args.threshold)
+        records.append({"image": path, "score": float(score), "map_min": float(full.min()),
+                        "map_max": float(full.max())})
+        print(f"{path}: score {float(score):.4f}")
+    write_json(out / "scores.json", {"method": method.name, "backbone": method.backbone.identity,
+                                     "results": records})
+    return 0
+
+
+def _write_map_png(path: Path, anomaly_map: np.ndarray) -> None:
+    import cv2
+
+    low, high = float(anomaly_map.min()), float(anomaly_map.max())
+    scaled = (anomaly_map - low) / (high - low) if high > low else np.zeros_like(anomaly_map)
+    cv2.imwrite(str(path), np.round(scaled * 65535).astype(np.uint16))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate, print the papers' table, optionally write JSON and overlays."""
+    from tqdm import tqdm
+
+    from zsad_core.data import build_dataset
+    from zsad_core.evaluation import evaluate_method
+
+    method = method_from_args(args)
+    dataset = build_dataset(args.dataset)
+    with tqdm(total=len(dataset), desc=f"{method.name} on {args.dataset}", unit="img", file=sys.stderr) as bar:
+        run = evaluate_method(method, dataset, batch_size=args.batch_size, resolution=args.resolution,
+                              aupro_variant=args.aupro, normalize=args.normalize, classes=args.classes,
+                              progress=bar.update)
+    print(run.report.format_table())
+    if args.json:
+        write_json(args.json, {"method": method.name, "backbone": method.backbone.identity,
+                               "dataset": args.dataset, **run.report.to_dict()})
+    if args.save_overlays:
+        _save_extremes(method, dataset, run, Path(args.save_overlays), args.overlays_per_kind)
+    return 0
+
+
+def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> None:
+    from zsad_core.data import to_protocol
+    from zsad_core.evaluation import domain_of
+    from zsad_core.visualize import save_overlay, select_extremes
+
+    extremes = select_extremes(run.scores, run.labels, k)
+    paths = {path: i for i, path in enumerate(getattr(dataset, "paths", run.paths))}
+    for kind, picks in (("worst", extremes.worst), ("best", extremes.best)):
+        for rank, index in enumerate(picks):
+            class_name = run.class_names[index]
+            sample = dataset[paths.get(run.paths[index], int(index))]
+            item = to_protocol(sample, method.image_size)
+            method.setup(class_name, domain_of(class_name))
+            anomaly_map = method.predict([item.model_image]).maps[0].numpy()
+            name = f"{kind}_{rank:02d}_{class_name}_{Path(run.paths[index]).stem}_s{run.scores[index]:.3f}.png"
+            save_overlay(out / name, item.model_image, anomaly_map)
+    print(f"overlays written to {out}")
+
+
+def cmd_train_local(args: argparse.Namespace) -> int:
+    """Train in this process, save an immutable artifact, optionally evaluate it on held-out data."""
+    from zsad_core.artifacts import save_prompts
+    from zsad_core.data import build_dataset
+    from zsad_core.evaluation import evaluate_method
+    from zsad_core.training import TrainingOptions, train_method
+
+    method = method_from_args(args)
+    options = TrainingOptions(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                              augment=not args.no_augment, max_steps=args.max_steps)
+    history = train_method(method, build_dataset(args.dataset), options,
+                           on_epoch_end=lambda log: print(f"epoch {log['epoch']}: loss {log['loss']:.4f}"))
+    extra: dict[str, Any] = {"training_data": args.dataset, "history": history}
+    if args.eval_dataset:
+        run = evaluate_method(method, build_dataset(args.eval_dataset))
+        print(run.report.format_table())
+        extra["metrics"] = {"dataset": args.eval_dataset, **run.report.to_dict()["mean"]}
+    print(f"artifact written to {save_prompts(method, args.out, extra)}")
+    return 0

@@ -1,0 +1,64 @@
+"""The zsad CLI, run in-process on the tiny backbone and synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from services.cli import main
+from zsad_core.preprocess import encode_png
+
+TINY = ["--backbone", "zsad-tiny-vit", "--random-weights", "--image-size", "64"]
+
+
+def test_version_and_help(capsys):
+    assert main(["version"]) == 0
+    assert "zsad-stream" in capsys.readouterr().out
+    assert main([]) == 0
+    assert "eval" in capsys.readouterr().out
+
+
+def test_methods_lists_registered_methods(capsys):
+    assert main(["methods"]) == 0
+    assert "winclip" in capsys.readouterr().out
+
+
+def test_eval_on_synthetic_writes_table_json_and_overlays(tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = main(["eval", "--method", "winclip", *TINY, "--dataset", "synthetic:classes=2,per_class=4,size=64",
+                 "--json", str(out), "--save-overlays", str(tmp_path / "overlays"), "--overlays-per-kind", "1"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "pixel AUROC" in table and "mean" in table
+    report = json.loads(out.read_text())
+    assert set(report["per_class"]) == {"woven", "wood"}
+    assert 0.0 <= report["mean"]["pixel_auroc"] <= 1.0
+    assert {"image_auroc", "image_ap", "image_f1_max", "pixel_aupro", "pixel_ap", "pixel_f1_max"} <= set(report["mean"])
+    overlays = list((tmp_path / "overlays").glob("*.png"))
+    assert overlays and all(cv2.imread(str(p)).shape == (64, 64, 3) for p in overlays)
+
+
+def test_infer_writes_maps_overlays_and_scores(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    path = tmp_path / "part.png"
+    path.write_bytes(encode_png(image))
+    assert main(["infer", str(path), "--method", "winclip", *TINY, "--out", str(tmp_path / "out")]) == 0
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert scores["results"][0]["image"] == str(path)
+    anomaly_map = cv2.imread(str(tmp_path / "out" / "part_map.png"), cv2.IMREAD_UNCHANGED)
+    assert anomaly_map.shape == (48, 80) and anomaly_map.dtype == np.uint16
+    assert (tmp_path / "out" / "part_overlay.png").is_file()
+
+
+def test_bad_image_fails_with_a_clear_message(tmp_path, capsys):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    assert main(["infer", str(path), "--method", "winclip", *TINY, "--out", str(tmp_path / "out")]) == 2
+    assert "not_an_image" in capsys.readouterr().err
+
+
+def test_unreachable_weights_fail_with_a_hint(tmp_path, capsys):
+    assert main(["infer", str(tmp_path / "x.png"), "--method", "winclip", "--out", str(tmp_path)]) == 2
+    assert "--backbone-weights" in capsys.readouterr().err

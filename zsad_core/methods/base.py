@@ -1,0 +1,139 @@
+"""The interface every method implements, and the plumbing they share.
+
+A method is a plain ``nn.Module`` holding only its own small weights (prompts, heads, caches); the CLIP
+backbone is *referenced*, not registered as a child, so several methods share one backbone instance and a
+method's ``state_dict()`` holds exactly the weights an artifact must carry. Training loops and Serve replicas
+wrap methods; methods know nothing of either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from zsad_core.backbone import ClipBackbone
+from zsad_core.methods.ops import quarter_taps
+from zsad_core.methods.result import AnomalyResult
+from zsad_core.preprocess import preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """Fields every method config has; methods subclass this with their own defaults.
+
+    Attributes:
+        backbone: ``arch:tag`` of the official backbone (used when ``load_method`` builds one).
+        image_size: input size the official method runs at.
+        taps: vision blocks to tap; None means the quarter points of the backbone (the papers' choice).
+        backbone_activation: activation of a backbone built for this method (``gelu`` for VCP-CLIP).
+        pos_interpolation: position-embedding interpolation of a backbone built for this method.
+    """
+
+    backbone: str = "ViT-L-14-336:openai"
+    image_size: int = 518
+    taps: tuple[int, ...] | None = None
+    backbone_activation: str = "default"
+    pos_interpolation: str = "bicubic"
+
+
+class ZeroShotMethod(nn.Module):
+    """Base class: holds the backbone reference, the config and the class set-up.
+
+    Subclasses implement :meth:`forward` (normalised pixels -> :class:`AnomalyResult`) and, when they have
+    class-dependent text features, :meth:`_build_class_state`. Learnable subclasses set ``learnable = True``
+    and implement :meth:`loss` and :meth:`configure_optimizer`.
+    """
+
+    name: ClassVar[str] = ""
+    learnable: ClassVar[bool] = False
+    uses_class_name: ClassVar[bool] = False
+
+    def __init__(self, backbone: ClipBackbone, config: MethodConfig) -> None:
+        super().__init__()
+        object.__setattr__(self, "_backbone", backbone)  # referenced, not a child module: see module docstring
+        self.config = config
+        self.taps = tuple(config.taps) if config.taps else quarter_taps(backbone.num_layers)
+        if not all(1 <= t <= backbone.num_layers for t in self.taps):
+            raise ValueError(f"{self.name}: taps {self.taps} do not fit a {backbone.num_layers}-block backbone")
+        self.class_name: str | None = None
+        self.domain: str = "object"
+
+    @property
+    def backbone(self) -> ClipBackbone:
+        """The shared CLIP backbone."""
+        return self._backbone
+
+    @property
+    def image_size(self) -> int:
+        """Input side in pixels; maps come back at this size."""
+        return self.backbone.image_size
+
+    # -- class set-up ----------------------------------------------------------------------------------------
+    def setup(self, class_name: str = "object", domain: str = "object") -> ZeroShotMethod:
+        """Prepare class-dependent state (text features of prompt ensembles), cached until the next call.
+
+        Args:
+            class_name: product name used in prompts ("object" when unknown); ignored by class-agnostic methods.
+            domain: ``object`` or ``texture`` (AnoCLIP's domain-aware prompts).
+        """
+        if domain not in ("object", "texture"):
+            raise ValueError(f"domain must be 'object' or 'texture', got {domain!r}")
+        self.class_name, self.domain = class_name, domain
+        with torch.no_grad():
+            self._build_class_state()
+        return self
+
+    def _build_class_state(self) -> None:
+        """Encode whatever depends on the class name; class-agnostic methods keep the default (nothing)."""
+
+    def _require_setup(self) -> None:
+        if self.class_name is None:
+            raise RuntimeError(f"{self.name}: call setup(class_name) before predicting (load_method does this)")
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
+        """Anomaly maps and scores of ``(B, 3, S, S)`` normalised pixels."""
+        raise NotImplementedError
+
+    def predict(self, images: torch.Tensor | Sequence[np.ndarray | bytes]) -> AnomalyResult:
+        """Maps and scores of a batch, in inference mode.
+
+        Args:
+            images: ``(B, 3, S, S)`` normalised pixels, or RGB uint8 arrays / encoded JPEG-PNG bytes, which are
+                squashed to S x S with the backbone's normalisation.
+        """
+        self._require_setup()
+        if not isinstance(images, torch.Tensor):
+            images, _ = preprocess(images, self.backbone.preprocess_config())
+        with torch.inference_mode():
+            maps, scores = self(images.to(self.backbone.device))
+        return AnomalyResult(maps.float(), scores.float())
+
+    # -- training --------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters a training loop may update (never the backbone's)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss of a batch ``{"pixels": (B,3,S,S), "masks": (B,S,S) 0/1, "labels": (B,)}``."""
+        raise NotImplementedError(f"{self.name} has no learnable weights")
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        """The official optimiser and learning rates of the method."""
+        raise NotImplementedError(f"{self.name} has no learnable weights")
+
+    # -- description -----------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What an artifact manifest records about this method instance (compatibility is checked on it)."""
+        return {
+            "method": self.name,
+            "backbone": self.backbone.identity,
+            "taps": list(self.taps),
+            "image_size": self.image_size,
+            "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("backbone",)},
+        }

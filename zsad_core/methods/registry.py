@@ -1,0 +1,123 @@
+"""The explicit registry of methods and the ``load_method`` factory.
+
+Methods register themselves with :func:`register_method` when their module is imported; the built-in ones are
+imported on first use of the registry, so discovery never depends on import order elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from zsad_core.backbone import ClipBackbone, build_backbone, parse_backbone_name
+from zsad_core.methods.base import MethodConfig, ZeroShotMethod
+
+BUILTIN_MODULES: tuple[str, ...] = ("winclip",)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its name, config class and module class."""
+
+    name: str
+    config_cls: type[MethodConfig]
+    method_cls: type[ZeroShotMethod]
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str, config_cls: type[MethodConfig]
+) -> Callable[[type[ZeroShotMethod]], type[ZeroShotMethod]]:
+    """Class decorator adding a method under ``name``; a second registration of a name is an error."""
+
+    def decorate(cls: type[ZeroShotMethod]) -> type[ZeroShotMethod]:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is already registered by {METHODS[name].method_cls.__qualname__}")
+        cls.name = name
+        METHODS[name] = MethodSpec(name, config_cls, cls)
+        return cls
+
+    return decorate
+
+
+def _ensure_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"zsad_core.methods.{module}")
+
+
+def list_methods() -> list[str]:
+    """Names of all registered methods, sorted."""
+    _ensure_builtins()
+    return sorted(METHODS)
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` of ``name``; unknown names raise with the list of valid ones."""
+    _ensure_builtins()
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def get_method_config(name: str, **overrides: object) -> MethodConfig:
+    """A fresh config of ``name`` with the official defaults, then ``overrides``."""
+    config_cls = get_method_spec(name).config_cls
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"{name} has no option(s) {unknown}; options: {sorted(fields)}")
+    return config_cls(**overrides)
+
+
+def load_method(
+    name: str,
+    backbone: ClipBackbone | str | None = None,
+    weights: str | Path | None = None,
+    *,
+    pretrained: bool = True,
+    class_name: str = "object",
+    domain: str = "object",
+    device: str = "cpu",
+    backbone_weights: str | None = None,
+    **overrides: object,
+) -> ZeroShotMethod:
+    """Build a ready-to-predict method.
+
+    Precedence: the method's official defaults < ``overrides``. The backbone is, in order: the given
+    instance (shared, used as is), a given ``arch[:tag]`` name, or the method's official backbone.
+
+    Args:
+        name: a registered method (see :func:`list_methods`).
+        backbone: a :class:`ClipBackbone` to share, or a backbone name to build.
+        weights: a prompt artifact (directory or ``.safetensors`` file with its manifest) to load.
+        pretrained: False builds the official architecture with random CLIP weights (offline tests, benchmarks).
+        class_name: product name for class-aware prompts ("object" when unknown).
+        domain: ``object`` or ``texture`` (AnoCLIP's domain-aware prompts).
+        device: where a newly built backbone lives.
+        backbone_weights: a local CLIP weight file for a newly built backbone (no hub access needed).
+        **overrides: fields of the method's config.
+    """
+    config = get_method_config(name, **overrides)
+    if not isinstance(backbone, ClipBackbone):
+        backbone_name = backbone or config.backbone
+        if not pretrained and backbone_weights is None:
+            backbone_name = parse_backbone_name(backbone_name).arch
+        backbone = build_backbone(
+            backbone_name,
+            weights=backbone_weights,
+            image_size=config.image_size,
+            activation=config.backbone_activation,
+            pos_interpolation=config.pos_interpolation,
+            device=device,
+        )
+    method = get_method_spec(name).method_cls(backbone, config).to(backbone.device)
+    if weights is not None:
+        from zsad_core.artifacts import load_prompts
+
+        load_prompts(method, weights)
+    return method.setup(class_name, domain)
