@@ -101,7 +101,7 @@ class ZeroShotMethod(nn.Module):
         raise NotImplementedError
 
     def predict(self, images: torch.Tensor | Sequence[np.ndarray | bytes]) -> AnomalyResult:
-        """Maps and scores of a batch, in inference mode.
+        """Maps and scores of a batch, in inference mode and eval mode (no prompt dropout; mode restored after).
 
         Args:
             images: ``(B, 3, S, S)`` normalised pixels, or RGB uint8 arrays / encoded JPEG-PNG bytes, which are
@@ -110,8 +110,13 @@ class ZeroShotMethod(nn.Module):
         self._require_setup()
         if not isinstance(images, torch.Tensor):
             images, _ = preprocess(images, self.backbone.preprocess_config())
-        with torch.inference_mode():
-            maps, scores = self(images.to(self.backbone.device))
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                maps, scores = self(images.to(self.backbone.device))
+        finally:
+            self.train(was_training)
         return AnomalyResult(maps.float(), scores.float())
 
     # -- training --------------------------------------------------------------------------------------------

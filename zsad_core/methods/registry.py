@@ -15,7 +15,7 @@ from pathlib import Path
 from zsad_core.backbone import ClipBackbone, build_backbone, parse_backbone_name
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 
-BUILTIN_MODULES: tuple[str, ...] = ("winclip",)
+BUILTIN_MODULES: tuple[str, ...] = ("winclip", "clip_ad", "anoclip", "vcp_clip", "vip2_clip")
 
 
 @dataclass(frozen=True)
