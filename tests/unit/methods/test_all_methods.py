@@ -98,3 +98,9 @@ def test_manifest_of_another_backbone_or_taps_is_refused(tiny_backbone, tmp_path
         load_prompts(other_taps, artifact)
     with pytest.raises(IncompatibleWeightsError, match="method"):
         load_prompts(_load("vcp-clip", tiny_backbone), artifact)
+
+
+def test_config_method_names_match_the_registry():
+    from services.config import METHOD_NAMES
+
+    assert set(METHOD_NAMES) == set(list_methods())

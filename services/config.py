@@ -1,0 +1,311 @@
+"""The one configuration file of the running system, validated before anything starts.
+
+Why one file: brokers, Redis, cameras, serving and ingest settings are read by different processes (the CLI,
+ingest actors, Serve replicas); a single validated document, passed to each of them, means they cannot
+disagree. Validation happens at load time and names the faulty field, so a typo in a threshold fails
+``zsad up`` at once instead of a replica an hour later.
+
+Precedence, lowest to highest: field defaults < the YAML file < environment variables ``ZSAD_<SECTION>__<FIELD>``
+(e.g. ``ZSAD_REDIS__PASSWORD``), so secrets can stay out of the file. pydantic-settings lower-cases
+environment names, so a camera overridden from the environment must have a lower-case id.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from services.messages import DLQ_TOPIC, FRAMES_TOPIC, CameraId
+from zsad_core.errors import ZsadError
+
+if TYPE_CHECKING:
+    from zsad_core.preprocess import ImageLimits
+
+# Method names a camera may ask for. The registry in zsad_core fills up as methods land, and importing it
+# builds torch modules, so the config checks names against this list and the serving layer checks that the
+# chosen ones are registered when it loads them.
+METHOD_NAMES: tuple[str, ...] = ("winclip", "clip-ad", "clip-ad+", "anoclip", "anoclip+", "vcp-clip", "vip2-clip")
+DEFAULTS_FILE = "defaults.yaml"
+MiB = 1024 * 1024
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a misspelt `treshold` must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConfigError(ZsadError, ValueError):
+    """The configuration file is missing, not YAML, or has invalid fields; the message names file and field."""
+
+    reason = "bad_config"
+
+
+class KafkaSecurity(_Section):
+    """SASL/TLS settings, passed unchanged to kafka-python's clients (its parameter names)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The settings that are set, secrets revealed, as kafka-python keyword arguments."""
+        kwargs: dict[str, Any] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            kwargs[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return kwargs
+
+
+class KafkaConfig(_Section):
+    """Where frames come from and where bad frames go.
+
+    Attributes:
+        bootstrap_servers: ``host:port`` list (a comma-separated string is accepted).
+        frames_topic, dlq_topic: topic names.
+        group_id: consumer group under which ingest commits offsets.
+        partitions: partitions of the frames topic when ``zsad`` creates it; the ceiling of ingest parallelism.
+        replication_factor: of created topics (1 for a single local broker).
+        client_id: prefix of the client ids, to find this system's connections in broker logs.
+        receive_message_max_bytes: largest fetch response a consumer accepts. noida-db ignores fetch size
+            limits and answers with the whole backlog, so kafka-python's 100 MB default is too small there.
+        security: SASL/TLS.
+    """
+
+    # NoDecode: from the environment, `a:9092,b:9092` is split below instead of being parsed as JSON.
+    bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    frames_topic: str = Field(FRAMES_TOPIC, min_length=1, max_length=249)
+    dlq_topic: str = Field(DLQ_TOPIC, min_length=1, max_length=249)
+    group_id: str = Field("zsad-ingest", min_length=1)
+    partitions: PositiveInt = 4
+    replication_factor: PositiveInt = 1
+    client_id: str = "zsad"
+    receive_message_max_bytes: PositiveInt = 256 * MiB
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by kafka-python's producer, consumer and admin client."""
+        return {"bootstrap_servers": list(self.bootstrap_servers), **self.security.client_kwargs()}
+
+
+class RedisConfig(_Section):
+    """The result store.
+
+    Attributes:
+        url: ``redis://host:port/db`` (``rediss://`` for TLS); a password in the URL works but belongs in
+            ``password`` or ``ZSAD_REDIS__PASSWORD``.
+        password: the AUTH password.
+        username: ACL user (``None``: the default user).
+        result_ttl_s: lifetime of a frame's result hash and map.
+        events_maxlen: approximate cap of each camera's event stream.
+        scores_maxlen: cap of each camera's worst-N sorted set.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    result_ttl_s: PositiveInt = 24 * 3600
+    events_maxlen: PositiveInt = 10_000
+    scores_maxlen: PositiveInt = 10_000
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class CameraConfig(_Section):
+    """How one camera's frames are inspected.
+
+    Attributes:
+        method: a method name from :data:`METHOD_NAMES`.
+        class_name: product name used in the text prompts ("object" when unknown).
+        domain: ``object`` or ``texture`` (domain-aware prompts).
+        prompt_version: a prompt artifact version, an alias (``champion``), or ``None`` for the method's
+            zero-shot prompts.
+        threshold: score above which a frame is labelled anomalous.
+        roi: ``[x, y, w, h]`` region of interest in image pixels; ``None`` for the whole frame.
+        result_ttl_s: overrides ``redis.result_ttl_s`` for this camera.
+        image_size: model input side; ``None`` for the method's default.
+    """
+
+    method: str
+    class_name: str = Field(min_length=1, max_length=128)
+    domain: Literal["object", "texture"] = "object"
+    prompt_version: str | None = Field(None, min_length=1, max_length=128)
+    threshold: float = Field(ge=0.0, allow_inf_nan=False)
+    roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], PositiveInt, PositiveInt] | None = None
+    result_ttl_s: PositiveInt | None = None
+    image_size: PositiveInt | None = None
+
+    @field_validator("roi", mode="before")
+    @classmethod
+    def _four_numbers(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) != 4:
+            raise ValueError(f"roi must be [x, y, w, h], got {len(value)} numbers")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHOD_NAMES:
+            raise ValueError(f"unknown method {value!r}; methods are {list(METHOD_NAMES)}")
+        return value
+
+
+class ServingConfig(_Section):
+    """The Serve inspector deployment.
+
+    Attributes:
+        backbone: ``arch[:tag]``; ``None`` for each method's official backbone.
+        backbone_weights: a local CLIP weight file (no model hub is needed).
+        pretrained: False builds random weights: the local demo's default, as no weights ship with the code.
+        max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings.
+        num_replicas, num_gpus, num_cpus: per-deployment resources (GPUs and CPUs per replica).
+        torch_threads: torch threads per replica; set explicitly because a busy neighbour on a small box
+            makes torch's default thread count several times slower.
+    """
+
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    pretrained: bool = False
+    max_batch_size: PositiveInt = 8
+    batch_wait_timeout_s: float = Field(0.05, ge=0.0)
+    num_replicas: PositiveInt = 1
+    num_gpus: float = Field(0.0, ge=0.0)
+    num_cpus: float = Field(1.0, gt=0.0)
+    torch_threads: PositiveInt = 2
+
+
+class IngestConfig(_Section):
+    """The Kafka ingest actors.
+
+    Attributes:
+        num_actors: ingest actors; more than the partition count leaves some idle.
+        max_in_flight: frames per actor sent to serving but not yet acknowledged (backpressure window).
+        poll_timeout_ms: longest wait of one consumer poll.
+        max_retries: attempts at scoring or storing a frame before it is dead-lettered.
+    """
+
+    num_actors: PositiveInt = 1
+    max_in_flight: PositiveInt = 32
+    poll_timeout_ms: PositiveInt = 200
+    max_retries: Annotated[int, Field(ge=0)] = 3
+
+
+class LimitsConfig(_Section):
+    """Limits on encoded frames, checked before decoding (see :class:`zsad_core.preprocess.ImageLimits`)."""
+
+    max_bytes: PositiveInt = 32 * MiB
+    max_pixels: PositiveInt = 64_000_000
+    max_side: PositiveInt = 16_384
+
+    def image_limits(self) -> ImageLimits:
+        """These limits as the decoder's :class:`~zsad_core.preprocess.ImageLimits`."""
+        from zsad_core.preprocess import ImageLimits
+
+        return ImageLimits(max_bytes=self.max_bytes, max_pixels=self.max_pixels, max_side=self.max_side)
+
+
+class ZsadConfig(BaseSettings):
+    """The whole configuration; build it with :func:`load_config`."""
+
+    model_config = SettingsConfigDict(env_prefix="ZSAD_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    cameras: dict[CameraId, CameraConfig] = Field(min_length=1)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the YAML document (passed as init values); no dotenv or secret files."""
+        return env_settings, init_settings
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        """The settings of one camera; unknown ids raise with the list of configured ones."""
+        try:
+            return self.cameras[camera_id]
+        except KeyError:
+            raise KeyError(f"camera {camera_id!r} is not configured; cameras: {sorted(self.cameras)}") from None
+
+    def result_ttl_s(self, camera_id: str) -> int:
+        """Result lifetime of a camera: its own override or the Redis default."""
+        return self.cameras[camera_id].result_ttl_s or self.redis.result_ttl_s
+
+
+def default_config_path() -> Path:
+    """The embedded defaults file (two demo cameras, local brokers)."""
+    return Path(str(resources.files("services").joinpath(DEFAULTS_FILE)))
+
+
+def load_config(path: str | Path | None = None) -> ZsadConfig:
+    """Read and validate a configuration file, with ``ZSAD_*`` environment overrides applied.
+
+    Args:
+        path: the YAML file; ``None`` for the embedded defaults (:func:`default_config_path`).
+
+    Raises:
+        ConfigError: the file cannot be read, is not a YAML mapping, or a field is invalid; the message names
+            the file and every faulty field (``cameras.cam1.threshold: ...``).
+    """
+    source = Path(path) if path is not None else default_config_path()
+    try:
+        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {source} is not valid YAML: {exc}") from exc
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {source} must hold a mapping of sections, not {type(document).__name__}")
+    try:
+        return ZsadConfig(**document)
+    except ValidationError as exc:
+        where = f"{source} (ZSAD_* environment overrides applied)"
+        raise ConfigError(f"invalid config file {where}:\n{_describe(exc)}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid ZSAD_* environment override (config file {source}): {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {field}: {error['msg']}")
+    return "\n".join(lines)

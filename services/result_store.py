@@ -1,0 +1,395 @@
+"""The Redis result store: anomaly maps, scores and events per camera, written idempotently.
+
+Why idempotent: ingest delivers at least once (a frame is re-read after a crash between the Redis write and the
+offset commit), so writing a frame's result twice must change nothing. One Lua script per frame checks the
+result hash and writes all four keys only when it is absent; Redis runs a script atomically, so two replicas
+racing on the same frame cannot both append an event.
+
+Key layout (ARCHITECTURE.md), ``{cam}`` being a Redis Cluster hash tag so one camera's keys share a slot and
+the script may touch all four:
+
+* ``zsad:{cam}:result:{frame_id}``: hash with TTL, the frame's fields (:data:`RESULT_FIELDS`).
+* ``zsad:{cam}:map:{frame_id}``: string with TTL, the anomaly map as a 16-bit PNG; ``map_min`` and
+  ``map_scale`` in the hash turn its integers back into floats.
+* ``zsad:{cam}:events``: stream capped near ``events_maxlen``, one entry per frame (the hash's fields).
+* ``zsad:{cam}:scores``: sorted set frame id -> score, trimmed to the ``scores_maxlen`` highest scores.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import redis
+from redis.exceptions import NoScriptError
+
+from services.config import RedisConfig, ZsadConfig
+from services.messages import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
+from zsad_core.preprocess import encode_png
+
+MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range
+RESULT_FIELDS = (
+    "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
+    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale",
+)  # fmt: skip
+_CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
+_FRAME_RE = re.compile(FRAME_ID_PATTERN)
+
+# KEYS: result hash, map string, events stream, scores zset.
+# ARGV: ttl_s, events_maxlen, scores_maxlen, frame_id, score, map_png ('' = no map), field, value, ...
+_WRITE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local fields = {}
+for i = 7, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[1])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[3])
+if extra > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1)
+end
+return 1
+"""
+
+
+def camera_prefix(camera: str) -> str:
+    """``zsad:{cam}``: the prefix, with its hash tag, of every key of one camera."""
+    return f"zsad:{{{camera}}}"
+
+
+def result_key(camera: str, frame_id: str) -> str:
+    """Key of a frame's result hash."""
+    return f"{camera_prefix(camera)}:result:{frame_id}"
+
+
+def map_key(camera: str, frame_id: str) -> str:
+    """Key of a frame's anomaly map PNG."""
+    return f"{camera_prefix(camera)}:map:{frame_id}"
+
+
+def events_key(camera: str) -> str:
+    """Key of a camera's event stream."""
+    return f"{camera_prefix(camera)}:events"
+
+
+def scores_key(camera: str) -> str:
+    """Key of a camera's score sorted set."""
+    return f"{camera_prefix(camera)}:scores"
+
+
+def encode_map(anomaly_map: np.ndarray) -> tuple[bytes, float, float]:
+    """Quantise a float map to a 16-bit PNG.
+
+    Args:
+        anomaly_map: ``(H, W)`` finite float map.
+
+    Returns:
+        ``(png, map_min, map_scale)``: ``value = map_min + level * map_scale`` decodes it, within
+        ``map_scale / 2`` of the original (``map_scale`` is the range over 65535; 0 for a constant map).
+    """
+    values = np.asarray(anomaly_map, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"an anomaly map must be a non-empty (H, W) array, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("an anomaly map must be finite (it holds NaN or inf)")
+    low, high = float(values.min()), float(values.max())
+    scale = (high - low) / MAP_LEVELS
+    levels = np.zeros(values.shape, np.uint16) if scale == 0.0 else np.rint((values - low) / scale).astype(np.uint16)
+    return encode_png(levels), low, scale
+
+
+def decode_map(png: bytes, map_min: float, map_scale: float) -> np.ndarray:
+    """Invert :func:`encode_map`: ``(H, W)`` float32."""
+    levels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if levels is None or levels.ndim != 2 or levels.dtype != np.uint16:
+        raise ValueError("stored anomaly map is not a single-channel 16-bit PNG")
+    return (map_min + levels.astype(np.float64) * map_scale).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """What serving hands to the store for one frame.
+
+    Attributes:
+        camera, frame_id: identity of the frame (the idempotency key).
+        score: image-level anomaly score.
+        threshold: the camera's threshold when the frame was scored; ``label`` is ``score >= threshold``.
+        method: the method that scored it.
+        anomaly_map: ``(H, W)`` float map, or ``None`` when the method gives none.
+        prompt_version: the resolved prompt version (never an alias), ``None`` for zero-shot prompts.
+        partition, offset: where the frame was read from Kafka (-1 when it did not come from Kafka).
+        capture_ts, infer_ts: seconds since the epoch when the frame was taken and scored.
+    """
+
+    camera: str
+    frame_id: str
+    score: float
+    threshold: float
+    method: str
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)
+    prompt_version: str | None = None
+    partition: int = -1
+    offset: int = -1
+    capture_ts: float = 0.0
+    infer_ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
+        if not _CAMERA_RE.match(self.camera):
+            raise ValueError(f"camera id {self.camera!r} does not match {CAMERA_ID_PATTERN}")
+        if not _FRAME_RE.match(self.frame_id):
+            raise ValueError(f"frame id {self.frame_id!r} does not match {FRAME_ID_PATTERN}")
+        if not math.isfinite(self.score):
+            raise ValueError(f"score of frame {self.frame_id} is not finite: {self.score}")
+
+    @property
+    def label(self) -> int:
+        """1 if anomalous (score at or above the threshold), else 0."""
+        return int(self.score >= self.threshold)
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A frame's result as read back from Redis (result hash or event entry).
+
+    ``map_min``/``map_scale`` are ``None`` when no map was stored.
+    """
+
+    camera: str
+    frame_id: str
+    score: float
+    label: int
+    threshold: float
+    method: str
+    prompt_version: str | None
+    partition: int
+    offset: int
+    capture_ts: float
+    infer_ts: float
+    write_ts: float
+    map_min: float | None
+    map_scale: float | None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
+        """Parse a result hash or event entry (bytes or str keys and values)."""
+        text = {_str(key): _str(value) for key, value in fields.items()}
+        return cls(
+            camera=text["camera"],
+            frame_id=text["frame_id"],
+            score=float(text["score"]),
+            label=int(text["label"]),
+            threshold=float(text["threshold"]),
+            method=text["method"],
+            prompt_version=text.get("prompt_version") or None,
+            partition=int(text["partition"]),
+            offset=int(text["offset"]),
+            capture_ts=float(text["capture_ts"]),
+            infer_ts=float(text["infer_ts"]),
+            write_ts=float(text["write_ts"]),
+            map_min=float(text["map_min"]) if text.get("map_min") else None,
+            map_scale=float(text["map_scale"]) if text.get("map_scale") else None,
+        )
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ResultStore:
+    """Writes and reads frame results in Redis with the key layout of this module.
+
+    Args:
+        client: a redis-py client with ``decode_responses=False`` (maps are binary).
+        result_ttl_s: lifetime of result hashes and maps.
+        camera_ttl_s: per-camera lifetimes overriding ``result_ttl_s``.
+        events_maxlen: approximate cap of each event stream (``MAXLEN ~``: Redis trims whole stream nodes,
+            so a stream may hold up to about a hundred entries more).
+        scores_maxlen: exact cap of each score set; the lowest scores are dropped.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        result_ttl_s: int = 24 * 3600,
+        camera_ttl_s: Mapping[str, int] | None = None,
+        events_maxlen: int = 10_000,
+        scores_maxlen: int = 10_000,
+    ):
+        limits = {"result_ttl_s": result_ttl_s, "events_maxlen": events_maxlen, "scores_maxlen": scores_maxlen}
+        for name, value in limits.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.client = client
+        self.result_ttl_s = result_ttl_s
+        self.camera_ttl_s = dict(camera_ttl_s or {})
+        self.events_maxlen = events_maxlen
+        self.scores_maxlen = scores_maxlen
+        self._write = client.register_script(_WRITE_SCRIPT)
+
+    @classmethod
+    def from_config(cls, config: ZsadConfig | RedisConfig, **client_kwargs: object) -> ResultStore:
+        """A store for ``config`` (the whole config gives per-camera TTLs; a ``RedisConfig`` only defaults).
+
+        Args:
+            config: the configuration.
+            **client_kwargs: extra redis-py arguments (timeouts, TLS).
+        """
+        redis_cfg = config.redis if isinstance(config, ZsadConfig) else config
+        camera_ttl = {}
+        if isinstance(config, ZsadConfig):
+            camera_ttl = {cam: cfg.result_ttl_s for cam, cfg in config.cameras.items() if cfg.result_ttl_s}
+        return cls(
+            connect(redis_cfg, **client_kwargs),
+            result_ttl_s=redis_cfg.result_ttl_s,
+            camera_ttl_s=camera_ttl,
+            events_maxlen=redis_cfg.events_maxlen,
+            scores_maxlen=redis_cfg.scores_maxlen,
+        )
+
+    def ttl_for(self, camera: str) -> int:
+        """Result lifetime of ``camera`` in seconds."""
+        return self.camera_ttl_s.get(camera, self.result_ttl_s)
+
+    def ping(self) -> bool:
+        """True when Redis answers; connection and auth errors propagate, so a health check reports the cause."""
+        return bool(self.client.ping())
+
+    def write_result(self, result: FrameResult) -> bool:
+        """Store one frame; True if it was new, False if it was already stored (nothing changed)."""
+        return self.write_results([result])[0]
+
+    def write_results(self, batch: Sequence[FrameResult]) -> list[bool]:
+        """Store a batch in one round trip; one flag per frame, True where the frame was new.
+
+        Each frame is one atomic script call. If Redis lost the cached script (restart, ``SCRIPT FLUSH``),
+        the script is loaded and the whole batch re-sent: frames already written are then skipped, which the
+        idempotency makes safe.
+        """
+        if not batch:
+            return []
+        calls = [self._script_call(result, time.time()) for result in batch]
+        replies = self._run(calls)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            self.client.script_load(_WRITE_SCRIPT)
+            replies = self._run(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [bool(reply) for reply in replies]
+
+    def _run(self, calls: list[tuple[list[str], list[bytes | str | int | float]]]) -> list[object]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                # evalsha rather than the Script object: inside a pipeline the latter adds a SCRIPT EXISTS
+                # round trip before every batch.
+                pipe.evalsha(self._write.sha, len(keys), *keys, *args)
+            return pipe.execute(raise_on_error=False)
+
+    def _script_call(self, result: FrameResult, write_ts: float) -> tuple[list[str], list[bytes | str | int | float]]:
+        cam, fid = result.camera, result.frame_id
+        png, map_min, map_scale = b"", "", ""
+        if result.anomaly_map is not None:
+            png, low, scale = encode_map(result.anomaly_map)
+            map_min, map_scale = repr(low), repr(scale)
+        fields = {
+            "camera": cam,
+            "frame_id": fid,
+            "score": repr(float(result.score)),
+            "label": str(result.label),
+            "threshold": repr(float(result.threshold)),
+            "method": result.method,
+            "prompt_version": result.prompt_version or "",
+            "partition": str(result.partition),
+            "offset": str(result.offset),
+            "capture_ts": repr(float(result.capture_ts)),
+            "infer_ts": repr(float(result.infer_ts)),
+            "write_ts": repr(write_ts),
+            "map_min": map_min,
+            "map_scale": map_scale,
+        }
+        keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
+        args: list[bytes | str | int | float] = [
+            self.ttl_for(cam), self.events_maxlen, self.scores_maxlen, fid, repr(float(result.score)), png,
+        ]  # fmt: skip
+        for name, value in fields.items():
+            args += [name, value]
+        return keys, args
+
+    def get_result(self, camera: str, frame_id: str) -> StoredResult | None:
+        """The stored result of a frame, or ``None`` if it was never written or has expired."""
+        fields = self.client.hgetall(result_key(camera, frame_id))
+        return StoredResult.from_fields(fields) if fields else None
+
+    def get_map(self, camera: str, frame_id: str) -> np.ndarray | None:
+        """The ``(H, W)`` float32 anomaly map of a frame, or ``None`` if absent or expired."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(result_key(camera, frame_id), ["map_min", "map_scale"])
+            pipe.get(map_key(camera, frame_id))
+            (map_min, map_scale), png = pipe.execute()
+        if not png or not map_min or not map_scale:
+            return None
+        return decode_map(png, float(map_min), float(map_scale))
+
+    def worst(self, camera: str, n: int) -> list[tuple[str, float]]:
+        """The ``n`` highest-scoring frames whose results still exist, as ``(frame_id, score)``, worst first.
+
+        The score set outlives the results' TTLs, so members whose result hash has expired are removed here,
+        when they are first seen.
+        """
+        if n <= 0:
+            return []
+        key = scores_key(camera)
+        while True:
+            members = self.client.zrevrange(key, 0, n - 1, withscores=True)
+            with self.client.pipeline(transaction=False) as pipe:
+                for member, _ in members:
+                    pipe.exists(result_key(camera, _str(member)))
+                alive = pipe.execute()
+            dead = [member for (member, _), exists in zip(members, alive, strict=True) if not exists]
+            if not dead:
+                return [(_str(member), float(score)) for member, score in members]
+            self.client.zrem(key, *dead)
+
+    def recent(self, camera: str, n: int) -> list[StoredResult]:
+        """The last ``n`` events of a camera, newest first."""
+        if n <= 0:
+            return []
+        entries = self.client.xrevrange(events_key(camera), count=n)
+        return [StoredResult.from_fields(fields) for _, fields in entries]
+
+    def count_events(self, camera: str) -> int:
+        """Number of entries in a camera's event stream (at most about ``events_maxlen``)."""
+        return int(self.client.xlen(events_key(camera)))
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        self.client.close()
+
+
+def connect(config: RedisConfig, **client_kwargs: object) -> redis.Redis:
+    """A binary-safe redis-py client for ``config``.
+
+    The password comes from ``config.password``; a password written in the URL wins over it (redis-py's rule).
+    """
+    options: dict[str, object] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+    if config.password is not None:
+        options["password"] = config.password.get_secret_value()
+    if config.username is not None:
+        options["username"] = config.username
+    options.update(client_kwargs)
+    return redis.Redis.from_url(config.url, decode_responses=False, **options)

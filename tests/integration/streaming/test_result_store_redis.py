@@ -1,0 +1,175 @@
+"""The result store against a real redis-server: password, round trip, idempotency, TTLs, trimming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+from pydantic import SecretStr
+
+from services.config import RedisConfig
+from services.local_services import RedisServer
+from services.result_store import (
+    MAP_LEVELS,
+    FrameResult,
+    ResultStore,
+    events_key,
+    map_key,
+    result_key,
+    scores_key,
+)
+
+pytestmark = pytest.mark.integration
+TTL_S = 600
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> ResultStore:
+    config = RedisConfig(url=redis_server.url, password=SecretStr(redis_server.password), result_ttl_s=TTL_S)
+    store = ResultStore.from_config(config)
+    yield store
+    store.close()
+
+
+def make_batch(cams: list[str], per_cam: int, seed: int = 0) -> list[FrameResult]:
+    rng = np.random.default_rng(seed)
+    batch = []
+    for cam in cams:
+        for index in range(per_cam):
+            shape = (24 + index, 32)  # a different shape per frame: each map must come back with its own
+            batch.append(
+                FrameResult(
+                    camera=cam,
+                    frame_id=f"f-{index:03d}",
+                    score=float(rng.uniform(0, 1)),
+                    threshold=0.5,
+                    method="winclip",
+                    anomaly_map=rng.uniform(-1.0, 3.0, size=shape).astype(np.float32),
+                    prompt_version="v3" if index % 2 else None,
+                    partition=index % 4,
+                    offset=100 + index,
+                    capture_ts=1_767_000_000.0 + index,
+                    infer_ts=1_767_000_000.5 + index,
+                )
+            )
+    return batch
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_password_is_required(redis_server: RedisServer, protocol: int) -> None:
+    # retry=None: redis-py counts auth errors as connection errors and would back off for ~5 s before failing.
+    options = {"host": redis_server.host, "port": redis_server.port, "protocol": protocol, "retry": None}
+    with pytest.raises(redis.AuthenticationError, match=r"Authentication required|authenticated"):  # NOAUTH, HELLO
+        redis.Redis(**options).ping()
+    with pytest.raises(redis.AuthenticationError, match="invalid username-password"):
+        redis.Redis(password="wrong", **options).ping()
+    with redis_server.client(decode_responses=True) as client:
+        assert client.ping()
+        assert client.config_get("bind")["bind"] == "127.0.0.1"
+        assert client.config_get("save")["save"] == ""
+
+
+def test_ping(store: ResultStore) -> None:
+    assert store.ping() is True
+
+
+def test_batch_round_trip(store: ResultStore, unique: str) -> None:
+    cams = [f"a{unique}", f"b{unique}"]
+    batch = make_batch(cams, per_cam=5)
+    assert store.write_results(batch) == [True] * 10
+
+    for frame in batch:
+        stored = store.get_result(frame.camera, frame.frame_id)
+        assert stored is not None
+        assert (stored.camera, stored.frame_id, stored.method) == (frame.camera, frame.frame_id, "winclip")
+        assert stored.score == frame.score and stored.threshold == 0.5 and stored.label == frame.label
+        assert stored.prompt_version == frame.prompt_version
+        assert (stored.partition, stored.offset) == (frame.partition, frame.offset)
+        assert (stored.capture_ts, stored.infer_ts) == (frame.capture_ts, frame.infer_ts)
+        assert stored.write_ts >= frame.infer_ts
+        decoded = store.get_map(frame.camera, frame.frame_id)
+        assert decoded is not None and decoded.shape == frame.anomaly_map.shape
+        span = float(frame.anomaly_map.max() - frame.anomaly_map.min())
+        assert np.abs(decoded - frame.anomaly_map).max() <= span / MAP_LEVELS
+
+    for cam in cams:
+        assert store.count_events(cam) == 5
+        expected = sorted(((f.frame_id, f.score) for f in batch if f.camera == cam), key=lambda item: -item[1])
+        assert store.worst(cam, 3) == expected[:3]
+        assert [r.frame_id for r in store.recent(cam, 2)] == ["f-004", "f-003"]  # newest first
+    assert store.get_result(cams[0], "never-written") is None
+    assert store.get_map(cams[0], "never-written") is None
+
+
+def test_rewrite_changes_nothing(store: ResultStore, unique: str) -> None:
+    cam = f"c{unique}"
+    batch = make_batch([cam], per_cam=4)
+    assert store.write_results(batch) == [True] * 4
+    client = store.client
+    before = {
+        "hashes": [client.hgetall(result_key(cam, f.frame_id)) for f in batch],
+        "maps": [client.get(map_key(cam, f.frame_id)) for f in batch],
+        "events": client.xrange(events_key(cam)),
+    }
+    # The same frames again, with other scores and maps as a re-run of the model might give.
+    replay = make_batch([cam], per_cam=4, seed=1)
+    assert store.write_results(replay) == [False] * 4
+    assert store.write_results([*replay[:2], *make_batch([cam], per_cam=6)[4:]]) == [False, False, True, True]
+    assert store.count_events(cam) == 6
+    assert [client.hgetall(result_key(cam, f.frame_id)) for f in batch] == before["hashes"]
+    assert [client.get(map_key(cam, f.frame_id)) for f in batch] == before["maps"]
+    assert client.xrange(events_key(cam))[:4] == before["events"]
+    assert [client.zscore(scores_key(cam), f.frame_id) for f in batch] == [f.score for f in batch]
+    assert store.write_result(batch[0]) is False
+
+
+def test_ttls(redis_server: RedisServer, unique: str) -> None:
+    cam, short = f"t{unique}", f"s{unique}"
+    with redis_server.client() as client:
+        store = ResultStore(client, result_ttl_s=TTL_S, camera_ttl_s={short: 30})
+        store.write_results([*make_batch([cam], 1), *make_batch([short], 1)])
+        assert 0 < client.ttl(result_key(cam, "f-000")) <= TTL_S
+        assert 0 < client.ttl(map_key(cam, "f-000")) <= TTL_S
+        assert client.ttl(result_key(cam, "f-000")) >= TTL_S - 5
+        assert 0 < client.ttl(result_key(short, "f-000")) <= 30
+        assert 0 < client.ttl(map_key(short, "f-000")) <= 30
+
+
+def test_frame_without_map(store: ResultStore, unique: str) -> None:
+    cam = f"n{unique}"
+    assert store.write_result(FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad"))
+    stored = store.get_result(cam, "f1")
+    assert stored is not None and stored.label == 1 and stored.map_min is None
+    assert store.get_map(cam, "f1") is None
+    assert store.client.exists(map_key(cam, "f1")) == 0
+
+
+def test_scores_are_trimmed_and_expired_results_leave_the_worst_view(redis_server: RedisServer, unique: str) -> None:
+    cam = f"w{unique}"
+    with redis_server.client() as client:
+        store = ResultStore(client, scores_maxlen=3)
+        frames = [FrameResult(cam, f"f{i}", score=i / 10, threshold=0.5, method="winclip") for i in range(6)]
+        store.write_results(frames)
+        assert client.zcard(scores_key(cam)) == 3
+        assert store.worst(cam, 10) == [("f5", 0.5), ("f4", 0.4), ("f3", 0.3)]
+        client.delete(result_key(cam, "f5"))  # as if its TTL had run out
+        assert store.worst(cam, 2) == [("f4", 0.4), ("f3", 0.3)]
+        assert client.zscore(scores_key(cam), "f5") is None
+
+
+def test_script_cache_loss_is_recovered(store: ResultStore, unique: str) -> None:
+    cam = f"l{unique}"
+    store.write_results(make_batch([cam], 2))
+    store.client.script_flush()
+    assert store.write_results(make_batch([cam], 3)) == [False, False, True]
+    assert store.count_events(cam) == 3
+
+
+def test_events_stream_is_capped(redis_server: RedisServer, unique: str) -> None:
+    cam = f"e{unique}"
+    with redis_server.client() as client:
+        store = ResultStore(client, events_maxlen=10)
+        frames = [FrameResult(cam, f"f{i}", score=0.1, threshold=0.5, method="winclip") for i in range(400)]
+        store.write_results(frames)
+        # MAXLEN ~ trims whole stream nodes (100 entries by default), so the cap is approximate.
+        assert 10 <= store.count_events(cam) <= 110
