@@ -62,3 +62,20 @@ def test_bad_image_fails_with_a_clear_message(tmp_path, capsys):
 def test_unreachable_weights_fail_with_a_hint(tmp_path, capsys):
     assert main(["infer", str(tmp_path / "x.png"), "--method", "winclip", "--out", str(tmp_path)]) == 2
     assert "--backbone-weights" in capsys.readouterr().err
+
+
+def test_train_local_writes_an_artifact_that_eval_loads(tmp_path, capsys):
+    out = tmp_path / "prompts" / "v1"
+    code = main(["train-local", "--method", "clip-ad+", *TINY, "--dataset", "synthetic:classes=1,per_class=4,size=64",
+                 "--epochs", "1", "--batch-size", "2", "--max-steps", "2", "--seed", "5", "--out", str(out),
+                 "--eval-dataset", "synthetic:seed=9,classes=1,per_class=2,size=64"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "clip-ad+" and manifest["training_data"].startswith("synthetic")
+    assert manifest["history"][0]["steps"] == 2
+    assert "pixel_auroc" in manifest["metrics"]
+    assert main(["eval", "--method", "clip-ad+", *TINY, "--weights", str(out),
+                 "--dataset", "synthetic:seed=9,classes=1,per_class=2,size=64"]) == 0
+    assert main(["eval", "--method", "clip-ad+", "--backbone", "zsad-tiny-vit", "--random-weights",
+                 "--image-size", "96", "--weights", str(out), "--dataset", "synthetic:classes=1,per_class=2"]) == 2
+    assert "incompatible_weights" in capsys.readouterr().err
