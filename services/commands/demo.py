@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad demo``."""
     demo = commands.add_parser("demo", help="run the main job on embedded defaults (synthetic frames)")
     demo.add_argument("--out", default="runs/demo", help="where overlays and the report go")
-    demo.add_argument("--frames", type=int, default=24, help="synthetic frames per method")
+    demo.add_argument("--frames", type=int, default=8, help="synthetic frames per method")
     demo.add_argument("--backbone", default="ViT-B-16-plus-240", help="CLIP architecture shared by the methods")
     demo.add_argument("--backbone-weights", help="local CLIP weight file; without it the weights are random")
     demo.add_argument("--image-size", type=int, default=240)
