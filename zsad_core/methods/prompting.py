@@ -17,6 +17,23 @@ from zsad_core.backbone import ClipBackbone
 
 Averaging = Literal["normalize_then_mean", "mean_then_normalize"]
 
+# WinCLIP's template-level prompts, reused by CLIP-AD: 11 phrases, each with "a" and "the". Generating the pairs
+# makes a duplicated or missing article (anomalib's duplicate "jpeg corrupted" line) impossible.
+_TEMPLATE_PHRASES: tuple[str, ...] = (
+    "a cropped photo of {art} {{}}.",
+    "a close-up photo of {art} {{}}.",
+    "a bright photo of {art} {{}}.",
+    "a dark photo of {art} {{}}.",
+    "a jpeg corrupted photo of {art} {{}}.",
+    "a blurry photo of {art} {{}}.",
+    "a photo of {art} {{}}.",
+    "a photo of {art} large {{}}.",
+    "a photo of {art} small {{}}.",
+    "a photo of {art} {{}} for visual inspection.",
+    "a photo of {art} {{}} for anomaly detection.",
+)
+WINCLIP_TEMPLATES: tuple[str, ...] = tuple(p.format(art=art) for p in _TEMPLATE_PHRASES for art in ("a", "the"))
+
 
 def build_sentences(states: Sequence[str], templates: Sequence[str], class_name: str) -> list[str]:
     """Every template filled with every state (each state has ``{}`` for the class name)."""

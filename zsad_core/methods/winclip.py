@@ -27,7 +27,13 @@ import torch.nn.functional as F
 from zsad_core.backbone import ClipBackbone
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 from zsad_core.methods.ops import harmonic_mean, upsample
-from zsad_core.methods.prompting import Averaging, average_ensemble, build_sentences, encode_sentences
+from zsad_core.methods.prompting import (
+    WINCLIP_TEMPLATES,
+    Averaging,
+    average_ensemble,
+    build_sentences,
+    encode_sentences,
+)
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
 
@@ -43,22 +49,7 @@ NORMAL_STATES: tuple[str, ...] = (
 )
 ANOMALOUS_STATES: tuple[str, ...] = ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")
 
-# The paper's template-level prompts come in indefinite/definite pairs; generating them from the phrases
-# makes a duplicated or missing article (anomalib's bug) impossible. 11 phrases x 2 articles = 22 templates.
-_TEMPLATE_PHRASES: tuple[str, ...] = (
-    "a cropped photo of {art} {{}}.",
-    "a close-up photo of {art} {{}}.",
-    "a bright photo of {art} {{}}.",
-    "a dark photo of {art} {{}}.",
-    "a jpeg corrupted photo of {art} {{}}.",
-    "a blurry photo of {art} {{}}.",
-    "a photo of {art} {{}}.",
-    "a photo of {art} small {{}}.",
-    "a photo of {art} large {{}}.",
-    "a photo of {art} {{}} for visual inspection.",
-    "a photo of {art} {{}} for anomaly detection.",
-)
-TEMPLATES: tuple[str, ...] = tuple(phrase.format(art=art) for phrase in _TEMPLATE_PHRASES for art in ("a", "the"))
+TEMPLATES: tuple[str, ...] = WINCLIP_TEMPLATES
 
 # Below this a class probability would make 1/score overflow float32 in the harmonic means (0 * inf = NaN in
 # the coverage product). Reached only with a temperature far below 0.07, where exp(-2/T) underflows.

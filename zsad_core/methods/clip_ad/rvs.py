@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from zsad_core.backbone import ClipBackbone
-from zsad_core.methods.prompting import build_sentences, encode_sentences
+from zsad_core.methods.prompting import WINCLIP_TEMPLATES, build_sentences, encode_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +57,8 @@ ABNORMAL_STATES: tuple[str, ...] = (
     "{} with contamination",
 )
 
-# The 22 templates are 11 phrases, each with "a" and "the"; generated so no pair can go missing. The order
-# differs from the official list, which changes no selector (DBSCAN border points aside, a measure-zero case).
-_PHRASES: tuple[str, ...] = (
-    "a cropped photo of {art} {{}}.",
-    "a close-up photo of {art} {{}}.",
-    "a bright photo of {art} {{}}.",
-    "a dark photo of {art} {{}}.",
-    "a jpeg corrupted photo of {art} {{}}.",
-    "a blurry photo of {art} {{}}.",
-    "a photo of {art} {{}}.",
-    "a photo of {art} large {{}}.",
-    "a photo of {art} small {{}}.",
-    "a photo of {art} {{}} for visual inspection.",
-    "a photo of {art} {{}} for anomaly detection.",
-)
-TEMPLATES: tuple[str, ...] = tuple(phrase.format(art=art) for phrase in _PHRASES for art in ("a", "the"))
+# The order differs from the official list, which changes no selector (DBSCAN border points aside).
+TEMPLATES: tuple[str, ...] = WINCLIP_TEMPLATES
 
 
 # -- selectors: (N, D) float64 unit rows -> (D,) float64, not yet normalised ----------------------------------
