@@ -18,16 +18,8 @@ from zsad_core.backbone import build_backbone
 from zsad_core.backbone.text import eot_index
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.methods import load_method
-from zsad_core.methods.vcp_clip import PostVcpAttention, VcpClip, VcpClipConfig  # registers "vcp-clip"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared 2-core machine, one thread is ~10x faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from zsad_core.methods.heads import TextQueryAttention
+from zsad_core.methods.vcp_clip import VcpClip, VcpClipConfig  # registers "vcp-clip"
 
 
 @pytest.fixture
@@ -115,14 +107,14 @@ def test_prompt_dropout_only_in_training_mode(method, tiny_backbone):
 # -- formulas -----------------------------------------------------------------------------------------------
 def test_post_vcp_attention_matches_a_per_head_loop():
     torch.manual_seed(0)
-    module = PostVcpAttention(text_dim=8, width=12, heads=3)
+    module = TextQueryAttention(query_dim=8, width=12, heads=3)
     text, patches = torch.randn(2, 2, 8), F.normalize(torch.randn(2, 10, 12), dim=-1)
     with torch.no_grad():
         ours = module(text, patches)
         for b in range(2):
-            q = text[b] @ module.q.weight.T + module.q.bias
-            k = patches[b] @ module.k.weight.T + module.k.bias
-            v = patches[b] @ module.v.weight.T + module.v.bias
+            q = text[b] @ module.query.weight.T + module.query.bias
+            k = patches[b] @ module.key.weight.T + module.key.bias
+            v = patches[b] @ module.value.weight.T + module.value.bias
             heads, scaled = [], []
             for h in range(3):
                 part = slice(4 * h, 4 * h + 4)

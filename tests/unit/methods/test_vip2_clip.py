@@ -16,17 +16,9 @@ from zsad_core.artifacts import load_prompts, save_prompts
 from zsad_core.backbone import build_backbone
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.methods import get_method_config, load_method
+from zsad_core.methods.heads import TextQueryAttention
 from zsad_core.methods.ops import gaussian_blur, upsample
 from zsad_core.methods.vip2_clip.prompts import STATE_WORDS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small models gain nothing from intra-op threads, and on a shared CPU extra threads slow them ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -92,7 +84,7 @@ def test_batch_invariance(method, tiny_backbone):
 def test_fgp_matches_per_head_loop(heads):
     torch.manual_seed(0)
     dim, batch, patches_count = 64, 3, 10
-    fgp = vip2.FineGrainedPerception(dim, heads)
+    fgp = TextQueryAttention(dim, dim, heads)
     text = F.normalize(torch.randn(batch, 2, dim), dim=-1)
     patches = F.normalize(torch.randn(batch, patches_count, dim), dim=-1)
     with torch.no_grad():
@@ -115,7 +107,7 @@ def test_fgp_matches_per_head_loop(heads):
 
 def test_fgp_heads_must_divide_dimension():
     with pytest.raises(ValueError, match="divide"):
-        vip2.FineGrainedPerception(64, 5)
+        TextQueryAttention(64, 64, 5)
 
 
 def test_image_score_matches_hand_computation(tiny_backbone, tiny_pixels):

@@ -22,7 +22,7 @@ top-k means; the mean used here has the same ranking and stays in [0, 1].
 State-dict names vs the official checkpoint: ``context.query``/``context.conv`` = ``New_Lan_Embed``
 ``prompt_query``/``prompt_linear1.fc``; ``tau_pre`` = ``New_Lan_Embed.prompt_temp``; ``text_prompts.*`` =
 the CLIP model's ``prompt_embeddings``, ``deep_prompt_embeddings``, ``prompt_proj``, ``prompt_norm``;
-``pre_heads.i`` = ``trainable_linearlayer.fc.i``; ``post.{q,k,v,out}`` = ``Zero_try``
+``pre_heads.i`` = ``trainable_linearlayer.fc.i``; ``post.{query,key,value,out}`` = ``Zero_try``
 ``{q_proj_pre,k_proj_pre_1,v_proj_pre_1,proj_post_t}``; ``tau_post`` = ``Zero_try.prompt_temp_l1``.
 """
 
@@ -37,11 +37,11 @@ from torch import nn
 
 from zsad_core.backbone import ClipBackbone
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
+from zsad_core.methods.heads import TextQueryAttention
 from zsad_core.methods.losses import dice_loss, focal_loss
 from zsad_core.methods.ops import gaussian_blur, tokens_to_grid, topk_mean, upsample
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
-from zsad_core.methods.vcp_clip.attention import PostVcpAttention
 from zsad_core.methods.vcp_clip.prompts import DeepTextPrompts, PromptLayout, VisualContext, encode_prompts
 
 
@@ -130,7 +130,7 @@ class VcpClip(ZeroShotMethod):
         if int(self.layout.eot.max()) + config.deep_prompt_len >= context_length:
             raise ValueError(f"the prompts do not fit {context_length} tokens with {config.deep_prompt_len} prompts")
         self.pre_heads = nn.ModuleList(nn.Linear(width, embed_dim) for _ in self.taps)
-        self.post = PostVcpAttention(embed_dim, width, config.post_heads)
+        self.post = TextQueryAttention(embed_dim, width, config.post_heads)
         initial = math.log(1.0 / config.temperature)
         self.tau_pre = nn.Parameter(torch.tensor(initial))  # log of the Pre-VCP logit scale
         self.tau_post = nn.Parameter(torch.tensor(initial))  # log of the Post-VCP logit scale

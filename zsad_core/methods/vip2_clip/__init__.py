@@ -1,6 +1,5 @@
 """ViP²-CLIP, registered as ``vip2-clip`` when this package is imported."""
 
-from zsad_core.methods.vip2_clip.attention import FineGrainedPerception
 from zsad_core.methods.vip2_clip.model import (
     Vip2Clip,
     Vip2ClipConfig,
@@ -12,7 +11,6 @@ from zsad_core.methods.vip2_clip.prompts import ClassPrompter, StatePrompts
 
 __all__ = [
     "ClassPrompter",
-    "FineGrainedPerception",
     "StatePrompts",
     "Vip2Clip",
     "Vip2ClipConfig",

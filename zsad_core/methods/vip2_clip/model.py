@@ -24,11 +24,11 @@ import torch.nn.functional as F
 
 from zsad_core.backbone import ClipBackbone
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
+from zsad_core.methods.heads import TextQueryAttention
 from zsad_core.methods.losses import dice_loss, focal_loss, image_ce
 from zsad_core.methods.ops import gaussian_blur, tokens_to_grid, upsample
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
-from zsad_core.methods.vip2_clip.attention import FineGrainedPerception
 from zsad_core.methods.vip2_clip.prompts import StatePrompts
 
 
@@ -113,7 +113,8 @@ class Vip2Clip(ZeroShotMethod):
 
     Attributes:
         prompts: ViP-ICA (:class:`StatePrompts`), trained with ``lr``.
-        fgp: ViP-FGP (:class:`FineGrainedPerception`), one module shared by every tap, trained with ``fgp_lr``.
+        fgp: ViP-FGP (:class:`~zsad_core.methods.heads.TextQueryAttention` in the joint space), one module
+            shared by every tap, trained with ``fgp_lr``.
     """
 
     learnable = True
@@ -124,7 +125,7 @@ class Vip2Clip(ZeroShotMethod):
         if config.topk < 1 or config.temperature <= 0:
             raise ValueError(f"vip2-clip needs topk >= 1 and temperature > 0, got {config.topk}, {config.temperature}")
         self.prompts = StatePrompts(backbone, config.n_ctx, config.n_cls, config.official_state_word_quirk)
-        self.fgp = FineGrainedPerception(backbone.embed_dim, config.fgp_heads)
+        self.fgp = TextQueryAttention(backbone.embed_dim, backbone.embed_dim, config.fgp_heads)
 
     # -- pieces -------------------------------------------------------------------------------------------------
     def encode_prompts(self, image: torch.Tensor) -> torch.Tensor:
