@@ -30,16 +30,16 @@ class EvaluationRun:
     Attributes:
         report: per-class and mean metrics.
         scores, labels: ``(N,)`` image scores and labels in dataset order.
+        indices: ``(N,)`` dataset index of every score (to reload a sample).
         paths, class_names: ``(N,)`` source of every score.
-        max_map: ``(N,)`` the maximum of each anomaly map (cheap to keep for all images).
     """
 
     report: EvaluationReport
     scores: np.ndarray
     labels: np.ndarray
+    indices: np.ndarray
     paths: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
-    max_map: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def domain_of(class_name: str) -> str:
@@ -48,9 +48,10 @@ def domain_of(class_name: str) -> str:
 
 
 def _batches(dataset: BaseDataset, indices: np.ndarray, size: int, resolution: str, batch_size: int
-             ) -> Iterator[list[ProtocolSample]]:
+             ) -> Iterator[tuple[np.ndarray, list[ProtocolSample]]]:
     for start in range(0, len(indices), batch_size):
-        yield [to_protocol(dataset[int(i)], size, resolution=resolution) for i in indices[start : start + batch_size]]
+        chunk = indices[start : start + batch_size]
+        yield chunk, [to_protocol(dataset[int(i)], size, resolution=resolution) for i in chunk]
 
 
 def evaluate_method(
@@ -81,11 +82,12 @@ def evaluate_method(
         An :class:`EvaluationRun`.
     """
     size = method.image_size
-    all_maps, all_masks, scores, labels, names, paths, maxima = [], [], [], [], [], [], []
+    all_maps, all_masks, scores, labels, names, paths, order = [], [], [], [], [], [], []
     for class_name in classes or dataset.class_names:
         method.setup(class_name, domain_of(class_name))
         class_maps, class_masks = [], []
-        for batch in _batches(dataset, dataset.indices(class_name), size, resolution, batch_size):
+        for chunk, batch in _batches(dataset, dataset.indices(class_name), size, resolution, batch_size):
+            order.extend(int(i) for i in chunk)
             result = method.predict([item.model_image for item in batch])
             for item, anomaly_map, score in zip(batch, result.maps.cpu().numpy(), result.scores.cpu().numpy(),
                                                 strict=True):
@@ -95,7 +97,6 @@ def evaluate_method(
                 labels.append(item.label)
                 names.append(class_name)
                 paths.append(item.path)
-                maxima.append(float(anomaly_map.max()))
             if progress is not None:
                 progress(len(batch))
         all_maps.append(_stack(class_maps, class_name))
@@ -110,7 +111,7 @@ def evaluate_method(
         aupro_variant=aupro_variant,
         normalize=normalize,
     )
-    return EvaluationRun(report, np.asarray(scores), np.asarray(labels), paths, names, np.asarray(maxima))
+    return EvaluationRun(report, np.asarray(scores), np.asarray(labels), np.asarray(order), paths, names)
 
 
 def _stack(arrays: list[np.ndarray], class_name: str) -> np.ndarray:

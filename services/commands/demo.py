@@ -28,15 +28,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Two methods on one shared backbone over synthetic frames; prints throughput and metrics."""
-    import torch
-
     from zsad_core import load_method
     from zsad_core.backbone import build_backbone
     from zsad_core.data import SyntheticDataset
     from zsad_core.evaluation import evaluate_method
     from zsad_core.visualize import save_overlay
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = args.backbone_weights or "random"

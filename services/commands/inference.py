@@ -128,11 +128,10 @@ def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> No
     from zsad_core.visualize import save_overlay, select_extremes
 
     extremes = select_extremes(run.scores, run.labels, k)
-    paths = {path: i for i, path in enumerate(getattr(dataset, "paths", run.paths))}
     for kind, picks in (("worst", extremes.worst), ("best", extremes.best)):
         for rank, index in enumerate(picks):
             class_name = run.class_names[index]
-            sample = dataset[paths.get(run.paths[index], int(index))]
+            sample = dataset[int(run.indices[index])]
             item = to_protocol(sample, method.image_size)
             method.setup(class_name, domain_of(class_name))
             anomaly_map = method.predict([item.model_image]).maps[0].numpy()
