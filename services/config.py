@@ -25,7 +25,7 @@ from services.messages import DLQ_TOPIC, FRAMES_TOPIC, CameraId
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
-    from zsad_core.preprocess import ImageLimits
+    from zsad_core.imageio import ImageLimits
 
 # Method names a camera may ask for. The registry in zsad_core fills up as methods land, and importing it
 # builds torch modules, so the config checks names against this list and the serving layer checks that the
@@ -227,7 +227,7 @@ class LimitsConfig(_Section):
 
     def image_limits(self) -> ImageLimits:
         """These limits as the decoder's :class:`~zsad_core.preprocess.ImageLimits`."""
-        from zsad_core.preprocess import ImageLimits
+        from zsad_core.imageio import ImageLimits
 
         return ImageLimits(max_bytes=self.max_bytes, max_pixels=self.max_pixels, max_side=self.max_side)
 

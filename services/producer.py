@@ -210,7 +210,7 @@ def _synthetic_frames(
     family: str | None,
 ) -> Iterator[tuple[bytes, ContentType]]:
     from zsad_core.data import FAMILIES, SyntheticDataset
-    from zsad_core.preprocess import encode_jpeg, encode_png
+    from zsad_core.imageio import encode_jpeg, encode_png
 
     chosen = family or FAMILIES[zlib.crc32(camera.encode()) % len(FAMILIES)]
     # A finite dataset cycled for endless streams: samples are generated on access, so its size costs nothing.

@@ -1,17 +1,14 @@
-"""Image decoding with limits, and CLIP preprocessing with the resize policies the methods need.
+"""CLIP preprocessing with the resize policies the methods need (decoding guards: :mod:`zsad_core.imageio`).
 
-Why a module of its own: every frame that reaches a model passes through here, from a file, a camera or a
-Kafka message, so the guards against bad input (empty, not an image, truncated, oversized, dimension bombs)
-live in one place and run *before* any large allocation. The resize itself goes through Pillow's bicubic
+The resize goes through Pillow's bicubic
 filter because that is what open_clip's transform and the papers' evaluation (torchvision ``Resize`` on PIL
 images) use: the pixels the model sees are then the same as in the papers.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -19,126 +16,36 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zsad_core.errors import (
-    EmptyImageError,
-    ImageError,
-    ImageTooLargeError,
-    TruncatedImageError,
-    UnsupportedImageError,
+from zsad_core.imageio import (  # re-exported: the decoding guards were first published from this module
+    DEFAULT_LIMITS,
+    ImageLimits,
+    decode_image,
+    encode_jpeg,
+    encode_png,
+    probe_image,
+    read_image,
 )
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Geometry",
+    "ImageLimits",
+    "PreprocessConfig",
+    "decode_image",
+    "encode_jpeg",
+    "encode_png",
+    "map_to_original",
+    "normalize",
+    "preprocess",
+    "probe_image",
+    "read_image",
+    "resize_image",
+]
 
 ResizeMode = Literal["squash", "letterbox", "center_crop"]
 Interpolation = Literal["bicubic", "bilinear"]
 
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-_JPEG_EOI = b"\xff\xd9"
-_PNG_IEND = b"IEND"
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Limits applied to encoded images before they are decoded.
-
-    Attributes:
-        max_bytes: largest accepted payload; a camera frame is a few MB at most.
-        max_pixels: largest accepted width x height, read from the header, so a 50,000 x 50,000 PNG of a few
-            KB is refused before OpenCV allocates 7.5 GB for it.
-        max_side: largest accepted width or height.
-        formats: Pillow format names accepted.
-    """
-
-    max_bytes: int = 32 * 1024 * 1024
-    max_pixels: int = 64_000_000
-    max_side: int = 16_384
-    formats: frozenset[str] = field(default_factory=lambda: frozenset({"JPEG", "PNG"}))
-
-
-DEFAULT_LIMITS = ImageLimits()
-
-
-def probe_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[str, int, int]:
-    """Check an encoded image against ``limits`` without decoding its pixels.
-
-    Args:
-        data: the encoded bytes.
-        limits: the limits to enforce.
-
-    Returns:
-        ``(format, width, height)`` as declared by the header.
-
-    Raises:
-        EmptyImageError, UnsupportedImageError, TruncatedImageError, ImageTooLargeError.
-    """
-    if not data:
-        raise EmptyImageError("image payload is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(f"image payload has {len(data)} bytes, limit is {limits.max_bytes}")
-    try:
-        # Image.open reads only the header; pixels are not decoded here.
-        with Image.open(io.BytesIO(data)) as header:
-            fmt, (width, height) = header.format or "", header.size
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image header declares too many pixels: {exc}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UnsupportedImageError(f"payload of {len(data)} bytes is not a readable image") from exc
-    if fmt not in limits.formats:
-        raise UnsupportedImageError(f"image format {fmt!r} is not accepted (accepted: {sorted(limits.formats)})")
-    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
-        raise ImageTooLargeError(
-            f"image declares {width}x{height} pixels; limits are side <= {limits.max_side}, "
-            f"pixels <= {limits.max_pixels}"
-        )
-    _check_complete(data, fmt)
-    return fmt, width, height
-
-
-def _check_complete(data: bytes, fmt: str) -> None:
-    """Refuse payloads that were cut short: decoders would silently fill the missing rows."""
-    tail = data[-32:].rstrip(b"\x00")
-    if fmt == "JPEG" and not tail.endswith(_JPEG_EOI):
-        raise TruncatedImageError("JPEG payload has no end-of-image marker (truncated)")
-    if fmt == "PNG" and _PNG_IEND not in data[-16:]:
-        raise TruncatedImageError("PNG payload has no IEND chunk (truncated)")
-
-
-def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode JPEG/PNG bytes to an RGB uint8 array after the checks of :func:`probe_image`.
-
-    Returns:
-        ``(H, W, 3)`` uint8 array in RGB order.
-    """
-    _, width, height = probe_image(data, limits)
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (height, width):
-        raise UnsupportedImageError("OpenCV could not decode the image payload")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def read_image(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Read an image file as RGB uint8 with the same guards as network input; errors name the file."""
-    with open(path, "rb") as handle:
-        data = handle.read(limits.max_bytes + 1)
-    try:
-        return decode_image(data, limits)
-    except ImageError as exc:
-        raise type(exc)(f"{path}: {exc}") from exc
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Encode an RGB uint8 (or single-channel uint8/uint16) array as PNG bytes."""
-    array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buffer = cv2.imencode(".png", array)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buffer.tobytes()
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-    """Encode an RGB uint8 array as JPEG bytes."""
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buffer.tobytes()
 
 
 @dataclass(frozen=True)

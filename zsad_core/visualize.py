@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from zsad_core.preprocess import encode_png
+from zsad_core.imageio import encode_png
 
 WHITE = (255, 255, 255)
 

@@ -7,6 +7,7 @@ from zsad_core.methods.registry import (
     get_method_spec,
     list_methods,
     load_method,
+    method_backbone_config,
     register_method,
 )
 from zsad_core.methods.result import AnomalyResult
@@ -20,5 +21,6 @@ __all__ = [
     "get_method_spec",
     "list_methods",
     "load_method",
+    "method_backbone_config",
     "register_method",
 ]

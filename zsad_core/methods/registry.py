@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad_core.backbone import ClipBackbone, build_backbone, parse_backbone_name
+from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone, parse_backbone_name
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 
 BUILTIN_MODULES: tuple[str, ...] = ("winclip", "clip_ad", "anoclip", "vcp_clip", "vip2_clip")
@@ -74,6 +74,39 @@ def get_method_config(name: str, **overrides: object) -> MethodConfig:
     return config_cls(**overrides)
 
 
+def method_backbone_config(
+    config: MethodConfig,
+    backbone: str | None = None,
+    *,
+    pretrained: bool = True,
+    weights: str | None = None,
+    device: str = "cpu",
+) -> BackboneConfig:
+    """The backbone a method with ``config`` needs: its architecture, input size, activation and interpolation.
+
+    Why public: a serving replica builds one backbone per distinct :class:`BackboneConfig` and hands it to
+    every method that asks for the same one, so the CLIP weights live in memory once.
+
+    Args:
+        config: the method's configuration.
+        backbone: ``arch[:tag]`` instead of the method's official backbone.
+        pretrained: False drops the tag, so the official architecture is built with random weights.
+        weights: a local CLIP weight file (kept even when ``pretrained`` is False).
+        device: where the backbone will live.
+    """
+    name = backbone or config.backbone
+    if not pretrained and weights is None:
+        name = parse_backbone_name(name).arch
+    return BackboneConfig(
+        name=name,
+        weights=weights,
+        image_size=config.image_size,
+        activation=config.backbone_activation,
+        pos_interpolation=config.pos_interpolation,
+        device=device,
+    )
+
+
 def load_method(
     name: str,
     backbone: ClipBackbone | str | None = None,
@@ -104,16 +137,8 @@ def load_method(
     """
     config = get_method_config(name, **overrides)
     if not isinstance(backbone, ClipBackbone):
-        backbone_name = backbone or config.backbone
-        if not pretrained and backbone_weights is None:
-            backbone_name = parse_backbone_name(backbone_name).arch
         backbone = build_backbone(
-            backbone_name,
-            weights=backbone_weights,
-            image_size=config.image_size,
-            activation=config.backbone_activation,
-            pos_interpolation=config.pos_interpolation,
-            device=device,
+            method_backbone_config(config, backbone, pretrained=pretrained, weights=backbone_weights, device=device)
         )
     method = get_method_spec(name).method_cls(backbone, config).to(backbone.device)
     if weights is not None:
