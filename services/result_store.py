@@ -30,7 +30,7 @@ from redis.exceptions import NoScriptError
 
 from services.config import RedisConfig, ZsadConfig
 from services.messages import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
-from zsad_core.preprocess import encode_png
+from zsad_core.imageio import encode_png
 
 MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range
 RESULT_FIELDS = (
@@ -329,6 +329,19 @@ class ResultStore:
         for name, value in fields.items():
             args += [name, value]
         return keys, args
+
+    def stored(self, frames: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each ``(camera, frame_id)`` already has a result, in one round trip.
+
+        Why: a replayed or re-delivered frame whose result exists needs no model call at all; the write
+        script would refuse to change it anyway.
+        """
+        if not frames:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for camera, frame_id in frames:
+                pipe.exists(result_key(camera, frame_id))
+            return [bool(found) for found in pipe.execute()]
 
     def get_result(self, camera: str, frame_id: str) -> StoredResult | None:
         """The stored result of a frame, or ``None`` if it was never written or has expired."""

@@ -44,3 +44,27 @@ def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBrok
 def unique() -> str:
     """A short random suffix for camera ids and topic names, so tests sharing a service never collide."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[None]:
+    """A local Ray (2 CPUs, no dashboard) with Serve on a free loopback port, stopped at the end.
+
+    ``address="local"`` starts a new cluster even if another one runs on the machine, and ``ray.shutdown()``
+    stops only this one (``ray stop`` would stop every cluster on the machine).
+    """
+    import os
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by the tests
+    import ray
+    from ray import serve
+
+    from services.local_services import free_port
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()

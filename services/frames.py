@@ -1,0 +1,156 @@
+"""What travels between ingest and serving: a validated, decoded frame, and the acknowledgement of its result.
+
+Ingest turns each Kafka record into a :class:`FrameRequest` with :func:`decode_record` or fails with a
+:class:`~zsad_core.errors.ZsadError` whose ``reason`` becomes the dead-letter reason. Serving answers each
+request with a :class:`FrameAck` after the Redis write. Both are plain dataclasses of numbers, strings and
+one numpy array, so Ray moves them between processes without torch and without anything a client controls
+being unpickled (the client's bytes stay bytes until :func:`decode_record` has checked them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from services.config import CameraConfig
+from services.messages import FrameHeaders
+from zsad_core.errors import ZsadError
+from zsad_core.imageio import ImageLimits, decode_image, probe_image
+
+AckStatus = Literal["stored", "duplicate", "failed"]
+_FORMAT_OF_CONTENT_TYPE = {"image/jpeg": "JPEG", "image/png": "PNG"}
+
+
+class UnknownCameraError(ZsadError, KeyError):
+    """The record's key names a camera that the configuration does not have."""
+
+    reason = "unknown_camera"
+
+
+class ContentTypeMismatchError(ZsadError, ValueError):
+    """The content-type header says one format and the bytes are another."""
+
+    reason = "content_type_mismatch"
+
+
+class RoiOutsideFrameError(ZsadError, ValueError):
+    """The camera's region of interest does not fit inside the frame."""
+
+    reason = "roi_outside_frame"
+
+
+class KafkaRecord(Protocol):
+    """The fields of kafka-python's ``ConsumerRecord`` that ingest reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] | None
+
+
+@dataclass(frozen=True, eq=False)
+class FrameRequest:
+    """A frame ready for a model: RGB pixels (ROI applied) and where it came from.
+
+    Attributes:
+        camera, frame_id, capture_ts: from the validated headers.
+        partition, offset: the Kafka position, stored with the result for audit and replay.
+        image: ``(H, W, 3)`` uint8 RGB.
+        read_ts, decoded_ts: when ingest read and finished decoding it (stage latencies).
+    """
+
+    camera: str
+    frame_id: str
+    capture_ts: float
+    partition: int
+    offset: int
+    image: np.ndarray = field(repr=False)
+    read_ts: float = 0.0
+    decoded_ts: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameAck:
+    """Serving's answer for one frame, sent after its result is in Redis.
+
+    Attributes:
+        status: ``stored`` (new result written), ``duplicate`` (an earlier delivery already stored it; nothing
+            changed), or ``failed`` (the method raised on this frame; nothing stored).
+        prompt_version: the prompt version that scored it (``None``: zero-shot prompts).
+        score, label: the result (``nan`` and -1 unless stored).
+        error_reason, error_detail: why it failed.
+        queue_s, infer_s, store_s: seconds waiting for a batch, in the model, and writing to Redis.
+        batch_size: frames in the model call that scored it.
+    """
+
+    camera: str
+    frame_id: str
+    partition: int
+    offset: int
+    status: AckStatus
+    prompt_version: str | None = None
+    score: float = float("nan")
+    label: int = -1
+    error_reason: str = ""
+    error_detail: str = ""
+    queue_s: float = 0.0
+    infer_s: float = 0.0
+    store_s: float = 0.0
+    batch_size: int = 0
+
+
+def decode_record(
+    record: KafkaRecord, cameras: Mapping[str, CameraConfig], limits: ImageLimits, *, read_ts: float | None = None
+) -> FrameRequest:
+    """Validate and decode one record of the frames topic.
+
+    Checks, in order and before any pixel is decoded where possible: key and headers
+    (:class:`~services.messages.FrameHeaders`), the camera is configured, the payload passes the image limits,
+    the declared content type matches the bytes; then decodes and crops the camera's ROI.
+
+    Raises:
+        ZsadError: a subclass whose ``reason`` names the failure (``bad_headers``, ``unknown_camera``,
+            ``empty``, ``not_an_image``, ``truncated``, ``too_large``,
+            ``content_type_mismatch``, ``roi_outside_frame``).
+    """
+    read_ts = time.time() if read_ts is None else read_ts
+    headers = FrameHeaders.from_kafka(record.key, record.headers)
+    camera = cameras.get(headers.camera)
+    if camera is None:
+        raise UnknownCameraError(f"camera {headers.camera!r} is not configured (cameras: {sorted(cameras)})")
+    data = record.value or b""
+    fmt, _, _ = probe_image(data, limits)
+    if fmt != _FORMAT_OF_CONTENT_TYPE[headers.content_type]:
+        raise ContentTypeMismatchError(f"header says {headers.content_type}, the payload is {fmt}")
+    image = crop_roi(decode_image(data, limits), camera.roi)
+    return FrameRequest(
+        camera=headers.camera,
+        frame_id=headers.frame_id,
+        capture_ts=headers.capture_ts,
+        partition=record.partition,
+        offset=record.offset,
+        image=image,
+        read_ts=read_ts,
+        decoded_ts=time.time(),
+    )
+
+
+def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The ``[x, y, w, h]`` region of ``image`` (a contiguous copy), or the image itself when ``roi`` is None.
+
+    Raises:
+        RoiOutsideFrameError: the region reaches past the frame's edge.
+    """
+    if roi is None:
+        return image
+    x, y, width, height = roi
+    frame_h, frame_w = image.shape[:2]
+    if x + width > frame_w or y + height > frame_h:
+        raise RoiOutsideFrameError(f"roi [x={x}, y={y}, w={width}, h={height}] exceeds the {frame_w}x{frame_h} frame")
+    return np.ascontiguousarray(image[y : y + height, x : x + width])

@@ -1,0 +1,291 @@
+"""Scoring batches of frames with the cameras' methods and storing the results: the work of one replica.
+
+Why a plain class: the Ray Serve deployment (:mod:`services.serve_app`) adds batching, threads and metrics
+around it, but what a replica computes — which method scores which camera, what goes to Redis, what a failed
+frame answers — is testable here without Ray. One replica builds each distinct backbone once and shares it
+between the methods that need it; cameras with identical settings share one method and batch together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from services.config import ConfigError, ZsadConfig
+from services.frames import FrameAck, FrameRequest
+from services.metrics import PipelineMetrics
+from services.result_store import FrameResult, ResultStore
+from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
+from zsad_core.methods import ZeroShotMethod, get_method_config, load_method, method_backbone_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResolvedPrompts:
+    """A prompt artifact chosen for a camera: the concrete version (never an alias) and its files."""
+
+    version: str
+    path: Path
+
+
+class PromptSource(Protocol):
+    """Where prompt versions and aliases are resolved to artifacts (the prompt registry)."""
+
+    def resolve_prompts(self, method: str, version_or_alias: str) -> ResolvedPrompts:
+        """The artifact that ``version_or_alias`` of ``method`` names now."""
+        ...
+
+
+@dataclass(frozen=True)
+class MethodKey:
+    """What makes two cameras share one method instance (and one batch)."""
+
+    method: str
+    class_name: str
+    domain: str
+    image_size: int | None
+    prompt_version: str | None
+
+
+@dataclass
+class LoadedMethod:
+    """A method ready to score, with the resolved prompt version it runs."""
+
+    module: ZeroShotMethod
+    prompt_version: str | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One frame's model output, or why there is none."""
+
+    score: float = math.nan
+    anomaly_map: np.ndarray | None = None
+    error: str = ""
+
+
+class InspectorCore:
+    """Scores frames of configured cameras and writes their results to Redis.
+
+    Args:
+        config: the system configuration (cameras, serving settings).
+        store: where results go.
+        device: torch device of the backbones.
+        metrics: where to report; ``None`` outside Ray.
+        prompts: resolves cameras' prompt versions; required when a camera names one.
+
+    Raises:
+        ConfigError: a camera names a prompt version and there is no prompt source.
+    """
+
+    def __init__(
+        self,
+        config: ZsadConfig,
+        store: ResultStore,
+        *,
+        device: str = "cpu",
+        metrics: PipelineMetrics | None = None,
+        prompts: PromptSource | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.device = device
+        self.metrics = metrics
+        self._backbones: dict[BackboneConfig, ClipBackbone] = {}
+        self.methods: dict[MethodKey, LoadedMethod] = {}
+        # Random CLIP weights (no weight file, pretrained off) and untrained prompts must be the same in every
+        # replica, or a restarted replica would score re-delivered frames differently.
+        torch.manual_seed(0)
+        self.camera_keys: dict[str, MethodKey] = {}
+        for camera_id, camera in config.cameras.items():
+            key = MethodKey(camera.method, camera.class_name, camera.domain, camera.image_size, camera.prompt_version)
+            self.camera_keys[camera_id] = key
+            if key not in self.methods:
+                self.methods[key] = self._load(key, prompts)
+            if metrics is not None:
+                metrics.prompt_version(camera_id, camera.method, self.methods[key].prompt_version)
+
+    def _load(self, key: MethodKey, prompts: PromptSource | None) -> LoadedMethod:
+        serving = self.config.serving
+        overrides = {"image_size": key.image_size} if key.image_size else {}
+        backbone_config = method_backbone_config(
+            get_method_config(key.method, **overrides),
+            serving.backbone,
+            pretrained=serving.pretrained,
+            weights=serving.backbone_weights,
+            device=self.device,
+        )
+        if backbone_config not in self._backbones:
+            self._backbones[backbone_config] = build_backbone(backbone_config)
+        weights, version = None, None
+        if key.prompt_version is not None:
+            if prompts is None:
+                raise ConfigError(
+                    f"a camera asks for {key.method} prompt version {key.prompt_version!r}, "
+                    "but serving has no prompt registry to resolve it"
+                )
+            resolved = prompts.resolve_prompts(key.method, key.prompt_version)
+            weights, version = resolved.path, resolved.version
+        module = load_method(
+            key.method,
+            backbone=self._backbones[backbone_config],
+            weights=weights,
+            class_name=key.class_name,
+            domain=key.domain,
+            **overrides,
+        )
+        return LoadedMethod(module, version)
+
+    @property
+    def backbone_count(self) -> int:
+        """Distinct backbones held (each a full CLIP in memory)."""
+        return len(self._backbones)
+
+    def process(self, requests: Sequence[FrameRequest]) -> list[FrameAck]:
+        """Score a batch and store the results; one acknowledgement per request, in order.
+
+        Frames whose result already exists are acknowledged as ``duplicate`` without a model call. A model
+        failure is isolated to the frames that cause it (the group is retried frame by frame) and answered
+        as ``failed``. A Redis failure raises: nothing is acknowledged, so ingest retries the batch.
+
+        Raises:
+            redis.RedisError: the results could not be stored.
+            KeyError: a request names a camera that is not configured (ingest checks this first).
+        """
+        start = time.time()
+        known = self.store.stored([(request.camera, request.frame_id) for request in requests])
+        groups: dict[MethodKey, list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            if not known[index]:
+                groups[self.camera_keys[request.camera]].append(index)
+        outcomes: dict[int, _Outcome] = {}
+        batch_sizes: dict[int, int] = {}
+        for key, indices in groups.items():
+            for index, outcome in zip(indices, self._score(key, [requests[i].image for i in indices]), strict=True):
+                outcomes[index] = outcome
+                batch_sizes[index] = len(indices)
+        infer_done = time.time()
+        results = {
+            index: self._result(requests[index], outcome, infer_done)
+            for index, outcome in outcomes.items()
+            if not outcome.error
+        }
+        newly_written = self.store.write_results(list(results.values()))
+        store_done = time.time()
+        written = dict(zip(results, newly_written, strict=True))
+        acks = []
+        for index, request in enumerate(requests):
+            key = self.camera_keys[request.camera]
+            common = {
+                "camera": request.camera,
+                "frame_id": request.frame_id,
+                "partition": request.partition,
+                "offset": request.offset,
+                "prompt_version": self.methods[key].prompt_version,
+                "queue_s": max(start - request.decoded_ts, 0.0) if request.decoded_ts else 0.0,
+            }
+            if known[index]:
+                acks.append(FrameAck(status="duplicate", **common))
+                continue
+            outcome = outcomes[index]
+            timings = {"infer_s": infer_done - start, "batch_size": batch_sizes[index]}
+            if outcome.error:
+                acks.append(FrameAck(status="failed", error_reason="inference_error", error_detail=outcome.error,
+                                     **common, **timings))  # fmt: skip
+                continue
+            result = results[index]
+            acks.append(FrameAck(status="stored" if written[index] else "duplicate", score=result.score,
+                                 label=result.label, store_s=store_done - infer_done, **common, **timings))  # fmt: skip
+        self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()))
+        return acks
+
+    def _score(self, key: MethodKey, images: list[np.ndarray]) -> list[_Outcome]:
+        method = self.methods[key].module
+        try:
+            return _outcomes(method, images)
+        except Exception as exc:  # noqa: BLE001 - isolate the frame that breaks the model; see process()
+            if len(images) == 1:
+                log.warning("%s failed on a frame: %s", key.method, exc)
+                return [_Outcome(error=f"{type(exc).__name__}: {exc}"[:512])]
+            log.warning("%s failed on a batch of %d, retrying frame by frame: %s", key.method, len(images), exc)
+            return [outcome for image in images for outcome in self._score(key, [image])]
+
+    def _result(self, request: FrameRequest, outcome: _Outcome, infer_ts: float) -> FrameResult:
+        key = self.camera_keys[request.camera]
+        return FrameResult(
+            camera=request.camera,
+            frame_id=request.frame_id,
+            score=outcome.score,
+            threshold=self.config.cameras[request.camera].threshold,
+            method=key.method,
+            anomaly_map=outcome.anomaly_map,
+            prompt_version=self.methods[key].prompt_version,
+            partition=request.partition,
+            offset=request.offset,
+            capture_ts=request.capture_ts,
+            infer_ts=infer_ts,
+        )
+
+    def _report(
+        self,
+        requests: Sequence[FrameRequest],
+        acks: list[FrameAck],
+        start: float,
+        infer_done: float,
+        store_done: float,
+        batch_sizes: set[int],
+    ) -> None:
+        if self.metrics is None:
+            return
+        for size in batch_sizes:
+            self.metrics.batch(size)
+        if batch_sizes:
+            self.metrics.stage("inference", infer_done - start)
+            self.metrics.stage("store", store_done - infer_done)
+        for request, ack in zip(requests, acks, strict=True):
+            self.metrics.stage("queue", ack.queue_s)
+            if ack.status == "stored":
+                method = self.camera_keys[request.camera].method
+                self.metrics.stored(request.camera, method, ack.label == 1, store_done - request.capture_ts)
+            elif ack.status == "duplicate":
+                self.metrics.duplicate(request.camera)
+
+    def describe(self) -> dict[str, object]:
+        """What this replica serves: per camera its method, prompt version, threshold and input size."""
+        return {
+            "device": self.device,
+            "backbones": [config.name for config in self._backbones],
+            "cameras": {
+                camera: {
+                    "method": key.method,
+                    "prompt_version": self.methods[key].prompt_version,
+                    "threshold": self.config.cameras[camera].threshold,
+                    "image_size": self.methods[key].module.image_size,
+                }
+                for camera, key in self.camera_keys.items()
+            },
+        }
+
+
+def _outcomes(method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
+    """Run the method; a frame with a non-finite score or map fails on its own."""
+    result = method.predict(images)
+    maps = result.maps.cpu().numpy()
+    scores = result.scores.cpu().numpy()
+    outcomes = []
+    for anomaly_map, score in zip(maps, scores, strict=True):
+        if not (math.isfinite(float(score)) and np.isfinite(anomaly_map).all()):
+            outcomes.append(_Outcome(error="the method returned a non-finite score or map"))
+        else:
+            outcomes.append(_Outcome(score=float(score), anomaly_map=anomaly_map))
+    return outcomes

@@ -1,0 +1,128 @@
+"""The Ray Serve application: the ``Inspector`` model replicas and the ``IngestController`` that feeds them.
+
+Why ingest lives in the same application: one ``serve run``/``serve deploy``/KubeRay ``RayService`` then
+starts, upgrades and stops the whole pipeline, and ``serve build services.serve_app:build_app`` describes all
+of it. The controller is one replica that hosts the :class:`~services.supervisor.IngestSupervisor`; if it
+dies, Serve restarts it and its new actors resume from the committed offsets.
+
+Over HTTP (route prefix ``/zsad`` by default) ``GET`` returns what is served and the ingest status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from services.config import ZsadConfig, load_config
+from services.frames import FrameAck, FrameRequest
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "zsad"
+ROUTE_PREFIX = "/zsad"
+
+
+# Serve's access log writes one line per frame; the pipeline's own metrics carry that information.
+_QUIET = {"enable_access_log": False}
+
+
+@serve.deployment(name="Inspector", max_ongoing_requests=64, logging_config=_QUIET)
+class Inspector:
+    """One backbone per distinct architecture, the cameras' methods, and the Redis writer.
+
+    ``@serve.batch`` collects frames from every ingest actor into one model call per camera group.
+    """
+
+    def __init__(self, config: ZsadConfig) -> None:
+        import torch
+
+        from services.inspector import InspectorCore
+        from services.metrics import PipelineMetrics
+        from services.result_store import ResultStore
+
+        serving = config.serving
+        # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
+        # small box makes torch's default several times slower (PLATFORM-NOTES).
+        torch.set_num_threads(serving.torch_threads)
+        device = "cuda" if serving.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.core = InspectorCore(config, ResultStore.from_config(config), device=device, metrics=PipelineMetrics())
+        self.score.set_max_batch_size(serving.max_batch_size)
+        self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def score(self, requests: list[FrameRequest]) -> list[FrameAck]:
+        """Score and store a batch; one acknowledgement per frame (see :meth:`InspectorCore.process`)."""
+        # A worker thread keeps the event loop free for health checks and the next batch's arrivals.
+        return await asyncio.to_thread(self.core.process, requests)
+
+    async def describe(self) -> dict[str, Any]:
+        """Cameras, methods, prompt versions and device of this replica."""
+        return self.core.describe()
+
+    async def replica_actor_name(self) -> str:
+        """This replica's Ray actor name (operators and failure tests use it to find the process)."""
+        import ray
+
+        return ray.get_runtime_context().get_actor_name() or ""
+
+    async def __call__(self, request: Any) -> dict[str, Any]:
+        """HTTP ``GET``: what this replica serves."""
+        return {"replica": await self.replica_actor_name(), "pid": os.getpid(), **self.core.describe()}
+
+
+@serve.deployment(name="IngestController", num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config=_QUIET)
+class IngestController:
+    """Hosts the ingest supervisor; drains the actors (final commits) when the application is deleted."""
+
+    async def __init__(self, config: ZsadConfig, inspector: DeploymentHandle) -> None:
+        from services.supervisor import IngestSupervisor
+
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+        self.supervisor = IngestSupervisor(config, inspector)
+        await self.supervisor.start()
+
+    async def status(self) -> dict[str, Any]:
+        """Partitions, assignment and every ingest actor's counters."""
+        return await self.supervisor.status()
+
+    async def scale(self, num_actors: int) -> list[list[int]]:
+        """Change the number of ingest actors; partitions are reassigned after a drain."""
+        return await self.supervisor.scale(num_actors)
+
+    async def ingest_actors(self) -> list[Any]:
+        """Handles of the current ingest actors (failure tests kill one)."""
+        return list(self.supervisor.actors)
+
+    async def __call__(self, request: Any) -> dict[str, Any]:
+        """HTTP ``GET``: the ingest status."""
+        return await self.status()
+
+    async def __del__(self) -> None:
+        await self.supervisor.shutdown()
+
+
+def app_from_config(config: ZsadConfig) -> serve.Application:
+    """The bound application for ``config`` (what ``zsad up`` and the tests run)."""
+    serving = config.serving
+    inspector = Inspector.options(
+        num_replicas=serving.num_replicas,
+        max_ongoing_requests=max(64, 4 * serving.max_batch_size),
+        ray_actor_options={"num_cpus": serving.num_cpus, "num_gpus": serving.num_gpus},
+    ).bind(config)
+    return IngestController.bind(config, inspector)
+
+
+def build_app(args: dict[str, str]) -> serve.Application:
+    """Application builder for ``serve run/build/deploy services.serve_app:build_app config=FILE``.
+
+    Args:
+        args: ``{"config": path}``; without it the embedded defaults. Secrets come from ``ZSAD_*``
+            environment variables (Kubernetes secrets), never from the Serve config.
+    """
+    return app_from_config(load_config(args.get("config")))

@@ -1,0 +1,142 @@
+"""Building blocks of the streaming tests: configs on the test services, frames, offsets, waiting."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from services.config import ZsadConfig
+from services.local_services import KafkaBroker, RedisServer
+from services.producer import FrameProducer, ensure_topics
+from zsad_core.imageio import encode_jpeg
+
+FRAME_SIDE = 96
+MODEL_SIDE = 64
+
+
+def stream_config(
+    broker: KafkaBroker,
+    redis_server: RedisServer,
+    unique: str,
+    cameras: dict[str, dict[str, Any]],
+    *,
+    partitions: int = 4,
+    num_actors: int = 2,
+    max_in_flight: int = 16,
+    max_batch_size: int = 8,
+) -> ZsadConfig:
+    """A config on the test broker and Redis with its own topics and group, tiny CLIP at 64 px."""
+    config = ZsadConfig(
+        kafka={
+            "bootstrap_servers": [broker.bootstrap_servers],
+            "frames_topic": f"frames-{unique}",
+            "dlq_topic": f"dlq-{unique}",
+            "group_id": f"group-{unique}",
+            "partitions": partitions,
+        },
+        redis={"url": redis_server.url, "password": redis_server.password},
+        cameras={
+            camera: {"class_name": "object", "threshold": 0.5, "image_size": MODEL_SIDE, **settings}
+            for camera, settings in cameras.items()
+        },
+        serving={"backbone": "zsad-tiny-vit", "max_batch_size": max_batch_size, "torch_threads": 1},
+        ingest={"num_actors": num_actors, "max_in_flight": max_in_flight, "max_retries": 1},
+    )
+    ensure_topics(config.kafka)
+    return config
+
+
+def frame_bytes(seed: int, side: int = FRAME_SIDE) -> bytes:
+    """A small random JPEG."""
+    rng = np.random.default_rng(seed)
+    return encode_jpeg(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), quality=80)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid little PNG whose header claims ``width`` x ``height`` (a decompression bomb's signature)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def produce_frames(config: ZsadConfig, per_camera: int, *, start: int = 0) -> dict[str, list[str]]:
+    """Send ``per_camera`` frames for every configured camera; frame ids are ``<camera>-<n>``."""
+    ids: dict[str, list[str]] = {camera: [] for camera in config.cameras}
+    with FrameProducer.from_config(config) as producer:
+        futures = []
+        for index in range(start, start + per_camera):
+            for number, camera in enumerate(config.cameras):
+                frame_id = f"{camera}-{index}"
+                futures.append(producer.send_frame(camera, frame_bytes(index * 31 + number), frame_id=frame_id))
+                ids[camera].append(frame_id)
+        producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+    return ids
+
+
+def committed_offsets(config: ZsadConfig) -> dict[int, int]:
+    """Offsets committed under the config's group, per partition of the frames topic (-1: none)."""
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        topic = config.kafka.frames_topic
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        offsets = {}
+        for partition in partitions:
+            committed = consumer.committed(TopicPartition(topic, partition))
+            offsets[partition] = -1 if committed is None else int(committed)
+        return offsets
+    finally:
+        consumer.close()
+
+
+def end_offsets(config: ZsadConfig) -> dict[int, int]:
+    """The end offset of each partition of the frames topic, as the broker reports it."""
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers)
+    try:
+        topic = config.kafka.frames_topic
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: int(end) for tp, end in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def read_topic(config: ZsadConfig, topic: str, expected: int, timeout_s: float = 20.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning, waiting until at least ``expected`` arrived."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        receive_message_max_bytes=config.kafka.receive_message_max_bytes,
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.25) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)

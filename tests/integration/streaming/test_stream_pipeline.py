@@ -1,0 +1,252 @@
+"""The whole pipeline on real components: a Kafka-protocol broker, a local Ray with Serve, redis-server.
+
+Each test deploys its own application (own topics, consumer group and camera ids) on the session's Ray and
+deletes it at the end, so the tests are independent. The tiny CLIP at 64 px keeps a few hundred frames
+within seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+from ray import serve
+from stream_helpers import (
+    MODEL_SIDE,
+    committed_offsets,
+    end_offsets,
+    frame_bytes,
+    png_claiming,
+    produce_frames,
+    read_topic,
+    stream_config,
+    wait_until,
+)
+
+from services.config import ZsadConfig
+from services.local_services import KafkaBroker, RedisServer
+from services.messages import H_DLQ_REASON, encode_headers
+from services.producer import FrameProducer
+from services.result_store import ResultStore
+from services.serve_app import app_from_config
+
+pytestmark = pytest.mark.integration
+
+THREE_CAMERAS = {
+    "a": {"method": "clip-ad"},
+    "b": {"method": "anoclip", "domain": "texture"},
+    "c": {"method": "clip-ad", "roi": [8, 8, 80, 80]},
+}
+
+
+@pytest.fixture(params=["noida", "tansu"])
+def broker(request: pytest.FixtureRequest) -> KafkaBroker:
+    """Every end-to-end check runs on both installable brokers, so no broker quirk is relied on."""
+    return request.getfixturevalue(f"{request.param}_broker")
+
+
+class Deployment:
+    """One deployed application and its Redis view; deleted (ingest drained) by :meth:`delete`."""
+
+    def __init__(self, config: ZsadConfig) -> None:
+        self.config = config
+        self.name = f"zsad-{uuid.uuid4().hex[:8]}"
+        self.store = ResultStore.from_config(config)
+        self.deployed = False
+
+    def deploy(self) -> None:
+        serve.run(app_from_config(self.config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
+        self.deployed = True
+
+    def controller(self) -> Any:
+        return serve.get_deployment_handle("IngestController", app_name=self.name)
+
+    def inspector(self) -> Any:
+        return serve.get_deployment_handle("Inspector", app_name=self.name)
+
+    def status(self) -> dict[str, Any]:
+        return self.controller().status.remote().result(timeout_s=30)
+
+    def results(self, camera: str) -> int:
+        return int(self.store.client.zcard(f"zsad:{{{camera}}}:scores"))
+
+    def total_results(self) -> int:
+        return sum(self.results(camera) for camera in self.config.cameras)
+
+    def delete(self) -> None:
+        if self.deployed:
+            serve.delete(self.name)
+            self.deployed = False
+
+
+@pytest.fixture
+def deployments(ray_serve: None) -> Iterator[list[Deployment]]:
+    """Deployments made by a test, deleted afterwards even when it fails."""
+    made: list[Deployment] = []
+    yield made
+    for deployment in made:
+        deployment.delete()
+
+
+def _cameras(unique: str, cameras: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{name}-{unique}": settings for name, settings in cameras.items()}
+
+
+def test_three_cameras_two_methods_end_to_end(
+    broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    config = stream_config(broker, redis_server, unique, _cameras(unique, THREE_CAMERAS))
+    ids = produce_frames(config, per_camera=100)
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    wait_until(lambda: deployment.total_results() >= 300, 180, "300 results")
+
+    store = deployment.store
+    for camera, frame_ids in ids.items():
+        assert deployment.results(camera) == 100
+        assert store.count_events(camera) == 100
+        settings = config.cameras[camera]
+        for frame_id in frame_ids[::25]:
+            result = store.get_result(camera, frame_id)
+            assert result is not None and result.method == settings.method and result.partition >= 0
+            assert store.get_map(camera, frame_id).shape == (MODEL_SIDE, MODEL_SIDE)
+    status = deployment.status()
+    stats = status["actors"]
+    assert len(stats) == 2 and all(not actor["error"] for actor in stats)
+    assert sum(actor["counts"].get("stored", 0) for actor in stats) == 300
+    assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
+    # Partitions are spread over the actors by the supervisor, each exactly once.
+    assert sorted(p for actor in stats for p in actor["partitions"]) == status["partitions"] == [0, 1, 2, 3]
+
+    def all_committed() -> bool:
+        committed = committed_offsets(config)
+        return sum(max(offset, 0) for offset in committed.values()) == 300
+
+    wait_until(all_committed, 15, "offsets committed to the end")
+    if broker.__class__.__name__ == "TansuBroker":
+        pytest.skip("Tansu reports wrong end offsets (PLATFORM-NOTES); committed offsets were checked by count")
+    # A partition no camera hashed to has nothing committed (-1) and ends at 0.
+    assert {p: max(offset, 0) for p, offset in committed_offsets(config).items()} == end_offsets(config)
+
+
+def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    camera = f"cam-{unique}"
+    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2)
+    good = frame_bytes(1)
+    bad = {
+        "empty": (b"", "image/jpeg", "empty"),
+        "text": (b"this is not an image at all", "image/jpeg", "not_an_image"),
+        "truncated": (good[: len(good) // 2], "image/jpeg", "truncated"),
+        "bomb": (png_claiming(50_000, 50_000), "image/png", "too_large"),
+        "mislabelled": (good, "image/png", "content_type_mismatch"),
+    }
+    with FrameProducer.from_config(config) as producer:
+        raw = producer._producer
+        for index in range(20):
+            producer.send_frame(camera, frame_bytes(100 + index), frame_id=f"good-{index}")
+        for name, (payload, content_type, _) in bad.items():
+            raw.send(config.kafka.frames_topic, key=camera.encode(), value=payload,
+                     headers=encode_headers(name, 1.0e9, content_type))  # fmt: skip
+        raw.send(config.kafka.frames_topic, key=camera.encode(), value=good, headers=[])  # no headers at all
+        raw.send(
+            config.kafka.frames_topic, key=b"nobody", value=good, headers=encode_headers("stranger", 1e9, "image/jpeg")
+        )
+        producer.flush()
+    expected = {name: reason for name, (_, _, reason) in bad.items()} | {
+        "": "bad_headers",
+        "stranger": "unknown_camera",
+    }
+
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    wait_until(lambda: deployment.results(camera) >= 20, 120, "the good frames")
+    letters = read_topic(config, config.kafka.dlq_topic, expected=len(expected))
+    reasons = {}
+    for record in letters:
+        headers = dict(record.headers)
+        reasons[headers.get("zsad-frame-id", b"").decode()] = headers[H_DLQ_REASON].decode()
+    assert reasons == expected
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 20 + len(expected), 15,
+               "the dead letters' offsets committed")  # fmt: skip
+    stats = deployment.status()["actors"]
+    assert all(not actor["error"] for actor in stats)
+    assert deployment.status()["restarts_seen"] == 0
+
+
+def test_replay_from_the_beginning_changes_nothing(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    camera = f"cam-{unique}"
+    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2)
+    ids = produce_frames(config, per_camera=30)[camera]
+    first = Deployment(config)
+    deployments.append(first)
+    first.deploy()
+    wait_until(lambda: first.results(camera) >= 30, 120, "the first pass")
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 30, 15, "the first commits")
+    first.delete()
+    before = {frame_id: first.store.client.hgetall(f"zsad:{{{camera}}}:result:{frame_id}") for frame_id in ids}
+
+    _rewind_group(config)
+    assert set(committed_offsets(config).values()) == {0}
+    second = Deployment(config)
+    deployments.append(second)
+    second.deploy()
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 30, 120, "the replay")
+
+    after = {frame_id: second.store.client.hgetall(f"zsad:{{{camera}}}:result:{frame_id}") for frame_id in ids}
+    assert after == before
+    assert second.store.count_events(camera) == 30
+    assert second.results(camera) == 30
+    counts = [actor["counts"] for actor in second.status()["actors"]]
+    assert sum(c.get("duplicate", 0) for c in counts) == 30 and sum(c.get("stored", 0) for c in counts) == 0
+
+
+def _rewind_group(config: ZsadConfig) -> None:
+    """Commit offset 0 for every partition under the group (what ``kafka-consumer-groups --reset-offsets`` does)."""
+    from kafka import KafkaConsumer
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        topic = config.kafka.frames_topic
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(0, "", -1) for p in partitions})
+    finally:
+        consumer.close()
+
+
+def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    cameras = _cameras(unique, {"a": {"method": "clip-ad"}, "b": {"method": "anoclip"}})
+    config = stream_config(noida_broker, redis_server, unique, cameras, max_in_flight=8)
+    ids = produce_frames(config, per_camera=100)
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    wait_until(lambda: deployment.total_results() >= 40, 120, "the run to get going")
+
+    actors = deployment.controller().ingest_actors.remote().result(timeout_s=30)
+    ray.kill(actors[0], no_restart=False)  # Ray restarts it; it resumes from the committed offsets
+    replica = deployment.inspector().replica_actor_name.remote().result(timeout_s=30)
+    ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)  # Serve replaces the replica
+    assert deployment.total_results() < 200, "the run finished before the failures: make it longer"
+
+    wait_until(lambda: deployment.total_results() >= 200, 240, "every frame after recovery")
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 200, 30, "all offsets committed")
+    for camera, frame_ids in ids.items():
+        assert deployment.results(camera) == 100
+        assert deployment.store.count_events(camera) == 100  # one event per frame: re-deliveries wrote nothing
+        assert all(deployment.store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
+    assert deployment.status()["restarts_seen"] >= 1
+    assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) != replica
