@@ -55,3 +55,29 @@ def write_json(path: str | Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+
+
+STACK_DIR = Path("runs/stack")
+STACK_CONFIG = STACK_DIR / "config.yaml"
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config``: the system's YAML file (see :func:`config_from_args` for the default)."""
+    parser.add_argument("--config", help=f"configuration YAML (default: {STACK_CONFIG} of a running local stack, "
+                                         "else the embedded defaults)")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The configuration a command works on.
+
+    Why the local stack's file comes first: ``zsad up`` starts Redis and the broker on free ports with a fresh
+    password and writes the effective configuration to :data:`STACK_CONFIG` (mode 0600); ``zsad produce``,
+    ``results`` and ``show`` must then talk to those, without the user copying ports and secrets around.
+    """
+    from services.config import load_config
+
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    if STACK_CONFIG.is_file():
+        return load_config(STACK_CONFIG)
+    return load_config(None)
