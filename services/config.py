@@ -232,6 +232,19 @@ class LimitsConfig(_Section):
         return ImageLimits(max_bytes=self.max_bytes, max_pixels=self.max_pixels, max_side=self.max_side)
 
 
+class RegistryConfig(_Section):
+    """The prompt registry (:mod:`services.registry`): artifact files on disk, records and aliases in Redis.
+
+    Attributes:
+        root: a local directory holding ``<method>/<version>/`` artifact copies; serving replicas must see the
+            same directory (fsspec URLs for object stores are a later extension).
+        namespace: prefix of the registry's Redis keys and channel, so two deployments can share one Redis.
+    """
+
+    root: str = Field("runs/registry", min_length=1)
+    namespace: str = Field("zsad:registry", min_length=1)
+
+
 class ZsadConfig(BaseSettings):
     """The whole configuration; build it with :func:`load_config`."""
 
@@ -243,6 +256,7 @@ class ZsadConfig(BaseSettings):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @classmethod
     def settings_customise_sources(

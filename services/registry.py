@@ -1,0 +1,636 @@
+"""The versioned prompt registry: immutable artifact copies on disk; records, aliases and audit in Redis.
+
+Why: retraining produces new prompt artifacts (:mod:`zsad_core.artifacts`). Serving must switch to a better one
+without a restart and be able to switch back, and an operator must be able to tell later who switched what and
+why. The registry gives each artifact a version that never changes meaning, records what it was trained on and
+how it scored, and moves the ``champion`` and ``candidate`` aliases with an audit entry and a pub/sub notice
+that serving replicas listen to.
+
+Versions are ``v<N>``, N from a Redis INCR per method: short enough for a camera's ``prompt_version``, ordered,
+and unique across concurrent registrars without trusting clocks (time-based names collide within a second and
+sort wrongly across hosts). A number is never reused; a failed registration leaves a gap.
+
+Redis layout (``ns`` is the namespace, ``zsad:registry`` by default; the traffic is tiny, so no hash tags):
+
+* ``{ns}:methods``: set of the methods that have versions.
+* ``{ns}:{method}:seq``: the counter behind the version numbers.
+* ``{ns}:{method}:versions``: sorted set version -> N.
+* ``{ns}:{method}:version:{version}``: hash, the version's record (:meth:`RegistryEntry.to_record`).
+* ``{ns}:{method}:alias:{alias}``: list, the alias's history; the last element is the current version, so a
+  rollback pops it.
+* ``{ns}:audit``: stream of register, promote and rollback entries, refusals included; never trimmed.
+* ``{ns}:events``: pub/sub channel, JSON ``{"method", "alias", "version", "action"}`` after each alias move.
+
+On disk, ``root/<method>/<version>/`` holds the artifact's two files byte for byte, read-only. They are copied
+into a hidden staging directory beside it and renamed into place, so a crash leaves at most a hidden
+``.v<N>.*`` directory that no record points to, never a half artifact under a version name.
+
+Serving resolves a camera's ``prompt_version``, then calls :meth:`PromptRegistry.check_serving_compatible` (the
+files still match the record and fit the model) and ``zsad_core.artifacts.load_prompts(method, entry.path)``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+from safetensors import SafetensorError, safe_open
+
+from services.config import METHOD_NAMES
+from zsad_core.errors import IncompatibleWeightsError, ZsadError
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from zsad_core.methods.base import ZeroShotMethod
+
+# zsad_core.artifacts imports torch (seconds to import); it is imported inside the operations that read artifact
+# files, so listing, resolving and the audit stay instant for the CLI and for processes without torch.
+
+ALIASES = ("champion", "candidate")
+_VERSION_RE = re.compile(r"v[1-9][0-9]*")
+_REQUIRED_MANIFEST_KEYS = ("method", "backbone", "taps", "image_size", "sha256", "schema_version")
+
+
+class RegistryError(ZsadError):
+    """A registry operation cannot be done (unknown version or alias, nothing to roll back to, bad source)."""
+
+    reason = "registry"
+
+
+class CorruptArtifactError(RegistryError, IncompatibleWeightsError):
+    """A stored artifact no longer matches its record: ``reason`` is ``missing_file``, ``unreadable_manifest``,
+    ``manifest_mismatch``, ``hash_mismatch`` or ``unreadable_weights``.
+
+    It is also an :class:`IncompatibleWeightsError`, so code that handles weights it cannot use handles it too.
+    """
+
+    reason = "corrupt_artifact"
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One registered version: where its files are and what its manifest and registration recorded.
+
+    ``metrics`` holds the numeric metrics (from the manifest's ``metrics``, then those given at registration);
+    ``eval_data`` is the data set they were measured on, so metrics from different data are never compared.
+    """
+
+    method: str
+    version: str
+    path: Path
+    backbone: str
+    taps: tuple[int, ...]
+    image_size: int
+    sha256: str
+    schema_version: int
+    created_at: str
+    registered_at: str
+    created_by: str
+    training_data: str | None = None
+    eval_data: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The recorded values that the stored ``manifest.json`` must still hold (in its JSON types)."""
+        return {
+            "method": self.method,
+            "backbone": self.backbone,
+            "taps": list(self.taps),
+            "image_size": self.image_size,
+            "sha256": self.sha256,
+            "schema_version": self.schema_version,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields (the CLI prints these)."""
+        return {**dataclasses.asdict(self), "path": str(self.path), "taps": list(self.taps)}
+
+    def to_record(self) -> dict[str, str]:
+        """The Redis hash fields; ``None`` is stored as an empty string."""
+        return {
+            key: json.dumps(value) if key in ("taps", "metrics") else "" if value is None else str(value)
+            for key, value in self.to_dict().items()
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, str]) -> RegistryEntry:
+        """The inverse of :meth:`to_record`."""
+        return cls(
+            method=record["method"],
+            version=record["version"],
+            path=Path(record["path"]),
+            backbone=record["backbone"],
+            taps=tuple(json.loads(record["taps"])),
+            image_size=int(record["image_size"]),
+            sha256=record["sha256"],
+            schema_version=int(record["schema_version"]),
+            created_at=record["created_at"],
+            registered_at=record["registered_at"],
+            created_by=record["created_by"],
+            training_data=record["training_data"] or None,
+            eval_data=record["eval_data"] or None,
+            metrics=json.loads(record["metrics"]),
+        )
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """An alias move (or its refusal) exactly as written to the audit stream under ``audit_id``.
+
+    ``outcome`` is ``promoted``, ``rolled_back``, ``unchanged`` (the alias already pointed there) or ``refused``;
+    a refusal has a machine-readable ``cause`` and a ``detail`` saying why.
+    """
+
+    action: str
+    method: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    outcome: str
+    actor: str
+    reason: str
+    cause: str = ""
+    detail: str = ""
+    audit_id: str = ""
+
+    @property
+    def moved(self) -> bool:
+        """Whether the alias changed."""
+        return self.outcome in ("promoted", "rolled_back")
+
+    def audit_fields(self) -> dict[str, str]:
+        """The audit stream entry of this result, stamped now (``None`` versions as empty strings)."""
+        fields = {key: value or "" for key, value in dataclasses.asdict(self).items() if key != "audit_id"}
+        return {**fields, "ts": _now()}
+
+
+class PromotionRefusedError(RegistryError):
+    """A promotion or rollback was refused and the refusal audited; ``result`` is the audited refusal and
+    ``reason`` its cause (``not_better``, ``no_metric``, ``incomparable``, ``hash_mismatch``, ...)."""
+
+    def __init__(self, result: PromotionResult):
+        super().__init__(
+            f"{result.action} of {result.method} {result.alias} to {result.to_version} refused: {result.detail}"
+        )
+        self.result = result
+        self.reason = result.cause
+
+
+class PromptRegistry:
+    """Versioned, immutable prompt artifacts with ``champion``/``candidate`` aliases, audited in Redis.
+
+    Args:
+        root: directory holding the artifact copies (``root/<method>/<version>/``).
+        client: a redis-py client (binary or decoded responses both work).
+        namespace: prefix of every key and of the events channel.
+    """
+
+    def __init__(self, root: str | Path, client: redis.Redis, *, namespace: str = "zsad:registry"):
+        self.root = Path(root).resolve()
+        self.client = client
+        self.namespace = namespace
+
+    @property
+    def audit_key(self) -> str:
+        """The audit stream."""
+        return f"{self.namespace}:audit"
+
+    @property
+    def events_channel(self) -> str:
+        """The pub/sub channel announcing alias moves."""
+        return f"{self.namespace}:events"
+
+    def version_key(self, method: str, version: str) -> str:
+        """The hash holding one version's record."""
+        return f"{self.namespace}:{method}:version:{version}"
+
+    def alias_key(self, method: str, alias: str) -> str:
+        """The list holding an alias's history (current version last)."""
+        return f"{self.namespace}:{method}:alias:{alias}"
+
+    def _versions_key(self, method: str) -> str:
+        return f"{self.namespace}:{method}:versions"
+
+    def register(
+        self,
+        artifact_dir: str | Path,
+        *,
+        training_data: str | None = None,
+        metrics: dict[str, float] | None = None,
+        created_by: str,
+    ) -> RegistryEntry:
+        """Copy an artifact into the registry under a new version and record it.
+
+        Args:
+            artifact_dir: a directory written by :func:`zsad_core.artifacts.save_prompts`.
+            training_data: what it was trained on; defaults to the manifest's ``training_data``.
+            metrics: evaluation metrics; override the manifest's ``metrics`` of the same name.
+            created_by: who registers it (audited).
+
+        Raises:
+            CorruptArtifactError: the weight file is missing, unreadable or does not hash to the manifest's sha256.
+            RegistryError: the manifest names an unknown method or another schema version.
+        """
+        from zsad_core.artifacts import MANIFEST_FILE, SCHEMA_VERSION, WEIGHTS_FILE
+
+        source = Path(artifact_dir)
+        manifest = _read_manifest(source)
+        _check_weights(source / WEIGHTS_FILE, manifest["sha256"])
+        method = manifest["method"]
+        if method not in METHOD_NAMES:
+            raise RegistryError(f"{source}: unknown method {method!r}; methods are {list(METHOD_NAMES)}")
+        if manifest["schema_version"] != SCHEMA_VERSION:
+            raise RegistryError(f"{source}: schema version {manifest['schema_version']!r} is not {SCHEMA_VERSION}")
+        measured = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+        recorded = {key: float(value) for key, value in measured.items() if _is_number(value)}
+        recorded.update({key: float(value) for key, value in (metrics or {}).items()})
+        number, target = self._reserve(method)
+        _install([source / WEIGHTS_FILE, source / MANIFEST_FILE], target, manifest["sha256"])
+        entry = RegistryEntry(
+            method=method,
+            version=target.name,
+            path=target,
+            backbone=manifest["backbone"],
+            taps=tuple(manifest["taps"]),
+            image_size=manifest["image_size"],
+            sha256=manifest["sha256"],
+            schema_version=manifest["schema_version"],
+            created_at=str(manifest.get("created_at", "")),
+            registered_at=_now(),
+            created_by=created_by,
+            training_data=training_data or _text_or_none(manifest.get("training_data")),
+            eval_data=_text_or_none(measured.get("dataset")),
+            metrics=recorded,
+        )
+        audit = {"action": "register", "method": method, "alias": "", "from_version": "", "to_version": entry.version,
+                 "outcome": "registered", "actor": created_by, "reason": "", "cause": "", "detail": str(target),
+                 "ts": _now()}  # fmt: skip
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.version_key(method, entry.version), mapping=entry.to_record())
+                pipe.zadd(self._versions_key(method), {entry.version: number})
+                pipe.sadd(f"{self.namespace}:methods", method)
+                pipe.xadd(self.audit_key, audit)
+                pipe.execute()
+        except redis.RedisError:
+            shutil.rmtree(target, ignore_errors=True)  # unrecorded files must not hold the version's name
+            raise
+        return entry
+
+    def _reserve(self, method: str) -> tuple[int, Path]:
+        """A fresh version number and its directory; numbers whose directory or record exists are skipped (a
+        Redis that lost its counter must not make a new artifact collide with an old one)."""
+        while True:
+            number = int(self.client.incr(f"{self.namespace}:{method}:seq"))
+            target = self.root / method / f"v{number}"
+            if not target.exists() and not self.client.exists(self.version_key(method, target.name)):
+                return number, target
+
+    def resolve(self, method: str, version_or_alias: str) -> RegistryEntry:
+        """The entry of an explicit version (``v3``) or of the version an alias points to.
+
+        Raises:
+            RegistryError: unknown method, version or unset alias; the message lists what exists.
+        """
+        return self._resolve(self.client, method, version_or_alias)
+
+    def _resolve(self, reader: redis.Redis | Pipeline, method: str, name: str) -> RegistryEntry:
+        version = self._current(reader, method, name) if name in ALIASES else name
+        record = reader.hgetall(self.version_key(method, version)) if version and _VERSION_RE.fullmatch(version) else {}
+        if not record:
+            raise RegistryError(self._unknown(method, name))
+        return RegistryEntry.from_record({_text(key): _text(value) for key, value in record.items()})
+
+    def _unknown(self, method: str, name: str) -> str:
+        versions = [_text(v) for v in self.client.zrange(self._versions_key(method), 0, -1)]
+        if not versions:
+            methods = sorted(_text(m) for m in self.client.smembers(f"{self.namespace}:methods"))
+            return f"no versions of {method!r} are registered; methods with versions: {methods or 'none'}"
+        aliases = ", ".join(f"{alias} -> {version}" for alias, version in self.aliases(method).items()) or "none set"
+        return f"{method} has no version or alias {name!r}; versions: {', '.join(versions)}; aliases: {aliases}"
+
+    def _current(self, reader: redis.Redis | Pipeline, method: str, alias: str) -> str | None:
+        value = reader.lindex(self.alias_key(method, alias), -1)
+        return None if value is None else _text(value)
+
+    def verify(self, entry: RegistryEntry) -> None:
+        """Check that the stored files still are what was registered.
+
+        Raises:
+            CorruptArtifactError: with reason ``missing_file``, ``unreadable_manifest``, ``manifest_mismatch``
+                (the manifest differs from the record), ``hash_mismatch`` or ``unreadable_weights``.
+        """
+        from zsad_core.artifacts import WEIGHTS_FILE
+
+        manifest = _read_manifest(entry.path)
+        wrong = [
+            f"{key}: recorded {expected!r}, manifest {manifest.get(key)!r}"
+            for key, expected in entry.manifest_fields().items()
+            if manifest.get(key) != expected
+        ]
+        if wrong:
+            raise CorruptArtifactError(
+                "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
+            )
+        _check_weights(entry.path / WEIGHTS_FILE, entry.sha256)
+
+    def check_serving_compatible(self, entry: RegistryEntry, method: ZeroShotMethod) -> None:
+        """Raise unless ``entry`` is intact (:meth:`verify`) and fits ``method`` (method, backbone, taps, size).
+
+        Serving then calls ``load_prompts(method, entry.path)``, which checks the file against its manifest once
+        more; this check adds the comparison with the registry's record, which the files alone cannot give.
+
+        Raises:
+            CorruptArtifactError: see :meth:`verify`.
+            IncompatibleWeightsError: the artifact was made for another model.
+        """
+        from zsad_core.artifacts import check_compatible
+
+        self.verify(entry)
+        check_compatible(method, _read_manifest(entry.path))
+
+    def promote(
+        self,
+        method: str,
+        version: str,
+        *,
+        alias: str = "champion",
+        actor: str,
+        reason: str,
+        if_better_than: str | None = None,
+        metric: str = "pixel_auroc",
+        serving_method: ZeroShotMethod | None = None,
+    ) -> PromotionResult:
+        """Point ``alias`` at ``version`` (a version or another alias) after checking the artifact.
+
+        Args:
+            method, version: what to promote.
+            alias: ``champion`` or ``candidate``.
+            actor, reason: who and why (audited).
+            if_better_than: a version or alias whose recorded ``metric`` the version must strictly beat (both
+                measured on the same data); an unset alias has nothing to beat, so the first champion passes.
+            metric: the metric compared by ``if_better_than``.
+            serving_method: when given, the artifact must also fit it (:meth:`check_serving_compatible`).
+
+        Raises:
+            PromotionRefusedError: corrupt or incompatible artifact, or not better; the refusal is audited and the
+                alias is unchanged.
+            RegistryError: unknown version or alias name.
+        """
+        _check_alias(alias)
+        entry = self.resolve(method, version)
+        base = {
+            "action": "promote",
+            "method": method,
+            "alias": alias,
+            "to_version": entry.version,
+            "actor": actor,
+            "reason": reason,
+        }
+        try:
+            if serving_method is None:
+                self.verify(entry)
+            else:
+                self.check_serving_compatible(entry, serving_method)
+        except IncompatibleWeightsError as exc:
+            refusal = PromotionResult(
+                **base,
+                from_version=self._current(self.client, method, alias),
+                outcome="refused",
+                cause=exc.reason,
+                detail=str(exc),
+            )
+            raise PromotionRefusedError(self._audited(refusal)) from exc
+
+        def plan(pipe: Pipeline) -> PromotionResult:
+            current = self._current(pipe, method, alias)
+            detail = ""
+            if if_better_than is not None:
+                if if_better_than in ALIASES and self._current(pipe, method, if_better_than) is None:
+                    detail = f"{if_better_than} is unset: nothing to beat"
+                else:
+                    why_not = self._why_not_better(pipe, entry, if_better_than, metric)
+                    if why_not is not None:
+                        return PromotionResult(
+                            **base, from_version=current, outcome="refused", cause=why_not[0], detail=why_not[1]
+                        )
+            if current == entry.version:
+                return PromotionResult(
+                    **base, from_version=current, outcome="unchanged", detail=f"{alias} already is {current}"
+                )
+            return PromotionResult(**base, from_version=current, outcome="promoted", detail=detail)
+
+        watched = [self.alias_key(method, name) for name in {alias, if_better_than} if name in ALIASES]
+        return self._apply(watched, plan)
+
+    def _why_not_better(
+        self, reader: Pipeline, entry: RegistryEntry, reference: str, metric: str
+    ) -> tuple[str, str] | None:
+        """``(cause, detail)`` when ``entry`` does not strictly beat ``reference`` on ``metric``, else ``None``."""
+        other = self._resolve(reader, entry.method, reference)
+        label = reference if reference == other.version else f"{reference} ({other.version})"
+        ours, theirs = entry.metrics.get(metric), other.metrics.get(metric)
+        if ours is None:
+            return "no_metric", f"{entry.version} has no recorded {metric}"
+        if theirs is None:
+            return "no_metric", f"{label} has no recorded {metric} to compare with"
+        if entry.eval_data and other.eval_data and entry.eval_data != other.eval_data:
+            return "incomparable", (
+                f"{metric} of {entry.version} was measured on {entry.eval_data!r}, of {label} on {other.eval_data!r}"
+            )
+        if not ours > theirs:
+            return "not_better", f"{metric} {ours:.4f} of {entry.version} is not above {theirs:.4f} of {label}"
+        return None
+
+    def rollback(self, method: str, *, alias: str = "champion", actor: str, reason: str) -> PromotionResult:
+        """Point ``alias`` back at the version it held before its latest move.
+
+        Raises:
+            RegistryError: the alias has no earlier version.
+            PromotionRefusedError: the earlier version's files are corrupt (audited; the alias is unchanged).
+        """
+        _check_alias(alias)
+
+        def plan(pipe: Pipeline) -> PromotionResult:
+            history = [_text(version) for version in pipe.lrange(self.alias_key(method, alias), -2, -1)]
+            if len(history) < 2:
+                state = f"it is {history[0]}" if history else "it is unset"
+                raise RegistryError(f"{alias} of {method} has no earlier version to roll back to ({state})")
+            previous, current = history
+            base = {
+                "action": "rollback",
+                "method": method,
+                "alias": alias,
+                "from_version": current,
+                "to_version": previous,
+                "actor": actor,
+                "reason": reason,
+            }
+            try:
+                self.verify(self._resolve(pipe, method, previous))
+            except CorruptArtifactError as exc:
+                return PromotionResult(**base, outcome="refused", cause=exc.reason, detail=str(exc))
+            return PromotionResult(**base, outcome="rolled_back")
+
+        return self._apply([self.alias_key(method, alias)], plan)
+
+    def _apply(self, watched: builtins.list[str], plan: Callable[[Pipeline], PromotionResult]) -> PromotionResult:
+        """Decide with ``plan`` under WATCH, then move the alias, audit and publish in one MULTI; a concurrent
+        change of a watched alias makes the decision stale, so it is retaken."""
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    result = plan(pipe)
+                    pipe.multi()
+                    alias_key = self.alias_key(result.method, result.alias)
+                    if result.outcome == "promoted":
+                        pipe.rpush(alias_key, result.to_version)
+                    elif result.outcome == "rolled_back":
+                        pipe.rpop(alias_key)
+                    pipe.xadd(self.audit_key, result.audit_fields())
+                    if result.moved:
+                        pipe.publish(self.events_channel, _event(result))
+                    replies = pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        result = dataclasses.replace(result, audit_id=_text(replies[1 if result.moved else 0]))
+        if result.outcome == "refused":
+            raise PromotionRefusedError(result)
+        return result
+
+    def _audited(self, result: PromotionResult) -> PromotionResult:
+        return dataclasses.replace(result, audit_id=_text(self.client.xadd(self.audit_key, result.audit_fields())))
+
+    def list(self, method: str | None = None) -> builtins.list[RegistryEntry]:
+        """Registered versions of ``method`` (all methods when ``None``), by method then version number."""
+        methods = [method] if method else sorted(_text(m) for m in self.client.smembers(f"{self.namespace}:methods"))
+        keys = [
+            self.version_key(name, _text(version))
+            for name in methods
+            for version in self.client.zrange(self._versions_key(name), 0, -1)
+        ]
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            records = pipe.execute()
+        return [RegistryEntry.from_record({_text(k): _text(v) for k, v in record.items()}) for record in records]
+
+    def aliases(self, method: str) -> dict[str, str]:
+        """The set aliases of ``method`` and their versions."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for alias in ALIASES:
+                pipe.lindex(self.alias_key(method, alias), -1)
+            versions = pipe.execute()
+        return {alias: _text(version) for alias, version in zip(ALIASES, versions, strict=True) if version is not None}
+
+    def audit(self, n: int = 50) -> builtins.list[dict[str, str]]:
+        """The ``n`` newest audit entries, newest first, each with its stream ``id``."""
+        entries = self.client.xrevrange(self.audit_key, count=n)
+        return [{"id": _text(i), **{_text(k): _text(v) for k, v in fields.items()}} for i, fields in entries]
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of an artifact directory, with every field the registry relies on present."""
+    from zsad_core.artifacts import MANIFEST_FILE, WEIGHTS_FILE
+
+    for path in (directory / WEIGHTS_FILE, directory / MANIFEST_FILE):
+        if not path.is_file():
+            raise CorruptArtifactError("missing_file", f"{path} is missing")
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptArtifactError("unreadable_manifest", f"{directory / MANIFEST_FILE}: {exc}") from exc
+    missing = [key for key in _REQUIRED_MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise CorruptArtifactError("unreadable_manifest", f"{directory / MANIFEST_FILE} lacks {missing}")
+    return manifest
+
+
+def _check_weights(weights: Path, sha256: str) -> None:
+    """Raise unless ``weights`` hashes to ``sha256`` and its safetensors header covers the whole file."""
+    from zsad_core.artifacts import sha256_file
+
+    actual = sha256_file(weights)
+    if actual != sha256:
+        raise CorruptArtifactError("hash_mismatch", f"{weights} has sha256 {actual}, expected {sha256}")
+    try:
+        with safe_open(str(weights), framework="numpy") as handle:  # reads and validates the header only
+            handle.keys()
+    except SafetensorError as exc:
+        raise CorruptArtifactError(
+            "unreadable_weights", f"{weights} is not a readable safetensors file: {exc}"
+        ) from exc
+
+
+def _install(files: builtins.list[Path], target: Path, sha256: str) -> None:
+    """Copy ``files`` into the new directory ``target`` all at once: staged beside it, synced, then renamed."""
+    from zsad_core.artifacts import WEIGHTS_FILE
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for source in files:
+            copy = staging / source.name
+            shutil.copyfile(source, copy)
+            _fsync(copy)
+            copy.chmod(0o444)
+        _check_weights(staging / WEIGHTS_FILE, sha256)  # the copy is what gets recorded, not the source
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from replicas running as another user
+        os.rename(staging, target)  # atomic; refuses to replace a directory that has files
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync(target.parent)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _event(result: PromotionResult) -> str:
+    return json.dumps(
+        {"method": result.method, "alias": result.alias, "version": result.to_version, "action": result.action}
+    )
+
+
+def _check_alias(alias: str) -> None:
+    if alias not in ALIASES:
+        raise RegistryError(f"unknown alias {alias!r}; aliases are {list(ALIASES)}")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
