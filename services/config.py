@@ -152,6 +152,8 @@ class CameraConfig(_Section):
         roi: ``[x, y, w, h]`` region of interest in image pixels; ``None`` for the whole frame.
         result_ttl_s: overrides ``redis.result_ttl_s`` for this camera.
         image_size: model input side; ``None`` for the method's default.
+        options: fields of the method's config to override (e.g. AnoCLIP's ``image_views: none``, which drops
+            the 21 extra augmented views of the paper's image score); checked when a replica loads the method.
     """
 
     method: str
@@ -162,12 +164,24 @@ class CameraConfig(_Section):
     roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], PositiveInt, PositiveInt] | None = None
     result_ttl_s: PositiveInt | None = None
     image_size: PositiveInt | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("roi", mode="before")
     @classmethod
     def _four_numbers(cls, value: Any) -> Any:
         if isinstance(value, list | tuple) and len(value) != 4:
             raise ValueError(f"roi must be [x, y, w, h], got {len(value)} numbers")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _plain_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "image_size" in value:
+            raise ValueError("set image_size as the camera's own field, not in options")
+        try:
+            json.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"options must be plain YAML values: {exc}") from None
         return value
 
     @field_validator("method")

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Submit = Callable[[FrameRequest], Awaitable[FrameAck]]
 T = TypeVar("T")
 
-PAUSED_POLL_MS = 20  # while the window is full: keep the consumer alive, notice acks quickly
+PAUSED_POLL_MS = 50  # while the window is full: keep the consumer alive, notice acks soon
 LAG_EVERY_S = 5.0
 MAX_BACKOFF_S = 5.0
 

@@ -8,6 +8,7 @@ between the methods that need it; cameras with identical settings share one meth
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -55,6 +56,7 @@ class MethodKey:
     domain: str
     image_size: int | None
     prompt_version: str | None
+    options: str = "{}"  # the camera's method options as canonical JSON (hashable)
 
 
 @dataclass
@@ -108,7 +110,14 @@ class InspectorCore:
         torch.manual_seed(0)
         self.camera_keys: dict[str, MethodKey] = {}
         for camera_id, camera in config.cameras.items():
-            key = MethodKey(camera.method, camera.class_name, camera.domain, camera.image_size, camera.prompt_version)
+            key = MethodKey(
+                camera.method,
+                camera.class_name,
+                camera.domain,
+                camera.image_size,
+                camera.prompt_version,
+                json.dumps(camera.options, sort_keys=True),
+            )
             self.camera_keys[camera_id] = key
             if key not in self.methods:
                 self.methods[key] = self._load(key, prompts)
@@ -117,7 +126,7 @@ class InspectorCore:
 
     def _load(self, key: MethodKey, prompts: PromptSource | None) -> LoadedMethod:
         serving = self.config.serving
-        overrides = {"image_size": key.image_size} if key.image_size else {}
+        overrides = {**json.loads(key.options), **({"image_size": key.image_size} if key.image_size else {})}
         backbone_config = method_backbone_config(
             get_method_config(key.method, **overrides),
             serving.backbone,

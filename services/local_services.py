@@ -90,7 +90,8 @@ class LocalService:
         self._fixed_port = port
         self.port = port or 0
         self._own_dir = data_dir is None
-        self.data_dir = Path(data_dir) if data_dir is not None else None
+        # Absolute: the child runs with cwd=data_dir, so a relative path would point below itself.
+        self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.process: subprocess.Popen[bytes] | None = None

@@ -1,32 +1,109 @@
 """``zsad demo``: the README's main command.
 
-Until the streaming stack runs end to end it shows the library on embedded defaults: synthetic products with
-synthetic defects, two methods sharing one backbone, scores and overlays on disk, and the papers' metrics.
-No weights can be downloaded on the project's machines, so it uses random CLIP weights unless a weight file
-is given; the maps then show the pipeline working, not a trained detector.
+By default it runs the product end to end on embedded defaults: ``zsad up`` (Redis, the noida-db broker, a
+Ray head with the dashboard, the Serve app), synthetic frames from every configured camera through Kafka,
+and a live summary from Redis (frames/s, anomalies, latency percentiles) until every frame has its result;
+then it stops the stack it started (``--keep`` leaves it running for ``zsad results``/``show``).
+
+``--offline`` shows the library alone: two methods on one backbone over synthetic frames, metrics and
+overlays on disk. No weights can be downloaded on the project's machines, so both use random CLIP weights
+unless a weight file is configured; the maps then show the pipeline working, not a trained detector.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
+import zlib
 from pathlib import Path
 
-DEMO_METHODS = ("winclip", "clip-ad")
+OFFLINE_METHODS = ("winclip", "clip-ad")
+SUMMARY_EVERY_S = 2.0
+DEMO_TIMEOUT_S = 900.0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad demo``."""
     demo = commands.add_parser("demo", help="run the main job on embedded defaults (synthetic frames)")
-    demo.add_argument("--out", default="runs/demo", help="where overlays and the report go")
-    demo.add_argument("--frames", type=int, default=8, help="synthetic frames per method")
-    demo.add_argument("--backbone", default="ViT-B-16-plus-240", help="CLIP architecture shared by the methods")
-    demo.add_argument("--backbone-weights", help="local CLIP weight file; without it the weights are random")
-    demo.add_argument("--image-size", type=int, default=240)
+    demo.add_argument("--frames", type=int, help="synthetic frames per camera (default 100; offline: 8)")
+    demo.add_argument("--fps", type=float, default=0.0, help="frames per second per camera (0: all at once)")
+    demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    demo.add_argument("--config", help="configuration YAML (default: the embedded defaults)")
+    demo.add_argument("--offline", action="store_true", help="the library only: no Kafka, Ray or Redis")
+    demo.add_argument("--out", default="runs/demo", help="offline: where overlays go")
+    demo.add_argument("--backbone", default="ViT-B-16-plus-240", help="offline: CLIP architecture")
+    demo.add_argument("--backbone-weights", help="offline: local CLIP weight file (default random weights)")
+    demo.add_argument("--image-size", type=int, default=240, help="offline: model input size")
     demo.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The streaming demo, or the offline one with ``--offline``."""
+    if args.offline:
+        return _offline(args, frames=args.frames or 8)
+    return _stream(args, frames=args.frames or 100)
+
+
+def _stream(args: argparse.Namespace, frames: int) -> int:
+    from services.commands import stack
+    from services.commands.common import STACK_CONFIG
+    from services.config import load_config
+    from services.producer import FrameProducer, produce
+    from services.result_store import ResultStore
+    from services.summary import camera_summary, format_summary
+
+    started_here = stack._state() is None
+    if started_here:
+        stack.cmd_up(argparse.Namespace(config=args.config, external=False, foreground=False))
+    else:
+        print("using the running local stack")
+    try:
+        config = load_config(STACK_CONFIG)
+        store = ResultStore.from_config(config)
+        cameras = list(config.cameras)
+        before = {camera: camera_summary(store, camera).frames for camera in cameras}
+        print(f"\nproducing {frames} synthetic frames for each of {', '.join(cameras)} "
+              f"({', '.join(config.cameras[c].method for c in cameras)}) ...")  # fmt: skip
+
+        def send(camera: str) -> None:
+            with FrameProducer.from_config(config) as producer:
+                seed = zlib.crc32(camera.encode()) % 1000
+                produce(producer, camera, "synthetic", fps=args.fps, count=frames, seed=seed)
+
+        senders = [threading.Thread(target=send, args=(camera,), daemon=True) for camera in cameras]
+        for sender in senders:
+            sender.start()
+        started = time.monotonic()
+        last = dict(before)
+        last_time = started
+        while True:
+            time.sleep(SUMMARY_EVERY_S)
+            rows = [camera_summary(store, camera) for camera in cameras]
+            now = time.monotonic()
+            rates = {row.camera: (row.frames - last[row.camera]) / (now - last_time) for row in rows}
+            last, last_time = {row.camera: row.frames for row in rows}, now
+            print(f"\n[{now - started:5.0f} s]\n{format_summary(rows, rates)}", flush=True)
+            if all(row.frames - before[row.camera] >= frames for row in rows):
+                break
+            if now - started > DEMO_TIMEOUT_S:
+                print(f"gave up waiting after {DEMO_TIMEOUT_S:.0f} s (see `zsad status`)")
+                return 1
+        total = sum(last[camera] - before[camera] for camera in cameras)
+        elapsed = time.monotonic() - started
+        print(f"\n{total} frames scored and stored in {elapsed:.0f} s ({total / elapsed:.1f} frames/s end to end)")
+        state = stack._state()
+        if state is not None:
+            print(f"Ray dashboard: {state.dashboard_url} (Serve app, ingest actors, metrics)")
+        print(f"look closer: zsad results --camera {cameras[0]} --worst 5; zsad show --camera {cameras[0]} "
+              f"--frame ID --out overlay.png" + ("" if args.keep or not started_here else " (with --keep)"))
+        return 0
+    finally:
+        if started_here and not args.keep:
+            stack.cmd_down(argparse.Namespace())
+
+
+def _offline(args: argparse.Namespace, frames: int) -> int:
     """Two methods on one shared backbone over synthetic frames; prints throughput and metrics."""
     from zsad_core import load_method
     from zsad_core.backbone import build_backbone
@@ -41,8 +118,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if weights == "random":
         print("  (no pretrained CLIP weights on this machine: maps are random-weight maps, the pipeline is real)")
     backbone = build_backbone(args.backbone, weights=weights, image_size=args.image_size)
-    dataset = SyntheticDataset(seed=7, classes=2, per_class=max(2, args.frames // 2), size=args.image_size)
-    for name in DEMO_METHODS:
+    dataset = SyntheticDataset(seed=7, classes=2, per_class=max(2, frames // 2), size=args.image_size)
+    for name in OFFLINE_METHODS:
         method = load_method(name, backbone=backbone)
         started = time.perf_counter()
         run = evaluate_method(method, dataset, batch_size=8)

@@ -33,7 +33,7 @@ def defaults_document() -> dict:
 def test_defaults_load() -> None:
     config = load_config()
     assert sorted(config.cameras) == ["cam1", "cam2"]
-    assert {cam.method for cam in config.cameras.values()} == {"winclip", "clip-ad"}
+    assert {cam.method for cam in config.cameras.values()} == {"clip-ad", "anoclip"}
     assert config.kafka.bootstrap_servers == ["127.0.0.1:9092"]
     assert config.kafka.frames_topic == "zsad.frames" and config.kafka.dlq_topic == "zsad.frames.dlq"
     assert config.kafka.receive_message_max_bytes >= 256 * 1024 * 1024
@@ -53,7 +53,7 @@ def test_env_overrides_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret" not in repr(config)
     assert config.kafka.bootstrap_servers == ["k1:9092", "k2:9092"]
     assert config.cameras["cam1"].threshold == 0.75
-    assert config.cameras["cam1"].method == "winclip"  # the rest of the camera comes from the file
+    assert config.cameras["cam1"].method == "clip-ad"  # the rest of the camera comes from the file
 
 
 def test_env_override_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:

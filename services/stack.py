@@ -1,0 +1,243 @@
+"""The local stack of ``zsad up``: redis-server, the noida-db broker, a Ray head with the dashboard, the app.
+
+Why a long-lived process of its own: the Ray head started with ``ray.init(address="local")`` belongs to the
+process that started it, and so do the broker and Redis children. ``zsad up`` spawns ``python -m
+services.stack`` in a new session, waits for it to say ``ready`` in :data:`STATE_FILE`, and returns;
+``zsad down`` sends it SIGTERM, and it stops everything in order: the application first (the ingest actors
+drain and commit), then Serve and Ray, then the broker and Redis. Only what this stack started is stopped
+(``ray stop`` would stop every Ray cluster on the machine).
+
+With ``--external`` the stack starts only Ray and the application and uses the brokers and Redis of the
+configuration, which is how the same code meets a real Kafka and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import SecretStr
+
+from services.config import ZsadConfig, load_config
+from services.local_services import HOST, NoidaBroker, RedisServer, free_port, port_in_use
+
+log = logging.getLogger(__name__)
+
+STACK_DIR = Path("runs/stack")
+STATE_NAME = "state.json"
+CONFIG_NAME = "config.yaml"
+LOG_NAME = "stack.log"
+DASHBOARD_PORT = 8265
+SERVE_PORT = 8000
+
+
+@dataclass
+class StackState:
+    """What ``zsad up`` started, written to ``<stack dir>/state.json`` for the other commands."""
+
+    pid: int
+    status: str  # starting | ready | failed | stopping
+    started_at: float
+    config_path: str
+    error: str = ""
+    ray_address: str = ""
+    dashboard_url: str = ""
+    serve_url: str = ""
+    redis_url: str = ""
+    kafka_bootstrap: str = ""
+    children: dict[str, int] = field(default_factory=dict)
+
+    def write(self, stack_dir: Path) -> None:
+        """Replace the state file atomically (readers never see half a file)."""
+        path = stack_dir / STATE_NAME
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2))
+        temporary.replace(path)
+
+    @classmethod
+    def read(cls, stack_dir: Path) -> StackState | None:
+        """The state file, or ``None`` when no stack was started here."""
+        try:
+            return cls(**json.loads((stack_dir / STATE_NAME).read_text()))
+        except FileNotFoundError:
+            return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` runs; an exited child of ours (a zombie) is reaped and counts as gone.
+
+    Why the reaping: ``zsad demo`` starts the stack and later waits for it to stop; without ``waitpid`` the
+    exited stack would stay a zombie of the demo process, and ``kill(pid, 0)`` succeeds on zombies.
+    """
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_config(config: ZsadConfig, path: Path) -> None:
+    """Write ``config`` as YAML with its secrets in clear, readable by the owner only (mode 0600)."""
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {key: reveal(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [reveal(item) for item in value]
+        return value
+
+    document = reveal(config.model_dump(mode="python"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("# Written by `zsad up`: the effective configuration of the running local stack.\n")
+        yaml.safe_dump(document, handle, sort_keys=False)
+
+
+def _port(preferred: int) -> int:
+    return preferred if not port_in_use(preferred) else free_port()
+
+
+class LocalStack:
+    """Starts and stops the pieces in order; :func:`main` runs it as the stack process."""
+
+    def __init__(self, config: ZsadConfig, stack_dir: Path, *, external: bool = False) -> None:
+        self.config = config
+        self.stack_dir = stack_dir
+        self.external = external
+        self.redis: RedisServer | None = None
+        self.broker: NoidaBroker | None = None
+        self.state = StackState(os.getpid(), "starting", time.time(), str(stack_dir / CONFIG_NAME))
+
+    def start(self) -> None:
+        """Bring everything up; on failure stop what started and raise."""
+        self.state.write(self.stack_dir)
+        try:
+            if not self.external:
+                self._start_local_services()
+            write_config(self.config, self.stack_dir / CONFIG_NAME)
+            self._start_ray_and_app()
+        except BaseException as exc:
+            self.stop()
+            self.state.status, self.state.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.state.write(self.stack_dir)  # kept, so `zsad up` can say why
+            raise
+        self.state.status = "ready"
+        self.state.write(self.stack_dir)
+
+    def _start_local_services(self) -> None:
+        self.redis = RedisServer(data_dir=self.stack_dir / "redis", password=secrets.token_urlsafe(24)).start()
+        self.broker = NoidaBroker(data_dir=self.stack_dir / "noida").start()
+        self.config = self.config.model_copy(
+            update={
+                "redis": self.config.redis.model_copy(
+                    update={"url": self.redis.url, "password": SecretStr(self.redis.password)}
+                ),
+                "kafka": self.config.kafka.model_copy(update={"bootstrap_servers": [self.broker.bootstrap_servers]}),
+            }
+        )
+        self.state.children = {"redis": self.redis.pid or 0, "noida": self.broker.pid or 0}
+        self.state.redis_url, self.state.kafka_bootstrap = self.redis.url, self.broker.bootstrap_servers
+        self.state.write(self.stack_dir)
+
+    def _start_ray_and_app(self) -> None:
+        import ray
+        from ray import serve
+
+        from services.producer import ensure_topics
+        from services.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
+
+        ensure_topics(self.config.kafka)
+        dashboard_port = _port(DASHBOARD_PORT)
+        context = ray.init(
+            address="local",
+            include_dashboard=True,
+            dashboard_host=HOST,
+            dashboard_port=dashboard_port,
+            logging_level="WARNING",
+        )
+        serve_port = _port(SERVE_PORT)
+        serve.start(http_options={"host": HOST, "port": serve_port})
+        serve.run(app_from_config(self.config), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+        self.state.ray_address = context.address_info.get("gcs_address", "")
+        self.state.dashboard_url = f"http://{context.dashboard_url or f'{HOST}:{dashboard_port}'}"
+        self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}"
+        self.state.kafka_bootstrap = ",".join(self.config.kafka.bootstrap_servers)
+        self.state.redis_url = self.config.redis.url
+
+    def stop(self) -> None:
+        """Stop the app (ingest drains and commits), Serve, Ray, then the broker and Redis."""
+        import ray
+
+        self.state.status = "stopping"
+        self.state.write(self.stack_dir)
+        if ray.is_initialized():
+            from ray import serve
+
+            try:
+                serve.shutdown()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                log.warning("serve shutdown failed: %s", exc)
+            log.info("serve stopped")
+            ray.shutdown()
+            log.info("ray stopped")
+        for service in (self.broker, self.redis):
+            if service is not None:
+                service.stop()
+                log.info("%s stopped", service.name)
+        (self.stack_dir / CONFIG_NAME).unlink(missing_ok=True)
+        (self.stack_dir / STATE_NAME).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The stack process: start, then wait for SIGTERM/SIGINT and stop."""
+    parser = argparse.ArgumentParser(prog="python -m services.stack")
+    parser.add_argument("--config")
+    parser.add_argument("--dir", default=str(STACK_DIR))
+    parser.add_argument("--external", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("ZSAD_OFFLINE", "1")
+    stack_dir = Path(args.dir)
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(load_config(args.config), stack_dir, external=args.external)
+    try:
+        stack.start()
+    except Exception:
+        log.exception("the local stack failed to start")
+        return 1
+    # Installed after ray.init, which sets its own SIGTERM handler (it would exit without stopping anything).
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    log.info("ready: dashboard %s, serve %s", stack.state.dashboard_url, stack.state.serve_url)
+    while not stop_requested.wait(1.0):
+        pass
+    log.info("stopping")
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
