@@ -1,0 +1,508 @@
+"""``zsad train``: zsad_core's plain prompt-training loop as a Ray Train job, with checkpoints and resume.
+
+Why a wrapper and not a second loop: :class:`zsad_core.training.PromptTrainer` already holds everything a
+checkpoint needs (method weights, optimiser, counters, data RNG). Each Ray Train worker runs that trainer on its
+own shard of the auxiliary data, the workers' gradients are averaged before every optimiser step, and after every
+epoch the trainer state is reported as a checkpoint. A failed worker group is restarted by Ray from the latest
+checkpoint (``FailureConfig``), and a re-run with the same name and storage path resumes the same way. The driver
+then evaluates the final prompts on held-out data, writes an immutable artifact and optionally registers it.
+
+Checkpoint layout (one directory per epoch, written by the workers into the same Ray checkpoint):
+
+* ``trainer_state.pt``: :meth:`PromptTrainer.state_dict` of rank 0 (tensors, numbers, strings only: it is read
+  back with ``torch.load(weights_only=True)``, so no arbitrary object is ever unpickled);
+* ``progress.json``: the epoch log and the epoch at which each attempt started (the proof of a resume);
+* ``data_rng_rank<R>.json``: each rank's data-order RNG, so a resumed shard continues its own random stream.
+
+On a multi-node cluster the storage path and the data paths must be visible to every node (a shared file
+system), as Ray Train requires for a local ``storage_path``.
+
+Test hook: :data:`FAIL_AT_EPOCH_ENV` makes rank 0 fail once, after reporting that epoch (see
+:func:`_maybe_inject_failure`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from zsad_core.data import BaseDataset, Sample
+from zsad_core.errors import ZsadError
+
+if TYPE_CHECKING:
+    import torch
+
+    from services.config import ZsadConfig
+    from zsad_core.methods import ZeroShotMethod
+    from zsad_core.training import PromptTrainer
+
+# Workers log with `logging`: Ray Train patches `print` in its workers to log *and* print, showing each line twice.
+logger = logging.getLogger(__name__)
+
+FAIL_AT_EPOCH_ENV = "ZSAD_TRAIN_FAIL_AT_EPOCH"
+STATE_FILE = "trainer_state.pt"
+PROGRESS_FILE = "progress.json"
+RNG_FILE = "data_rng_rank{rank}.json"
+# Spec fields that do not change what is trained: a run named after the spec ignores them, so re-running the same
+# training with another held-out set or with registration on resumes the same run.
+_NOT_TRAINING_FIELDS = frozenset(
+    {"name", "storage_path", "register_artifact", "max_failures", "baseline", "eval_data", "use_gpu"}
+)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class TrainJobError(ZsadError):
+    """A training job cannot be started or did not produce a result; the message says which and why."""
+
+    reason = "train_job"
+
+
+class TrainJobSpec(BaseModel):
+    """What to train, on what, how, and where the run lives.
+
+    Attributes:
+        method: a learnable method (``vcp-clip``, ``vip2-clip``, ``clip-ad+``).
+        backbone: ``arch[:tag]`` instead of the method's official backbone.
+        backbone_weights: a local CLIP weight file.
+        pretrained: False builds random CLIP weights (offline smoke runs); the driver rebuilds the same random
+            backbone from ``seed`` to evaluate, so the held-out numbers belong to the trained backbone.
+        image_size: model input size instead of the method's official one.
+        train_data: class-agnostic auxiliary data with masks, a :func:`zsad_core.data.build_dataset` spec.
+        eval_data: held-out data (another domain) evaluated after training.
+        epochs, lr, batch_size, seed: None means the method's official value; ``lr`` is the config's main ``lr``
+            (the methods' secondary rates, e.g. VCP-CLIP's temperatures, keep theirs); ``batch_size`` is per worker.
+        workers: Ray Train workers; each trains on a rank-strided shard and gradients are averaged.
+        use_gpu: one GPU per worker.
+        storage_path: where Ray Train writes the run (checkpoints) and the artifact is saved.
+        name: the run's name; a re-run with the same name and storage path resumes from its latest checkpoint.
+            None derives a stable name from the training fields (method, data, hyper-parameters, workers).
+        register_artifact: register the artifact in the prompt registry and point alias ``candidate`` at it.
+        max_failures: worker-group failures Ray Train recovers from (from the latest checkpoint).
+        baseline: also evaluate the untrained prompts on the held-out data (costs one more evaluation).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(min_length=1)
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    pretrained: bool = True
+    image_size: PositiveInt | None = None
+    train_data: str = Field(min_length=1)
+    eval_data: str = Field(min_length=1)
+    epochs: PositiveInt | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None
+    batch_size: PositiveInt | None = None
+    workers: PositiveInt = 1
+    use_gpu: bool = False
+    seed: Annotated[int, Field(ge=0)] | None = None
+    storage_path: Path = Path("runs/train")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+    register_artifact: bool = False
+    max_failures: Annotated[int, Field(ge=-1)] = 2
+    baseline: bool = True
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or ``<method>-<hash of the training fields>``."""
+        if self.name:
+            return self.name
+        fields = self.model_dump(mode="json", exclude=set(_NOT_TRAINING_FIELDS))
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.method}-{digest}"
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's directory (absolute: Ray Train requires it, and workers do not share the driver's cwd)."""
+        return self.storage_path.expanduser().resolve() / self.run_name
+
+
+def spec_from_fields(**fields: Any) -> TrainJobSpec:
+    """A validated spec, with validation errors as one :class:`TrainJobError` naming every faulty field."""
+    try:
+        return TrainJobSpec(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise TrainJobError(f"invalid training job: {problems}") from None
+
+
+@dataclass
+class Progress:
+    """What the checkpoints record about the run itself: the epoch log and where each attempt started.
+
+    ``starts`` is ``[0]`` for an uninterrupted run and e.g. ``[0, 1]`` when a failure after epoch 1 was
+    recovered from the epoch-1 checkpoint; epochs are never repeated in ``history``.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """The result of :func:`run_training`.
+
+    Attributes:
+        run_name: the Ray Train run.
+        artifact_dir: the new prompt artifact.
+        metrics: held-out mean metrics of the trained prompts (``dataset`` names the data).
+        baseline_metrics: the same for the untrained prompts, when ``spec.baseline``.
+        registry_version: the registered version (alias ``candidate`` points at it), when
+            ``spec.register_artifact``.
+        checkpoint_path: the checkpoint the artifact was made from.
+        epochs_done: epochs trained in total, across attempts and re-runs.
+        history: one ``{"epoch", "loss", "steps"}`` per epoch (loss averaged over workers).
+        attempt_starts: the epoch at which each attempt started (``[0, 1]``: resumed after epoch 1).
+    """
+
+    run_name: str
+    artifact_dir: Path
+    metrics: dict[str, Any]
+    baseline_metrics: dict[str, Any] | None
+    registry_version: str | None
+    checkpoint_path: str
+    epochs_done: int
+    history: list[dict[str, float]]
+    attempt_starts: list[int]
+
+
+class DatasetShard(BaseDataset):
+    """Rank ``rank``'s strided share of ``dataset``, padded by wrapping around so every rank has the same length.
+
+    Why equal lengths: every optimiser step is a collective (gradient all-reduce), so ranks must take the same
+    number of steps per epoch or the longer one waits forever. Padding (as ``DistributedSampler`` does) repeats at
+    most ``world_size - 1`` samples instead of dropping any.
+    """
+
+    def __init__(self, dataset: BaseDataset, rank: int, world_size: int) -> None:
+        if len(dataset) == 0:
+            raise TrainJobError("the training data set is empty")
+        padded = -(-len(dataset) // world_size) * world_size
+        self.dataset = dataset
+        self.positions = np.arange(rank, padded, world_size) % len(dataset)
+
+    def __len__(self) -> int:
+        """Samples in this shard."""
+        return len(self.positions)
+
+    def _load(self, index: int) -> Sample:
+        return self.dataset[int(self.positions[index])]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of the shard's samples."""
+        return self.dataset.labels[self.positions]
+
+    @property
+    def sample_classes(self) -> tuple[str, ...]:
+        """Class of each of the shard's samples."""
+        classes = self.dataset.sample_classes
+        return tuple(classes[int(i)] for i in self.positions)
+
+
+def _method_seed(spec: TrainJobSpec) -> int:
+    from zsad_core.methods.registry import get_method_config
+
+    return spec.seed if spec.seed is not None else int(get_method_config(spec.method).seed)
+
+
+def build_method(spec: TrainJobSpec, device: str | torch.device = "cpu") -> ZeroShotMethod:
+    """The method of ``spec`` with untrained prompts, built after seeding with the run's seed.
+
+    Why seeded here: every worker and the driver must hold the same backbone and the same initial prompts. With
+    ``pretrained=False`` the backbone itself is random, and the driver's evaluation is only meaningful on the
+    backbone the prompts were trained against.
+    """
+    from zsad_core import load_method
+    from zsad_core.training import seed_everything
+
+    overrides: dict[str, Any] = {}
+    if spec.image_size is not None:
+        overrides["image_size"] = spec.image_size
+    if spec.lr is not None:
+        overrides["lr"] = spec.lr
+    seed_everything(_method_seed(spec))
+    return load_method(spec.method, backbone=spec.backbone, pretrained=spec.pretrained,
+                       backbone_weights=spec.backbone_weights, device=str(device), **overrides)
+
+
+def average_gradients(optimizer: torch.optim.Optimizer, world_size: int) -> None:
+    """Average the gradients of every parameter of ``optimizer`` over all workers before each step.
+
+    Why not DDP (``ray.train.torch.prepare_model``): DDP averages gradients only for a backward that follows
+    ``DDP.forward``, but the trainer computes ``method.loss(batch)``, not ``method(batch)``; wrapping would need
+    a forward-shaped adapter inside :class:`PromptTrainer` and ``find_unused_parameters`` for heads a loss skips.
+    The backbone is a plain reference, not a child module, so the module DDP would see holds only the prompt
+    weights anyway. A step pre-hook on the optimiser reaches exactly those weights with no change to the trainer:
+    one flat all-reduce per step (the prompts are small, so DDP's bucketing and overlap would gain nothing).
+
+    A parameter whose gradient is None on every rank stays None (Adam then skips it, as in one process); one
+    that has a gradient on some ranks only counts as zero on the others, as DDP does.
+    """
+    import torch
+    import torch.distributed as dist
+
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        present = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
+        flat = torch.cat([*(g.reshape(-1) for g in grads), present])
+        dist.all_reduce(flat)
+        chunks = flat[: -len(params)].split([p.numel() for p in params])
+        for param, chunk, count in zip(params, chunks, flat[-len(params):].tolist(), strict=True):
+            param.grad = chunk.view_as(param) / world_size if count else None
+
+    optimizer.register_step_pre_hook(hook)
+
+
+def _check_in_sync(method: ZeroShotMethod, device: torch.device) -> None:
+    """Raise if the workers' prompt weights differ.
+
+    Why: averaged gradients keep the replicas equal only if they started equal (same seed) and every rank took
+    part in every step; a mistake in either silently trains several diverging models, of which rank 0's would be
+    saved. The tolerance allows for rounding differences between machines of a multi-node cluster.
+    """
+    import torch
+    import torch.distributed as dist
+
+    checksum = torch.stack([p.detach().double().sum() for p in method.trainable_parameters()]).sum().to(device)
+    low, high = checksum.clone(), checksum.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not math.isclose(low.item(), high.item(), rel_tol=1e-6, abs_tol=1e-6):
+        raise RuntimeError(f"workers' prompt weights diverged (checksums {low.item()} .. {high.item()})")
+
+
+def _mean_over_workers(value: float, device: torch.device) -> float:
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()
+
+
+def _restore(trainer: PromptTrainer, directory: Path, rank: int) -> Progress:
+    """Load rank 0's trainer state and this rank's own data RNG (a rank new to the run keeps its fresh RNG)."""
+    import torch
+
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    rng_file = directory / RNG_FILE.format(rank=rank)
+    state["rng"] = json.loads(rng_file.read_text()) if rng_file.is_file() else trainer.state_dict()["rng"]
+    trainer.load_state_dict(state)
+    return Progress(**json.loads((directory / PROGRESS_FILE).read_text()))
+
+
+def _save(trainer: PromptTrainer, progress: Progress, directory: Path, rank: int) -> None:
+    """Rank 0 writes the trainer state and progress; every rank writes its data RNG."""
+    import torch
+
+    state = trainer.state_dict()
+    (directory / RNG_FILE.format(rank=rank)).write_text(json.dumps(state["rng"]))
+    if rank == 0:
+        torch.save(state, directory / STATE_FILE)
+        (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+
+
+def _maybe_inject_failure(fail_at_epoch: int | None, epoch: int, rank: int, run_dir: Path) -> None:
+    """TEST HOOK: rank 0 raises once, right after reporting epoch ``fail_at_epoch``.
+
+    The driver reads :data:`FAIL_AT_EPOCH_ENV` and passes it in the loop config (Ray workers do not inherit
+    environment variables the driver sets after Ray started). A marker file in the run directory makes the
+    failure happen on the first attempt only, so the restarted attempt, resumed from the epoch's checkpoint,
+    finishes the run. Unset (the default), it does nothing.
+    """
+    if fail_at_epoch != epoch or rank != 0:
+        return
+    marker = run_dir / f".injected-failure-epoch{epoch}"
+    if marker.exists():
+        return
+    marker.touch()
+    raise RuntimeError(f"{FAIL_AT_EPOCH_ENV}={epoch}: injected failure after reporting epoch {epoch}")
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: train this rank's shard, report a checkpoint after every epoch."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from zsad_core.data import build_dataset
+    from zsad_core.training import PromptTrainer, TrainingOptions
+
+    spec = TrainJobSpec.model_validate(config["spec"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    method = build_method(spec, device)
+    shard = DatasetShard(build_dataset(spec.train_data), rank, world_size)
+    # Each rank draws its own augmentation and data order; the weights start equal (built before this seed).
+    options = TrainingOptions(epochs=spec.epochs, batch_size=spec.batch_size, seed=_method_seed(spec) + rank)
+    trainer = PromptTrainer(method, shard, options)
+    if world_size > 1:
+        average_gradients(trainer.optimizer, world_size)
+    progress = Progress()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            progress = _restore(trainer, Path(directory), rank)
+    progress.starts.append(trainer.epoch)
+    if rank == 0 and trainer.epoch:
+        logger.info("resumed from the checkpoint of epoch %d", trainer.epoch)
+    while trainer.epoch < trainer.epochs:
+        log = trainer.train_epoch()
+        if world_size > 1:
+            log["loss"] = _mean_over_workers(log["loss"], device)
+            _check_in_sync(method, device)
+        progress.history.append(log)
+        if rank == 0:
+            logger.info("epoch %d/%d: loss %.4f", log["epoch"], trainer.epochs, log["loss"])
+        with tempfile.TemporaryDirectory() as directory:
+            _save(trainer, progress, Path(directory), rank)
+            ray.train.report(log, checkpoint=Checkpoint.from_directory(directory))
+        _maybe_inject_failure(config["fail_at_epoch"], trainer.epoch, rank, Path(config["run_dir"]))
+
+
+def _fail_at_epoch() -> int | None:
+    value = os.environ.get(FAIL_AT_EPOCH_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise TrainJobError(f"{FAIL_AT_EPOCH_ENV} must be an epoch number, got {value!r}")
+    return int(value)
+
+
+def check_spec(spec: TrainJobSpec) -> None:
+    """Fail before Ray starts anything: unknown or training-free method, bad override, unreadable data spec."""
+    from zsad_core.data import build_dataset
+    from zsad_core.methods.registry import get_method_config, get_method_spec
+
+    try:
+        if not get_method_spec(spec.method).method_cls.learnable:
+            raise TrainJobError(f"{spec.method} has no learnable prompts; train vcp-clip, vip2-clip or clip-ad+")
+        get_method_config(spec.method, **({"lr": spec.lr} if spec.lr is not None else {}))
+    except (KeyError, TypeError) as exc:
+        raise TrainJobError(str(exc)) from None
+    build_dataset(spec.train_data)
+    build_dataset(spec.eval_data)
+
+
+def _fit(spec: TrainJobSpec) -> Any:
+    """Run the Ray Train job; returns its ``Result`` (the caller owns the Ray connection)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
+    run_dir = spec.run_dir
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir),
+                           "fail_at_epoch": _fail_at_epoch()},
+        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu),
+        run_config=RunConfig(name=spec.run_name, storage_path=str(run_dir.parent),
+                             failure_config=FailureConfig(max_failures=spec.max_failures)),
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainJobError(f"ray train run {spec.run_name} failed: {exc}") from exc
+    if result.checkpoint is None:
+        raise TrainJobError(f"ray train run {spec.run_name} reported no checkpoint")
+    return result
+
+
+def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any], str]:
+    """Held-out mean metrics (with the data spec under ``dataset``, as the registry expects) and the table."""
+    from zsad_core.data import build_dataset
+    from zsad_core.evaluation import evaluate_method
+
+    report = evaluate_method(method, build_dataset(spec.eval_data)).report
+    return {"dataset": spec.eval_data, **report.to_dict()["mean"]}, report.format_table()
+
+
+def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig | None, metrics: dict[str, Any]) -> str:
+    from services.config import load_config
+    from services.registry import PromptRegistry
+    from services.result_store import connect
+
+    config = config or load_config(None)
+    actor = f"zsad-train:{spec.run_name}"
+    client = connect(config.redis)
+    try:
+        registry = PromptRegistry(config.registry.root, client, namespace=config.registry.namespace)
+        entry = registry.register(artifact, training_data=spec.train_data, created_by=actor)
+        registry.promote(spec.method, entry.version, alias="candidate", actor=actor,
+                         reason=f"trained by ray run {spec.run_name}; held-out pixel AUROC {metrics['pixel_auroc']}")
+    finally:
+        client.close()
+    return entry.version
+
+
+def _percent(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def run_training(spec: TrainJobSpec, config: ZsadConfig | None = None) -> TrainOutcome:
+    """Train ``spec`` with Ray Train, evaluate on the held-out data, save (and optionally register) the artifact.
+
+    Ray must be initialised by the caller (``zsad train`` does it); a run directory that already holds
+    checkpoints of ``spec.run_name`` is resumed, not restarted.
+
+    Args:
+        spec: the job.
+        config: the system configuration; its ``redis`` and ``registry`` sections are used when
+            ``spec.register_artifact`` (None: the embedded defaults).
+
+    Raises:
+        TrainJobError: bad spec, or the run failed more than ``spec.max_failures`` times.
+    """
+    import torch
+
+    from zsad_core.artifacts import save_prompts
+
+    check_spec(spec)
+    result = _fit(spec)
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        progress = Progress(**json.loads((Path(directory) / PROGRESS_FILE).read_text()))
+    print(f"run {spec.run_name}: {state['epoch']} epochs; attempts started at epochs {progress.starts}")
+    method = build_method(spec, "cuda" if spec.use_gpu and torch.cuda.is_available() else "cpu")
+    baseline = _evaluate(method, spec)[0] if spec.baseline else None
+    method.load_state_dict(state["method"])
+    metrics, table = _evaluate(method, spec)
+    print(f"held-out {spec.eval_data}:\n{table}")
+    if baseline is not None:
+        print(f"held-out pixel AUROC: untrained {_percent(baseline, 'pixel_auroc')} -> "
+              f"trained {_percent(metrics, 'pixel_auroc')}")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    extra = {"training_data": spec.train_data, "metrics": metrics, "baseline_metrics": baseline,
+             "ray_run_name": spec.run_name, "history": progress.history, "workers": spec.workers}
+    artifact = save_prompts(method, spec.run_dir / "artifacts" / stamp, extra)
+    print(f"artifact written to {artifact}")
+    version = _register(spec, artifact, config, metrics) if spec.register_artifact else None
+    if version is not None:
+        print(f"registered {spec.method} {version}; alias candidate -> {version}")
+    return TrainOutcome(
+        run_name=spec.run_name,
+        artifact_dir=artifact,
+        metrics=metrics,
+        baseline_metrics=baseline,
+        registry_version=version,
+        checkpoint_path=result.checkpoint.path,
+        epochs_done=int(state["epoch"]),
+        history=progress.history,
+        attempt_starts=progress.starts,
+    )

@@ -1,0 +1,133 @@
+"""``zsad train`` on a real local Ray: two data-parallel CPU workers, recovery from an injected failure, and
+registration in a real Redis, all with the tiny random-weight backbone and synthetic textures.
+
+Training data and held-out data are different texture families (woven+wood vs stone+disc), as in the papers'
+cross-dataset protocol. One local Ray serves the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from services.cli import main
+from services.local_services import RedisServer
+from services.registry import PromptRegistry
+from services.result_store import connect
+from services.train_job import FAIL_AT_EPOCH_ENV, PROGRESS_FILE, STATE_FILE, TrainJobSpec, run_training
+from zsad_core.artifacts import load_prompts
+from zsad_core.methods import load_method
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TINY = {"backbone": "zsad-tiny-vit", "pretrained": False, "image_size": 64}
+TRAIN_DATA = "synthetic:classes=woven+wood,per_class=6,size=64"
+EVAL_DATA = "synthetic:seed=7,classes=stone+disc,per_class=4,size=64"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    """A local Ray with 2 CPUs, or the one this session already started (two clusters cannot share a driver)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        patch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # halves Ray Train's per-fit overhead
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def spec(tmp_path: Path, name: str, **fields: object) -> TrainJobSpec:
+    defaults = {"method": "vcp-clip", **TINY, "train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "epochs": 2,
+                "batch_size": 3, "seed": 1, "storage_path": tmp_path / "runs", "name": name}
+    return TrainJobSpec(**{**defaults, **fields})
+
+
+def checkpoint_dirs(job: TrainJobSpec) -> list[Path]:
+    return sorted(path for path in job.run_dir.glob("checkpoint_*") if path.is_dir())
+
+
+def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Path) -> None:
+    job = spec(tmp_path, "two-workers", workers=2)
+    outcome = run_training(job)
+
+    checkpoints = checkpoint_dirs(job)
+    assert len(checkpoints) == 2
+    for checkpoint in checkpoints:  # rank 0's trainer state plus each rank's own data RNG
+        assert {STATE_FILE, PROGRESS_FILE, "data_rng_rank0.json", "data_rng_rank1.json"} <= {
+            path.name for path in checkpoint.iterdir()}
+    # 12 samples, 6 per rank, batches of 3: 2 steps per epoch on each rank (one worker alone would take 4).
+    assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4)]
+    assert outcome.epochs_done == 2 and outcome.attempt_starts == [0]
+
+    fresh = load_method("vcp-clip", **TINY)
+    untrained = {key: value.clone() for key, value in fresh.state_dict().items()}
+    manifest = load_prompts(fresh, outcome.artifact_dir)
+    final = torch.load(Path(outcome.checkpoint_path) / STATE_FILE, weights_only=True)["method"]
+    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in final.items())
+    assert any(not torch.equal(untrained[key], value) for key, value in final.items())
+    assert manifest["ray_run_name"] == "two-workers" and manifest["training_data"] == TRAIN_DATA
+    assert manifest["metrics"] == outcome.metrics and outcome.metrics["dataset"] == EVAL_DATA
+    assert 0.0 <= outcome.metrics["pixel_auroc"] <= 1.0
+    assert 0.0 <= outcome.baseline_metrics["pixel_auroc"] <= 1.0
+
+
+def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_rerun_resumes_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAIL_AT_EPOCH_ENV, "1")
+    job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
+    outcome = run_training(job)
+
+    assert (job.run_dir / ".injected-failure-epoch1").exists()  # the first attempt did fail
+    assert outcome.attempt_starts == [0, 1]  # the second attempt started from the epoch-1 checkpoint
+    assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4), (3, 6)]
+    assert outcome.epochs_done == 3 and len(checkpoint_dirs(job)) == 3
+
+    monkeypatch.delenv(FAIL_AT_EPOCH_ENV)
+    again = run_training(job.model_copy(update={"epochs": 4}))
+    assert again.attempt_starts == [0, 1, 3] and [log["epoch"] for log in again.history] == [1, 2, 3, 4]
+    assert again.artifact_dir != outcome.artifact_dir  # artifacts are immutable: each run writes a new one
+
+
+def test_cli_registers_the_artifact_and_points_candidate_at_it(
+    tmp_path: Path, redis_server: RedisServer, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace = f"test:{unique}:registry"
+    config = tmp_path / "zsad.yaml"
+    config.write_text(yaml.safe_dump({
+        "redis": {"url": redis_server.url, "password": redis_server.password},
+        "cameras": {"cam1": {"method": "vcp-clip", "class_name": "bottle", "threshold": 0.5}},
+        "registry": {"root": str(tmp_path / "registry"), "namespace": namespace},
+    }))  # fmt: skip
+    code = main(["train", "--method", "vcp-clip", "--backbone", "zsad-tiny-vit", "--random-weights", "--image-size",
+                 "64", "--train-data", TRAIN_DATA, "--eval-data", EVAL_DATA, "--epochs", "1", "--batch-size", "4",
+                 "--name", "registered", "--storage", str(tmp_path / "runs"), "--no-baseline", "--register",
+                 "--config", str(config)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "registered vcp-clip v1; alias candidate -> v1" in out
+
+    from services.config import load_config
+
+    with connect(load_config(config).redis) as client:
+        registry = PromptRegistry(tmp_path / "registry", client, namespace=namespace)
+        entry = registry.resolve("vcp-clip", "candidate")
+        registry.verify(entry)
+        audit = registry.audit(5)
+    manifest = json.loads((entry.path / "manifest.json").read_text())
+    assert entry.version == "v1" and entry.training_data == TRAIN_DATA and entry.eval_data == EVAL_DATA
+    assert entry.metrics["pixel_auroc"] == manifest["metrics"]["pixel_auroc"]
+    assert entry.created_by == "zsad-train:registered"
+    assert [(item["action"], item["alias"], item["to_version"]) for item in audit[:2]] == [
+        ("promote", "candidate", "v1"), ("register", "", "v1")]
