@@ -192,6 +192,23 @@ class CameraConfig(_Section):
         return value
 
 
+class AutoscalingConfig(_Section):
+    """Serve autoscaling of the inspector replicas (Ray Serve's ``autoscaling_config`` fields).
+
+    Attributes:
+        min_replicas, max_replicas, initial_replicas: replica bounds.
+        target_ongoing_requests: frames queued or in a batch per replica that Serve aims for.
+        upscale_delay_s, downscale_delay_s: how long a need must last before replicas are added or removed.
+    """
+
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    initial_replicas: Annotated[int, Field(ge=0)] | None = None
+    max_replicas: PositiveInt = 4
+    target_ongoing_requests: float = Field(16.0, gt=0.0)
+    upscale_delay_s: float = Field(30.0, ge=0.0)
+    downscale_delay_s: float = Field(600.0, ge=0.0)
+
+
 class ServingConfig(_Section):
     """The Serve inspector deployment.
 
@@ -203,6 +220,10 @@ class ServingConfig(_Section):
         num_replicas, num_gpus, num_cpus: per-deployment resources (GPUs and CPUs per replica).
         torch_threads: torch threads per replica; set explicitly because a busy neighbour on a small box
             makes torch's default thread count several times slower.
+        max_ongoing_requests: frames one replica accepts at once (queued for or inside a batch); ``None`` is
+            four batches, at least 64.
+        autoscaling: Serve autoscaling instead of a fixed ``num_replicas``.
+        graceful_shutdown_timeout_s: how long a stopping replica may finish its batches.
     """
 
     backbone: str | None = None
@@ -214,6 +235,9 @@ class ServingConfig(_Section):
     num_gpus: float = Field(0.0, ge=0.0)
     num_cpus: float = Field(1.0, gt=0.0)
     torch_threads: PositiveInt = 2
+    max_ongoing_requests: PositiveInt | None = None
+    autoscaling: AutoscalingConfig | None = None
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0.0)
 
 
 class IngestConfig(_Section):
@@ -224,12 +248,15 @@ class IngestConfig(_Section):
         max_in_flight: frames per actor sent to serving but not yet acknowledged (backpressure window).
         poll_timeout_ms: longest wait of one consumer poll.
         max_retries: attempts at scoring or storing a frame before it is dead-lettered.
+        actor_num_cpus: CPUs Ray reserves per ingest actor and for the ingest controller; 0 lets them share
+            the model replicas' machines (one box), a fraction places them on CPU nodes of a cluster.
     """
 
     num_actors: PositiveInt = 1
     max_in_flight: PositiveInt = 32
     poll_timeout_ms: PositiveInt = 200
     max_retries: Annotated[int, Field(ge=0)] = 3
+    actor_num_cpus: float = Field(0.0, ge=0.0)
 
 
 class LimitsConfig(_Section):

@@ -75,7 +75,7 @@ class Inspector:
         return {"replica": await self.replica_actor_name(), "pid": os.getpid(), **self.core.describe()}
 
 
-@serve.deployment(name="IngestController", num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config=_QUIET)
+@serve.deployment(name="IngestController", logging_config=_QUIET)
 class IngestController:
     """Hosts the ingest supervisor; drains the actors (final commits) when the application is deleted."""
 
@@ -107,15 +107,45 @@ class IngestController:
         await self.supervisor.shutdown()
 
 
+def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
+    """Each deployment's Serve options for ``config``, in the terms of ``serve build`` output.
+
+    Why one function: the application applies exactly these, and ``zsad serve-config`` prints them for
+    Kubernetes manifests (a test compares the RayService with them), so code and manifests cannot drift.
+    """
+    serving = config.serving
+    inspector: dict[str, Any] = {
+        "max_ongoing_requests": serving.max_ongoing_requests or max(64, 4 * serving.max_batch_size),
+        "graceful_shutdown_timeout_s": serving.graceful_shutdown_timeout_s,
+        "ray_actor_options": {"num_cpus": serving.num_cpus, "num_gpus": serving.num_gpus},
+    }
+    if serving.autoscaling is not None:
+        inspector["autoscaling_config"] = serving.autoscaling.model_dump(exclude_none=True)
+    else:
+        inspector["num_replicas"] = serving.num_replicas
+    return {
+        "Inspector": inspector,
+        "IngestController": {"num_replicas": 1, "ray_actor_options": {"num_cpus": config.ingest.actor_num_cpus}},
+    }
+
+
+def serve_config(config: ZsadConfig, config_path: str) -> dict[str, Any]:
+    """The ``applications`` entry of a Serve config (``serveConfigV2``) running this app with ``config_path``."""
+    options = deployment_options(config)
+    return {
+        "name": APP_NAME,
+        "route_prefix": ROUTE_PREFIX,
+        "import_path": "services.serve_app:build_app",
+        "args": {"config": config_path},
+        "deployments": [{"name": name, **settings} for name, settings in options.items()],
+    }
+
+
 def app_from_config(config: ZsadConfig) -> serve.Application:
     """The bound application for ``config`` (what ``zsad up`` and the tests run)."""
-    serving = config.serving
-    inspector = Inspector.options(
-        num_replicas=serving.num_replicas,
-        max_ongoing_requests=max(64, 4 * serving.max_batch_size),
-        ray_actor_options={"num_cpus": serving.num_cpus, "num_gpus": serving.num_gpus},
-    ).bind(config)
-    return IngestController.bind(config, inspector)
+    options = deployment_options(config)
+    inspector = Inspector.options(**options["Inspector"]).bind(config)
+    return IngestController.options(**options["IngestController"]).bind(config, inspector)
 
 
 def build_app(args: dict[str, str]) -> serve.Application:

@@ -87,7 +87,7 @@ class IngestSupervisor:
         self.assignment = assign_partitions(self.partitions, num_actors)
         self.actors = [
             remote_cls.options(
-                num_cpus=0,  # I/O and decoding threads; the CPUs belong to the model replicas
+                num_cpus=self.config.ingest.actor_num_cpus,  # I/O and decode threads; 0 on one box
                 max_restarts=-1,
                 max_concurrency=64,
             ).remote(self.config, group, self.inspector, f"{self.name}-g{self._generation}-{index}")

@@ -42,6 +42,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
 
+    serve_config = commands.add_parser(
+        "serve-config", help="print the Serve config (serveConfigV2) that runs the app with a config file"
+    )
+    add_config_option(serve_config)
+    serve_config.add_argument("--config-path", default="/etc/zsad/config.yaml",
+                              help="where the config file will be on the cluster's nodes")
+    serve_config.set_defaults(func=cmd_serve_config)
+
     produce = commands.add_parser("produce", help="send frames of one camera to the frames topic")
     add_config_option(produce)
     produce.add_argument("--camera", required=True)
@@ -188,4 +196,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
     rate = stats.frames / stats.seconds if stats.seconds > 0 else 0.0
     print(f"sent {stats.frames} frames ({stats.bytes / 1e6:.1f} MB) of {args.camera} in {stats.seconds:.1f} s "
           f"({rate:.1f} frames/s) to partitions {sorted(stats.partitions)}")  # fmt: skip
+    return 0
+
+
+def cmd_serve_config(args: argparse.Namespace) -> int:
+    """Print the ``applications`` section for ``serve deploy`` or a KubeRay ``RayService``'s ``serveConfigV2``."""
+    import yaml
+
+    from services.serve_app import serve_config
+
+    print(yaml.safe_dump({"applications": [serve_config(config_from_args(args), args.config_path)]}, sort_keys=False))
     return 0
