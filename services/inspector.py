@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -68,6 +69,23 @@ class LoadedMethod:
 
 
 @dataclass(frozen=True)
+class PromptSwap:
+    """The outcome of re-resolving one followed prompt version: a swap, or why the old version stays."""
+
+    method: str
+    follows: str
+    old_version: str | None
+    new_version: str | None
+    error_reason: str = ""
+    error_detail: str = ""
+
+    @property
+    def swapped(self) -> bool:
+        """Whether the new version now serves."""
+        return self.new_version is not None and not self.error_reason
+
+
+@dataclass(frozen=True)
 class _Outcome:
     """One frame's model output, or why there is none."""
 
@@ -103,6 +121,9 @@ class InspectorCore:
         self.store = store
         self.device = device
         self.metrics = metrics
+        self.prompts = prompts
+        # Batches and prompt loads both run the shared backbone; they take turns (a load is a text-encoder pass).
+        self._model_lock = threading.Lock()
         self._backbones: dict[BackboneConfig, ClipBackbone] = {}
         self.methods: dict[MethodKey, LoadedMethod] = {}
         # Random CLIP weights (no weight file, pretrained off) and untrained prompts must be the same in every
@@ -120,11 +141,21 @@ class InspectorCore:
             )
             self.camera_keys[camera_id] = key
             if key not in self.methods:
-                self.methods[key] = self._load(key, prompts)
+                self.methods[key] = self._load(key, self._resolve(key))
             if metrics is not None:
                 metrics.prompt_version(camera_id, camera.method, self.methods[key].prompt_version)
 
-    def _load(self, key: MethodKey, prompts: PromptSource | None) -> LoadedMethod:
+    def _resolve(self, key: MethodKey) -> ResolvedPrompts | None:
+        if key.prompt_version is None:
+            return None
+        if self.prompts is None:
+            raise ConfigError(
+                f"a camera asks for {key.method} prompt version {key.prompt_version!r}, "
+                "but serving has no prompt registry to resolve it"
+            )
+        return self.prompts.resolve_prompts(key.method, key.prompt_version)
+
+    def _load(self, key: MethodKey, resolved: ResolvedPrompts | None) -> LoadedMethod:
         serving = self.config.serving
         overrides = {**json.loads(key.options), **({"image_size": key.image_size} if key.image_size else {})}
         backbone_config = method_backbone_config(
@@ -136,15 +167,7 @@ class InspectorCore:
         )
         if backbone_config not in self._backbones:
             self._backbones[backbone_config] = build_backbone(backbone_config)
-        weights, version = None, None
-        if key.prompt_version is not None:
-            if prompts is None:
-                raise ConfigError(
-                    f"a camera asks for {key.method} prompt version {key.prompt_version!r}, "
-                    "but serving has no prompt registry to resolve it"
-                )
-            resolved = prompts.resolve_prompts(key.method, key.prompt_version)
-            weights, version = resolved.path, resolved.version
+        weights, version = (resolved.path, resolved.version) if resolved is not None else (None, None)
         module = load_method(
             key.method,
             backbone=self._backbones[backbone_config],
@@ -172,6 +195,7 @@ class InspectorCore:
             KeyError: a request names a camera that is not configured (ingest checks this first).
         """
         start = time.time()
+        methods = self.methods  # one version per batch: a swap replaces the dict, never changes this one
         known = self.store.stored([(request.camera, request.frame_id) for request in requests])
         groups: dict[MethodKey, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
@@ -180,12 +204,13 @@ class InspectorCore:
         outcomes: dict[int, _Outcome] = {}
         batch_sizes: dict[int, int] = {}
         for key, indices in groups.items():
-            for index, outcome in zip(indices, self._score(key, [requests[i].image for i in indices]), strict=True):
+            outcomes_of_group = self._score(key, methods[key].module, [requests[i].image for i in indices])
+            for index, outcome in zip(indices, outcomes_of_group, strict=True):
                 outcomes[index] = outcome
                 batch_sizes[index] = len(indices)
         infer_done = time.time()
         results = {
-            index: self._result(requests[index], outcome, infer_done)
+            index: self._result(requests[index], outcome, infer_done, methods)
             for index, outcome in outcomes.items()
             if not outcome.error
         }
@@ -200,7 +225,7 @@ class InspectorCore:
                 "frame_id": request.frame_id,
                 "partition": request.partition,
                 "offset": request.offset,
-                "prompt_version": self.methods[key].prompt_version,
+                "prompt_version": methods[key].prompt_version,
                 "queue_s": max(start - request.decoded_ts, 0.0) if request.decoded_ts else 0.0,
             }
             if known[index]:
@@ -218,18 +243,20 @@ class InspectorCore:
         self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()))
         return acks
 
-    def _score(self, key: MethodKey, images: list[np.ndarray]) -> list[_Outcome]:
-        method = self.methods[key].module
+    def _score(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
         try:
-            return _outcomes(method, images)
+            with self._model_lock:
+                return _outcomes(method, images)
         except Exception as exc:  # noqa: BLE001 - isolate the frame that breaks the model; see process()
             if len(images) == 1:
                 log.warning("%s failed on a frame: %s", key.method, exc)
                 return [_Outcome(error=f"{type(exc).__name__}: {exc}"[:512])]
             log.warning("%s failed on a batch of %d, retrying frame by frame: %s", key.method, len(images), exc)
-            return [outcome for image in images for outcome in self._score(key, [image])]
+            return [outcome for image in images for outcome in self._score(key, method, [image])]
 
-    def _result(self, request: FrameRequest, outcome: _Outcome, infer_ts: float) -> FrameResult:
+    def _result(
+        self, request: FrameRequest, outcome: _Outcome, infer_ts: float, methods: dict[MethodKey, LoadedMethod]
+    ) -> FrameResult:
         key = self.camera_keys[request.camera]
         return FrameResult(
             camera=request.camera,
@@ -238,7 +265,7 @@ class InspectorCore:
             threshold=self.config.cameras[request.camera].threshold,
             method=key.method,
             anomaly_map=outcome.anomaly_map,
-            prompt_version=self.methods[key].prompt_version,
+            prompt_version=methods[key].prompt_version,
             partition=request.partition,
             offset=request.offset,
             capture_ts=request.capture_ts,
@@ -269,6 +296,43 @@ class InspectorCore:
             elif ack.status == "duplicate":
                 self.metrics.duplicate(request.camera)
 
+    def refresh_prompts(self, method: str | None = None) -> list[PromptSwap]:
+        """Re-resolve the prompt versions the cameras follow and swap in the ones that changed.
+
+        Called by the replica's watcher when an alias moves (and periodically). Files are resolved and
+        verified first; the new method is built on the shared backbone between batches; the method table is
+        then replaced in one assignment, so a batch uses one version from start to end. A version that fails
+        to resolve, verify or load leaves the current one serving, and the failure is returned.
+
+        Args:
+            method: only cameras of this method (``None``: all that follow a version or an alias).
+        """
+        swaps = []
+        for key, loaded in list(self.methods.items()):
+            if key.prompt_version is None or (method is not None and key.method != method):
+                continue
+            try:
+                resolved = self._resolve(key)
+                if resolved is None or resolved.version == loaded.prompt_version:
+                    continue
+                with self._model_lock:
+                    replacement = self._load(key, resolved)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version; reported below
+                swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, None, _reason(exc),
+                                        f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                log.warning("%s %s: keeping %s: %s", key.method, key.prompt_version, loaded.prompt_version, exc)
+                continue
+            self.methods = {**self.methods, key: replacement}
+            swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, resolved.version))
+            log.info("%s %s: now serving %s (was %s)", key.method, key.prompt_version, resolved.version,
+                     loaded.prompt_version)  # fmt: skip
+            if self.metrics is not None:
+                for camera, camera_key in self.camera_keys.items():
+                    if camera_key == key:
+                        self.metrics.prompt_version(camera, key.method, loaded.prompt_version, active=False)
+                        self.metrics.prompt_version(camera, key.method, resolved.version)
+        return swaps
+
     def describe(self) -> dict[str, object]:
         """What this replica serves: per camera its method, prompt version, threshold and input size."""
         return {
@@ -284,6 +348,10 @@ class InspectorCore:
                 for camera, key in self.camera_keys.items()
             },
         }
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "")) or "load_failed"
 
 
 def _outcomes(method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:

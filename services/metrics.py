@@ -50,6 +50,10 @@ class PipelineMetrics:
             "lag": Gauge("zsad_consumer_lag", "Records behind the end of the partition.", tag_keys=("partition",)),
             "in_flight": Gauge("zsad_ingest_in_flight", "Frames sent to serving, not yet acknowledged.",
                                tag_keys=("actor",)),
+            "prompt_failures": Counter(
+                "zsad_prompt_load_failures", "Prompt versions a replica refused to load (it kept the old one).",
+                tag_keys=("method", "reason"),
+            ),
             "prompt": Gauge(
                 "zsad_prompt_version_info", "1 for the prompt version a camera is served with.",
                 tag_keys=("camera", "method", "version"),
@@ -91,3 +95,7 @@ class PipelineMetrics:
         """Mark the prompt version serving a camera (``zero-shot`` when it has none)."""
         tags = {"camera": camera, "method": method, "version": version or "zero-shot"}
         self._metrics["prompt"].set(1 if active else 0, tags=tags)
+
+    def prompt_load_failed(self, method: str, reason: str) -> None:
+        """A replica refused a new prompt version and kept serving the old one."""
+        self._metrics["prompt_failures"].inc(1, tags={"method": method, "reason": reason})

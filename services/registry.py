@@ -516,6 +516,20 @@ class PromptRegistry:
             raise PromotionRefusedError(result)
         return result
 
+    def record_serving_refusal(
+        self, method: str, follows: str, serving: str | None, *, actor: str, cause: str, detail: str
+    ) -> PromotionResult:
+        """Audit that a serving replica refused to load a version (it keeps serving the old one).
+
+        Why here: the audit stream is where operators look after a promotion; a replica that kept the old
+        prompts because the new files were corrupt or incompatible must show up next to that promotion.
+        """
+        result = PromotionResult(
+            action="serve_load", method=method, alias=follows, from_version=serving, to_version=None,
+            outcome="refused", actor=actor, reason="replica could not load the version", cause=cause, detail=detail,
+        )  # fmt: skip
+        return self._audited(result)
+
     def _audited(self, result: PromotionResult) -> PromotionResult:
         return dataclasses.replace(result, audit_id=_text(self.client.xadd(self.audit_key, result.audit_fields())))
 

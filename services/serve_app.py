@@ -11,6 +11,7 @@ Over HTTP (route prefix ``/zsad`` by default) ``GET`` returns what is served and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -39,18 +40,27 @@ class Inspector:
     """
 
     def __init__(self, config: ZsadConfig) -> None:
+        import ray
         import torch
 
         from services.inspector import InspectorCore
         from services.metrics import PipelineMetrics
-        from services.result_store import ResultStore
+        from services.prompt_watch import PromptWatcher, RegistryPrompts
+        from services.registry import PromptRegistry
+        from services.result_store import ResultStore, connect
 
         serving = config.serving
         # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
         # small box makes torch's default several times slower (PLATFORM-NOTES).
         torch.set_num_threads(serving.torch_threads)
         device = "cuda" if serving.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.core = InspectorCore(config, ResultStore.from_config(config), device=device, metrics=PipelineMetrics())
+        metrics = PipelineMetrics()
+        registry = PromptRegistry(config.registry.root, connect(config.redis), namespace=config.registry.namespace)
+        self.core = InspectorCore(
+            config, ResultStore.from_config(config), device=device, metrics=metrics, prompts=RegistryPrompts(registry)
+        )
+        replica = ray.get_runtime_context().get_actor_name() or "inspector"
+        self.watcher = PromptWatcher(self.core, registry, replica=replica, metrics=metrics).start()
         self.score.set_max_batch_size(serving.max_batch_size)
         self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
 
@@ -64,6 +74,12 @@ class Inspector:
         """Cameras, methods, prompt versions and device of this replica."""
         return self.core.describe()
 
+    async def refresh_prompts(self) -> list[dict[str, Any]]:
+        """Re-resolve followed prompt versions now (the watcher does this on every alias move)."""
+        swaps = await asyncio.to_thread(self.core.refresh_prompts)
+        self.watcher.apply(swaps)
+        return [dataclasses.asdict(swap) for swap in swaps]
+
     async def replica_actor_name(self) -> str:
         """This replica's Ray actor name (operators and failure tests use it to find the process)."""
         import ray
@@ -73,6 +89,9 @@ class Inspector:
     async def __call__(self, request: Any) -> dict[str, Any]:
         """HTTP ``GET``: what this replica serves."""
         return {"replica": await self.replica_actor_name(), "pid": os.getpid(), **self.core.describe()}
+
+    def __del__(self) -> None:
+        self.watcher.stop()
 
 
 @serve.deployment(name="IngestController", logging_config=_QUIET)

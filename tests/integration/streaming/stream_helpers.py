@@ -31,9 +31,11 @@ def stream_config(
     num_actors: int = 2,
     max_in_flight: int = 16,
     max_batch_size: int = 8,
+    registry: dict[str, str] | None = None,
 ) -> ZsadConfig:
     """A config on the test broker and Redis with its own topics and group, tiny CLIP at 64 px."""
     config = ZsadConfig(
+        registry=registry or {},
         kafka={
             "bootstrap_servers": [broker.bootstrap_servers],
             "frames_topic": f"frames-{unique}",

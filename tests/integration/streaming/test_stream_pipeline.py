@@ -250,3 +250,37 @@ def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
         assert all(deployment.store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
     assert deployment.status()["restarts_seen"] >= 1
     assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) != replica
+
+
+def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str, tmp_path: Any
+) -> None:
+    from test_prompt_hot_swap import METHOD, make_versions
+
+    from services.registry import PromptRegistry
+
+    namespace = f"test:{unique}:registry"
+    registry = PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
+    old, new = make_versions(registry, tmp_path, 2)
+    registry.promote(METHOD, old, actor="test", reason="serving")
+    camera = f"cam-{unique}"
+    cameras = {camera: {"method": METHOD, "prompt_version": "champion"}}
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2,
+                           registry={"root": str(tmp_path / "registry"), "namespace": namespace})  # fmt: skip
+    ids = produce_frames(config, per_camera=500)[camera]
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    wait_until(lambda: deployment.results(camera) >= 100, 120, "the first results")
+    replica = deployment.inspector().replica_actor_name.remote().result(timeout_s=30)
+    registry.promote(METHOD, new, actor="test", reason="better")
+    wait_until(lambda: deployment.results(camera) >= 500, 240, "every frame")
+
+    results = [deployment.store.get_result(camera, frame_id) for frame_id in ids]
+    assert all(result is not None for result in results)
+    versions = [result.prompt_version for result in sorted(results, key=lambda r: (r.infer_ts, r.offset))]
+    switch = versions.index(new)
+    assert 100 <= switch < 500 and set(versions[:switch]) == {old} and set(versions[switch:]) == {new}
+    assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) == replica
+    stats = deployment.status()["actors"]
+    assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0

@@ -1,0 +1,132 @@
+"""Serving's side of the prompt registry: resolve versions for the replicas and follow alias moves live.
+
+Why a watcher thread in each replica: redeploying the Serve app with a new version would restart the
+replicas (PLATFORM-NOTES), dropping their batches and warm caches. Instead every replica subscribes to the
+registry's events channel and, as a fallback for lost messages (pub/sub is at-most-once), re-checks the
+aliases it follows every ``check_every_s``. Swaps happen between batches (:meth:`InspectorCore.refresh_prompts`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from services.inspector import InspectorCore, PromptSwap, ResolvedPrompts
+from services.metrics import PipelineMetrics
+from services.registry import PromptRegistry
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 30.0
+
+
+class RegistryPrompts:
+    """A :class:`~services.inspector.PromptSource` over the registry: resolve, then verify the stored files."""
+
+    def __init__(self, registry: PromptRegistry) -> None:
+        self.registry = registry
+
+    def resolve_prompts(self, method: str, version_or_alias: str) -> ResolvedPrompts:
+        """The concrete version ``version_or_alias`` names now, after its files passed the hash check.
+
+        Raises:
+            RegistryError: unknown method, version or alias.
+            CorruptArtifactError: the files no longer match the registered record.
+        """
+        entry = self.registry.resolve(method, version_or_alias)
+        self.registry.verify(entry)
+        return ResolvedPrompts(entry.version, Path(entry.path))
+
+
+class PromptWatcher:
+    """Swaps prompt versions in a replica when the aliases its cameras follow move.
+
+    Args:
+        core: the replica's inspector.
+        registry: where aliases live (its client must not be shared with another thread).
+        replica: this replica's name, for audit entries.
+        metrics: where swap failures are counted; ``None`` outside Ray.
+        check_every_s: the fallback re-check interval.
+    """
+
+    def __init__(
+        self,
+        core: InspectorCore,
+        registry: PromptRegistry,
+        *,
+        replica: str,
+        metrics: PipelineMetrics | None = None,
+        check_every_s: float = CHECK_EVERY_S,
+    ) -> None:
+        self.core = core
+        self.registry = registry
+        self.replica = replica
+        self.metrics = metrics
+        self.check_every_s = check_every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prompt-watcher", daemon=True)
+
+    def start(self) -> PromptWatcher:
+        """Subscribe and start watching in a daemon thread."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop watching."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        followed = {key.method for key in self.core.methods if key.prompt_version is not None}
+        if not followed:
+            return
+        while not self._stop.is_set():
+            try:
+                self._watch(followed)
+            except Exception as exc:  # noqa: BLE001 - Redis away: retry; the replica keeps serving meanwhile
+                log.warning("prompt watcher: %s; retrying", exc)
+                self._stop.wait(1.0)
+
+    def _watch(self, followed: set[str]) -> None:
+        pubsub = self.registry.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.registry.events_channel)
+        try:
+            self.apply(self.core.refresh_prompts())  # catch up with moves made while not subscribed
+            waited = 0.0
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                waited += 1.0
+                if message is not None:
+                    method = _event_method(message.get("data"))
+                    if method in followed:
+                        self.apply(self.core.refresh_prompts(method))
+                elif waited >= self.check_every_s:
+                    waited = 0.0
+                    self.apply(self.core.refresh_prompts())
+        finally:
+            pubsub.close()
+
+    def apply(self, swaps: list[PromptSwap]) -> None:
+        """Report failed swaps: log (done by the core), metric, and an audit entry next to the promotion."""
+        for swap in swaps:
+            if swap.swapped:
+                continue
+            if self.metrics is not None:
+                self.metrics.prompt_load_failed(swap.method, swap.error_reason)
+            try:
+                self.registry.record_serving_refusal(
+                    swap.method, swap.follows, swap.old_version,
+                    actor=self.replica, cause=swap.error_reason, detail=swap.error_detail,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the log line already says it
+                log.warning("could not audit the refused load: %s", exc)
+
+
+def _event_method(data: object) -> str | None:
+    try:
+        event = json.loads(data.decode() if isinstance(data, bytes) else str(data))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return event.get("method") if isinstance(event, dict) else None
