@@ -220,6 +220,7 @@ class ServingConfig(_Section):
         num_replicas, num_gpus, num_cpus: per-deployment resources (GPUs and CPUs per replica).
         torch_threads: torch threads per replica; set explicitly because a busy neighbour on a small box
             makes torch's default thread count several times slower.
+        precision: backbone precision; ``amp_bf16`` (autocast, fp32 weights) is the GPU setting.
         max_ongoing_requests: frames one replica accepts at once (queued for or inside a batch); ``None`` is
             four batches, at least 64.
         autoscaling: Serve autoscaling instead of a fixed ``num_replicas``.
@@ -235,6 +236,7 @@ class ServingConfig(_Section):
     num_gpus: float = Field(0.0, ge=0.0)
     num_cpus: float = Field(1.0, gt=0.0)
     torch_threads: PositiveInt = 2
+    precision: Literal["fp32", "bf16", "fp16", "amp_bf16", "amp_fp16"] = "fp32"
     max_ongoing_requests: PositiveInt | None = None
     autoscaling: AutoscalingConfig | None = None
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0.0)

@@ -164,6 +164,7 @@ class InspectorCore:
             pretrained=serving.pretrained,
             weights=serving.backbone_weights,
             device=self.device,
+            precision=serving.precision,
         )
         if backbone_config not in self._backbones:
             self._backbones[backbone_config] = build_backbone(backbone_config)

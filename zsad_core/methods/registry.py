@@ -81,6 +81,7 @@ def method_backbone_config(
     pretrained: bool = True,
     weights: str | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> BackboneConfig:
     """The backbone a method with ``config`` needs: its architecture, input size, activation and interpolation.
 
@@ -93,6 +94,8 @@ def method_backbone_config(
         pretrained: False drops the tag, so the official architecture is built with random weights.
         weights: a local CLIP weight file (kept even when ``pretrained`` is False).
         device: where the backbone will live.
+        precision: ``fp32``, ``bf16``/``fp16`` (cast weights) or ``amp_bf16``/``amp_fp16`` (autocast), see
+            :class:`BackboneConfig`.
     """
     name = backbone or config.backbone
     if not pretrained and weights is None:
@@ -104,6 +107,7 @@ def method_backbone_config(
         activation=config.backbone_activation,
         pos_interpolation=config.pos_interpolation,
         device=device,
+        precision=precision,
     )
 
 

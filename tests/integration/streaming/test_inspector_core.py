@@ -127,3 +127,14 @@ def test_bad_method_options_and_unresolvable_prompts_fail_at_start(
         InspectorCore(
             _config(redis_server, {f"g{unique}": {"method": "vcp-clip", "prompt_version": "champion"}}), store
         )
+
+
+def test_serving_precision_reaches_the_backbone(redis_server: RedisServer, store: ResultStore, unique: str) -> None:
+    camera = f"h{unique}"
+    config = _config(redis_server, {camera: {"method": "clip-ad"}}).model_copy(deep=True)
+    config.serving.precision = "bf16"
+    core = InspectorCore(config, store)
+    backbone = core.methods[core.camera_keys[camera]].module.backbone
+    assert next(backbone.parameters()).dtype == torch.bfloat16
+    (ack,) = core.process([_request(camera, "p", 1)])
+    assert ack.status == "stored" and np.isfinite(ack.score)
