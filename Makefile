@@ -17,4 +17,4 @@ lint: bootstrap
 	@$(VENV)/bin/ruff check zsad_core services cluster tests benchmarks
 
 bench: bootstrap
-	@$(PY) -m benchmarks.run
+	@$(PY) -m benchmarks.bench_metrics && $(PY) -m benchmarks.bench_methods && $(PY) -m benchmarks.bench_pipeline

@@ -248,7 +248,7 @@ class IngestConfig(_Section):
     Attributes:
         num_actors: ingest actors; more than the partition count leaves some idle.
         max_in_flight: frames per actor sent to serving but not yet acknowledged (backpressure window).
-        poll_timeout_ms: longest wait of one consumer poll.
+        poll_timeout_ms: longest wait between two polls of a caught-up or paused consumer (idle latency bound).
         max_retries: attempts at scoring or storing a frame before it is dead-lettered.
         actor_num_cpus: CPUs Ray reserves per ingest actor and for the ingest controller; 0 lets them share
             the model replicas' machines (one box), a fraction places them on CPU nodes of a cluster.

@@ -104,6 +104,7 @@ class IngestWorker:
         self._producer: Any = None
         self._paused = False
         self._finished = asyncio.Event()
+        self._idle_s = 0.0
 
     # -- the loop --------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -176,16 +177,22 @@ class IngestWorker:
         elif free > 0 and self._paused:
             await self._kafka(self._consumer.resume, *assigned)
             self._paused = False
-        timeout = self.config.ingest.poll_timeout_ms
+        # kafka-python's poll(timeout) loops on fetches until the timeout; a broker that answers empty fetches at
+        # once instead of holding them (noida-db) turns that into a busy loop: measured, a caught-up consumer
+        # burned a whole core. So every poll returns at once, and the waiting happens here.
+        interval_s = self.config.ingest.poll_timeout_ms / 1000
         if self._paused:
-            # Full window: sleep until a frame finishes (or the poll interval passes), then poll without
-            # waiting; paused partitions return nothing, and the consumer stays alive. Polling on a short
-            # timer instead costs a 2-core box a noticeable share of the model's CPU.
+            # Full window: sleep until a frame finishes (or the interval passes); paused partitions return
+            # nothing, and the poll keeps the consumer alive.
             self._finished.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), timeout / 1000)
-            timeout = 0
-        batches = await self._kafka(self._consumer.poll, timeout_ms=timeout, max_records=max(free, 1))
+                await asyncio.wait_for(self._finished.wait(), interval_s)
+        elif self._idle_s > 0:
+            await asyncio.sleep(self._idle_s)
+        batches = await self._kafka(self._consumer.poll, timeout_ms=0, max_records=max(free, 1))
+        if not self._paused:
+            # Caught up: back off 10 ms, 20 ms, ... up to the poll interval; records reset it.
+            self._idle_s = 0.0 if batches else min(max(2 * self._idle_s, 0.01), interval_s)
         for records in batches.values():
             for record in records:
                 self.tracker.start(record.partition, record.offset)
