@@ -166,6 +166,7 @@ class LocalStack:
         from ray import serve
 
         from services.producer import ensure_topics
+        from services.scheduler import ensure_scheduler
         from services.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
 
         ensure_topics(self.config.kafka)
@@ -180,6 +181,7 @@ class LocalStack:
         serve_port = _port(SERVE_PORT)
         serve.start(http_options={"host": HOST, "port": serve_port})
         serve.run(app_from_config(self.config), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+        ensure_scheduler(self.config.redis)  # runs the `zsad schedule` entries stored in Redis
         self.state.ray_address = context.address_info.get("gcs_address", "")
         self.state.dashboard_url = f"http://{context.dashboard_url or f'{HOST}:{dashboard_port}'}"
         self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}"

@@ -47,24 +47,38 @@ def unique() -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_serve() -> Iterator[None]:
-    """A local Ray (2 CPUs, no dashboard) with Serve on a free loopback port, stopped at the end.
+def local_ray() -> Iterator[str]:
+    """One local Ray for the session (2 CPUs, the dashboard for the Jobs API); yields the dashboard URL.
 
-    ``address="local"`` starts a new cluster even if another one runs on the machine, and ``ray.shutdown()``
-    stops only this one (``ray stop`` would stop every cluster on the machine).
+    One, because a driver process can join only one cluster. ``address="local"`` starts a new cluster even if
+    another one runs on the machine, and ``ray.shutdown()`` stops only this one (``ray stop`` would stop every
+    cluster on the machine).
     """
     import os
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by the tests
     import ray
+
+    from services.local_services import HOST, free_port
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by the tests
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # halves Ray Train's per-fit overhead
+    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host=HOST,
+                       dashboard_port=free_port(), logging_level="WARNING", log_to_driver=False)  # fmt: skip
+    try:
+        yield f"http://{context.dashboard_url}"
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_serve(local_ray: str) -> Iterator[None]:
+    """Serve on the session's Ray, its HTTP proxy on a free loopback port."""
     from ray import serve
 
     from services.local_services import free_port
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     try:
         yield
     finally:
         serve.shutdown()
-        ray.shutdown()

@@ -8,7 +8,6 @@ cross-dataset protocol. One local Ray serves the whole module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,21 +30,8 @@ EVAL_DATA = "synthetic:seed=7,classes=stone+disc,per_class=4,size=64"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    """A local Ray with 2 CPUs, or the one this session already started (two clusters cannot share a driver)."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_AUTH_MODE", "disabled")
-        patch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # halves Ray Train's per-fit overhead
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+def _on_local_ray(local_ray: str) -> None:
+    """Every test here runs its job on the session's local Ray."""
 
 
 def spec(tmp_path: Path, name: str, **fields: object) -> TrainJobSpec:
