@@ -108,13 +108,17 @@ class ZeroShotMethod(nn.Module):
                 squashed to S x S with the backbone's normalisation.
         """
         self._require_setup()
+        device = torch.device(self.backbone.device)
         if not isinstance(images, torch.Tensor):
             images, _ = preprocess(images, self.backbone.preprocess_config())
+            if device.type == "cuda":
+                # Page-locked host memory lets the copy run asynchronously (DMA) instead of staging it.
+                images = images.pin_memory()
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                maps, scores = self(images.to(self.backbone.device))
+                maps, scores = self(images.to(device, non_blocking=device.type == "cuda"))
         finally:
             self.train(was_training)
         return AnomalyResult(maps.float(), scores.float())
