@@ -109,7 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _print_state(state) -> None:
-    print(f"dashboard   {state.dashboard_url}")
+    print(f"dashboard   {state.dashboard_url}  (Ray's token authentication: the token is in ~/.ray/auth_token)")
     print(f"serve       {state.serve_url}  (GET: ingest status)")
     print(f"kafka       {state.kafka_bootstrap}")
     print(f"redis       {state.redis_url}  (password in {state.config_path}, mode 0600)")
