@@ -48,6 +48,15 @@ class ConfigError(ZsadError, ValueError):
     reason = "bad_config"
 
 
+class UnknownCameraError(ZsadError, KeyError):
+    """A camera id that the configuration does not have (the message lists the configured ones)."""
+
+    reason = "unknown_camera"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class KafkaSecurity(_Section):
     """SASL/TLS settings, passed unchanged to kafka-python's clients (its parameter names)."""
 
@@ -318,7 +327,8 @@ class ZsadConfig(BaseSettings):
         try:
             return self.cameras[camera_id]
         except KeyError:
-            raise KeyError(f"camera {camera_id!r} is not configured; cameras: {sorted(self.cameras)}") from None
+            known = ", ".join(sorted(self.cameras))
+            raise UnknownCameraError(f"camera {camera_id!r} is not configured; cameras: {known}") from None
 
     def result_ttl_s(self, camera_id: str) -> int:
         """Result lifetime of a camera: its own override or the Redis default."""

@@ -16,19 +16,13 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from services.config import CameraConfig
+from services.config import CameraConfig, UnknownCameraError
 from services.messages import FrameHeaders
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import ImageLimits, decode_image, probe_image
 
 AckStatus = Literal["stored", "duplicate", "failed"]
 _FORMAT_OF_CONTENT_TYPE = {"image/jpeg": "JPEG", "image/png": "PNG"}
-
-
-class UnknownCameraError(ZsadError, KeyError):
-    """The record's key names a camera that the configuration does not have."""
-
-    reason = "unknown_camera"
 
 
 class ContentTypeMismatchError(ZsadError, ValueError):

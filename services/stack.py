@@ -56,6 +56,7 @@ class StackState:
     serve_url: str = ""
     redis_url: str = ""
     kafka_bootstrap: str = ""
+    metrics_url: str = ""
     children: dict[str, int] = field(default_factory=dict)
 
     def write(self, stack_dir: Path) -> None:
@@ -185,6 +186,8 @@ class LocalStack:
         self.state.ray_address = context.address_info.get("gcs_address", "")
         self.state.dashboard_url = f"http://{context.dashboard_url or f'{HOST}:{dashboard_port}'}"
         self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}"
+        metrics_port = context.address_info.get("metrics_export_port")
+        self.state.metrics_url = f"http://{context.address_info['node_ip_address']}:{metrics_port}/metrics"
         self.state.kafka_bootstrap = ",".join(self.config.kafka.bootstrap_servers)
         self.state.redis_url = self.config.redis.url
 

@@ -31,12 +31,6 @@ DEFAULT_RECENT = 20
 COLUMNS = ("FRAME", "SCORE", "LABEL", "THRESHOLD", "METHOD", "PROMPT", "CAPTURED (UTC)", "LATENCY_MS", "KAFKA")
 
 
-class UnknownCameraError(ZsadError, LookupError):
-    """The camera is not in the configuration (its results could only be a typo's empty answer)."""
-
-    reason = "unknown_camera"
-
-
 class ResultNotFoundError(ZsadError, LookupError):
     """No stored result (or no map) for the requested frame: never scored, or expired after its TTL."""
 
@@ -89,7 +83,7 @@ def _png_path(text: str) -> str:
 def cmd_results(args: argparse.Namespace) -> int:
     """Print the camera's worst or latest results as a table or JSON."""
     config = config_from_args(args)
-    camera_config(config, args.camera)
+    config.camera(args.camera)  # an unknown id: UnknownCameraError listing the configured ones
     with open_store(config) as store:
         rows = fetch_results(store, args.camera, worst=args.worst, recent=args.recent or DEFAULT_RECENT)
     if args.json:
@@ -110,7 +104,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from zsad_core.visualize import save_overlay
 
     config = config_from_args(args)
-    camera = camera_config(config, args.camera)
+    camera = config.camera(args.camera)
     with open_store(config) as store:
         result = store.get_result(args.camera, args.frame)
         anomaly_map = store.get_map(args.camera, args.frame) if result is not None else None
@@ -135,13 +129,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = save_overlay(args.out, frame, anomaly_map, threshold=result.threshold)
     print(f"overlay of frame {args.frame} written to {path}")
     return 0
-
-
-def camera_config(config: ZsadConfig, camera: str) -> CameraConfig:
-    """The camera's settings; an unknown id raises :class:`UnknownCameraError` listing the configured ones."""
-    if camera not in config.cameras:
-        raise UnknownCameraError(f"camera {camera!r} is not configured; cameras: {', '.join(sorted(config.cameras))}")
-    return config.cameras[camera]
 
 
 @contextmanager

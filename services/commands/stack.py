@@ -111,6 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _print_state(state) -> None:
     print(f"dashboard   {state.dashboard_url}  (Ray's token authentication: the token is in ~/.ray/auth_token)")
     print(f"serve       {state.serve_url}  (GET: ingest status)")
+    print(f"metrics     {state.metrics_url}  (Prometheus text; the dashboard's Metrics tab)")
     print(f"kafka       {state.kafka_bootstrap}")
     print(f"redis       {state.redis_url}  (password in {state.config_path}, mode 0600)")
     print(f"config      {state.config_path}")
@@ -183,12 +184,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Send frames of one camera (``--synthetic`` or ``--images DIR``) at ``--fps``."""
-    from services.commands.results import UnknownCameraError
     from services.producer import FrameProducer, ensure_topics, produce
 
     config = config_from_args(args)
-    if args.camera not in config.cameras:
-        raise UnknownCameraError(f"camera {args.camera!r} is not configured; cameras: {sorted(config.cameras)}")
+    config.camera(args.camera)  # an unknown id fails here (UnknownCameraError, exit 2) with the configured ones
     ensure_topics(config.kafka)
     source = "synthetic" if args.synthetic else Path(args.images)
     with FrameProducer.from_config(config) as producer:
