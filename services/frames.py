@@ -37,6 +37,14 @@ class RoiOutsideFrameError(ZsadError, ValueError):
     reason = "roi_outside_frame"
 
 
+class ModelUnavailableError(RuntimeError):
+    """The model failed on every frame of a batch, one by one too: the replica, not the frames, is at fault.
+
+    Raised by the inspector so that ingest retries the frames as a system failure instead of dead-lettering
+    the whole stream; defined here, without torch, because ingest classifies it.
+    """
+
+
 class KafkaRecord(Protocol):
     """The fields of kafka-python's ``ConsumerRecord`` that ingest reads."""
 

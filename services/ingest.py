@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -27,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from services.config import ZsadConfig
-from services.frames import FrameAck, FrameRequest, decode_record
-from services.messages import DeadLetter, FrameHeaders, reason_code
+from services.frames import FrameAck, FrameRequest, ModelUnavailableError, decode_record
+from services.messages import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
 from services.metrics import PipelineMetrics
 from services.offsets import OffsetTracker
 from zsad_core.errors import ZsadError
@@ -42,25 +43,44 @@ LAG_EVERY_S = 5.0
 MAX_BACKOFF_S = 5.0
 
 
+MAX_REPLICA_CRASHES = 5  # a frame whose delivery kills the replica this often is dead-lettered
+
+
 class InferenceFailedError(ZsadError, RuntimeError):
     """The model failed on a frame on every attempt; the frame is dead-lettered with this reason."""
 
     reason = "inference_failed"
 
 
+class ReplicaCrashedError(ZsadError, RuntimeError):
+    """The replica died every time it held this frame (e.g. out of memory on it); dead-lettered."""
+
+    reason = "replica_crashed"
+
+
+class UnexpectedIngestError(ZsadError, RuntimeError):
+    """A bug or an unforeseen input broke the handling of one record; dead-lettered so the partition goes on."""
+
+    reason = "unexpected"
+
+
 def is_frame_fault(exc: BaseException) -> bool:
     """Whether a failed call to serving is this frame's fault (bounded retries) or the system's (retry on).
 
-    Dead or restarting replicas, unreachable Redis and Ray's own errors are the system's; an application
-    error raised by the replica for another reason counts against the frame.
+    The system's: Ray's own errors (dead or restarting replicas), Serve's (a deployment unavailable, deleted or
+    back-pressuring: raised in the caller, not wrapped in a task error), and Redis or network failures inside
+    the replica. Anything else the replica raised counts against the frame.
     """
     import redis
     from ray import exceptions as ray_errors
+    from ray.serve.exceptions import RayServeException
 
+    system = (
+        ray_errors.RayError, RayServeException, redis.RedisError, ModelUnavailableError, ConnectionError, TimeoutError
+    )  # fmt: skip
     if isinstance(exc, ray_errors.RayTaskError):
-        cause = exc.cause if hasattr(exc, "cause") else None
-        return not isinstance(cause, redis.RedisError | ConnectionError | TimeoutError)
-    return not isinstance(exc, ray_errors.RayError | ConnectionError | TimeoutError | asyncio.TimeoutError)
+        return not isinstance(getattr(exc, "cause", None), system[1:])
+    return not isinstance(exc, system)
 
 
 class IngestWorker:
@@ -105,11 +125,16 @@ class IngestWorker:
         self._paused = False
         self._finished = asyncio.Event()
         self._idle_s = 0.0
+        self._drain_timeout_s = 30.0
 
     # -- the loop --------------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Consume until :meth:`stop`; on return everything finished is committed and the clients are closed."""
         self.running = True
+        # A loop restarted in the same actor starts clean: offsets of the old loop's cancelled tasks would
+        # otherwise stay pending forever, and the new consumer re-reads them from the committed offsets.
+        self.tracker = OffsetTracker()
+        self._paused, self._idle_s = False, 0.0
         try:
             await self._connect()
             last_lag = 0.0
@@ -119,7 +144,7 @@ class IngestWorker:
                 if time.monotonic() - last_lag > LAG_EVERY_S:
                     await self._measure_lag()
                     last_lag = time.monotonic()
-            await self._drain()
+            await self._drain(self._drain_timeout_s)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("%s: ingest loop failed", self.name)
@@ -131,7 +156,8 @@ class IngestWorker:
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Stop reading, wait up to ``drain_timeout_s`` for frames in flight, commit them, close."""
         self.stopping = True
-        deadline = time.monotonic() + drain_timeout_s
+        self._drain_timeout_s = drain_timeout_s
+        deadline = time.monotonic() + drain_timeout_s + 5.0  # the drain, then the final commit and close
         while self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
@@ -206,6 +232,15 @@ class IngestWorker:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, record: Any) -> None:
+        try:
+            await self._handle_record(record)
+        except asyncio.CancelledError:
+            raise  # stopping: left unfinished, re-read by the partition's next owner
+        except Exception as exc:
+            log.exception("%s: record %s:%d failed unexpectedly", self.name, record.partition, record.offset)
+            await self._dead_letter(record, UnexpectedIngestError(f"{type(exc).__name__}: {exc}"))
+
+    async def _handle_record(self, record: Any) -> None:
         loop = asyncio.get_running_loop()
         read_ts = time.time()
         try:
@@ -220,20 +255,26 @@ class IngestWorker:
         await self._deliver(record, request)
 
     async def _deliver(self, record: Any, request: FrameRequest) -> None:
-        failures = system_failures = 0
+        from ray.exceptions import ActorDiedError
+
+        failures = system_failures = crashes = 0
         while True:
             try:
                 ack = await self.submit(request)
             except Exception as exc:  # noqa: BLE001 - classified below; nothing may kill the loop
+                if self.stopping:
+                    return  # left unfinished: not committed, re-read by whoever owns the partition next
                 if is_frame_fault(exc):
                     failures += 1
                     ack = None
                     detail = f"{type(exc).__name__}: {exc}"
                 else:
                     system_failures += 1
+                    crashes += isinstance(exc, ActorDiedError)
+                    if crashes >= MAX_REPLICA_CRASHES:
+                        await self._dead_letter(record, ReplicaCrashedError(f"{crashes} replicas died holding it"))
+                        return
                     self.counts["system_retries"] += 1
-                    if self.stopping:
-                        return  # left unfinished: not committed, re-read by whoever owns the partition next
                     log.warning("%s: serving unavailable (%s), retrying frame %s", self.name, exc, request.frame_id)
                     await asyncio.sleep(min(0.1 * 2**system_failures, MAX_BACKOFF_S))
                     continue
@@ -264,13 +305,17 @@ class IngestWorker:
         attempt = 0
         while True:
             try:
-                future = self._producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers)
-                await loop.run_in_executor(None, future.get, 30)
+                # In a worker thread: send() itself blocks (up to max_block_ms) while the broker is away.
+                await loop.run_in_executor(None, self._send_letter, letter)
                 break
             except Exception as exc:  # noqa: BLE001 - the broker is down: the record stays unfinished meanwhile
                 attempt += 1
                 if self.stopping:
                     return
+                if not getattr(exc, "retriable", True) and letter.value:
+                    # e.g. the copy with our headers exceeds the broker's message size: keep the reason, drop
+                    # the payload (it is still in the frames topic at the source offset named in the headers).
+                    letter = dataclasses.replace(letter, value=None, headers=[*letter.headers, (H_DLQ_DROPPED, b"1")])
                 log.warning("%s: dead-letter send failed (%s), retrying", self.name, exc)
                 await asyncio.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
         reason = reason_code(error)
@@ -279,6 +324,9 @@ class IngestWorker:
         if self.metrics is not None:
             self.metrics.dead_lettered(_camera_of(record), reason)
         self._finish(record.partition, record.offset)
+
+    def _send_letter(self, letter: DeadLetter) -> None:
+        self._producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers).get(30)
 
     def _finish(self, partition: int, offset: int) -> None:
         self.tracker.finish(partition, offset)
@@ -312,8 +360,8 @@ class IngestWorker:
             if self.metrics is not None:
                 self.metrics.lag(topic_partition.partition, self.lag[topic_partition.partition])
 
-    async def _drain(self) -> None:
-        deadline = time.monotonic() + 30.0
+    async def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(set(self._tasks), timeout=0.5)
         await self._commit()

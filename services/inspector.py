@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from services.config import ConfigError, ZsadConfig
-from services.frames import FrameAck, FrameRequest
+from services.frames import FrameAck, FrameRequest, ModelUnavailableError
 from services.metrics import PipelineMetrics
 from services.result_store import FrameResult, ResultStore
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
@@ -124,6 +124,8 @@ class InspectorCore:
         self.prompts = prompts
         # Batches and prompt loads both run the shared backbone; they take turns (a load is a text-encoder pass).
         self._model_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # one refresh at a time (the watcher thread, an operator's call)
+        self._refusals: dict[MethodKey, str] = {}  # the last failure reported per key, not repeated
         self._backbones: dict[BackboneConfig, ClipBackbone] = {}
         self.methods: dict[MethodKey, LoadedMethod] = {}
         # Random CLIP weights (no weight file, pretrained off) and untrained prompts must be the same in every
@@ -248,12 +250,17 @@ class InspectorCore:
         try:
             with self._model_lock:
                 return _outcomes(method, images)
-        except Exception as exc:  # noqa: BLE001 - isolate the frame that breaks the model; see process()
+        except Exception as exc:
             if len(images) == 1:
                 log.warning("%s failed on a frame: %s", key.method, exc)
                 return [_Outcome(error=f"{type(exc).__name__}: {exc}"[:512])]
             log.warning("%s failed on a batch of %d, retrying frame by frame: %s", key.method, len(images), exc)
-            return [outcome for image in images for outcome in self._score(key, method, [image])]
+            outcomes = [outcome for image in images for outcome in self._score(key, method, [image])]
+            if all(outcome.error for outcome in outcomes):
+                # Not one frame's fault: the model or the device is broken (a CUDA fault, persistent OOM).
+                # Raising makes ingest retry as a system failure instead of dead-lettering the whole stream.
+                raise ModelUnavailableError(f"{key.method} failed on every frame of a batch: {exc}") from exc
+            return outcomes
 
     def _result(
         self, request: FrameRequest, outcome: _Outcome, infer_ts: float, methods: dict[MethodKey, LoadedMethod]
@@ -308,6 +315,12 @@ class InspectorCore:
         Args:
             method: only cameras of this method (``None``: all that follow a version or an alias).
         """
+        with self._swap_lock:
+            return self._refresh(method)
+
+    def _refresh(self, method: str | None) -> list[PromptSwap]:
+        import redis
+
         swaps = []
         for key, loaded in list(self.methods.items()):
             if key.prompt_version is None or (method is not None and key.method != method):
@@ -315,14 +328,23 @@ class InspectorCore:
             try:
                 resolved = self._resolve(key)
                 if resolved is None or resolved.version == loaded.prompt_version:
+                    self._refusals.pop(key, None)
                     continue
                 with self._model_lock:
                     replacement = self._load(key, resolved)
-            except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version; reported below
-                swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, None, _reason(exc),
-                                        f"{type(exc).__name__}: {exc}"))  # fmt: skip
-                log.warning("%s %s: keeping %s: %s", key.method, key.prompt_version, loaded.prompt_version, exc)
+            except redis.RedisError as exc:  # the registry is unreachable: nothing to report about a version
+                log.warning("%s %s: registry unreachable, keeping %s: %s", key.method, key.prompt_version,
+                            loaded.prompt_version, exc)  # fmt: skip
                 continue
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version; reported below
+                detail = f"{type(exc).__name__}: {exc}"
+                log.warning("%s %s: keeping %s: %s", key.method, key.prompt_version, loaded.prompt_version, exc)
+                if self._refusals.get(key) != detail:  # a periodic re-check of the same bad version: reported once
+                    self._refusals[key] = detail
+                    swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, None,
+                                            _reason(exc), detail))  # fmt: skip
+                continue
+            self._refusals.pop(key, None)
             self.methods = {**self.methods, key: replacement}
             swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, resolved.version))
             log.info("%s %s: now serving %s (was %s)", key.method, key.prompt_version, resolved.version,

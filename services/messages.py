@@ -38,6 +38,7 @@ H_SCHEMA = "zsad-schema"
 H_DLQ_REASON = "zsad-dlq-reason"
 H_DLQ_DETAIL = "zsad-dlq-detail"
 H_DLQ_SOURCE = "zsad-dlq-source"
+H_DLQ_DROPPED = "zsad-dlq-value-dropped"  # the payload did not fit the dead-letter topic
 
 SCHEMA_VERSION = "1"
 SUPPORTED_SCHEMAS = frozenset({SCHEMA_VERSION})

@@ -45,7 +45,7 @@ class PromptWatcher:
 
     Args:
         core: the replica's inspector.
-        registry: where aliases live (its client must not be shared with another thread).
+        registry: where aliases live (redis-py clients are thread-safe; pub/sub gets its own connection).
         replica: this replica's name, for audit entries.
         metrics: where swap failures are counted; ``None`` outside Ray.
         check_every_s: the fallback re-check interval.

@@ -25,6 +25,7 @@ from services.frames import FrameAck, FrameRequest
 log = logging.getLogger(__name__)
 
 APP_NAME = "zsad"
+INGEST_SHUTDOWN_S = 60.0
 ROUTE_PREFIX = "/zsad"
 
 
@@ -77,7 +78,7 @@ class Inspector:
     async def refresh_prompts(self) -> list[dict[str, Any]]:
         """Re-resolve followed prompt versions now (the watcher does this on every alias move)."""
         swaps = await asyncio.to_thread(self.core.refresh_prompts)
-        self.watcher.apply(swaps)
+        await asyncio.to_thread(self.watcher.apply, swaps)  # audit writes block on Redis
         return [dataclasses.asdict(swap) for swap in swaps]
 
     async def replica_actor_name(self) -> str:
@@ -144,7 +145,12 @@ def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
         inspector["num_replicas"] = serving.num_replicas
     return {
         "Inspector": inspector,
-        "IngestController": {"num_replicas": 1, "ray_actor_options": {"num_cpus": config.ingest.actor_num_cpus}},
+        "IngestController": {
+            "num_replicas": 1,
+            # Deleting the app waits for __del__: the actors' drain (30 s at most) and final commits.
+            "graceful_shutdown_timeout_s": INGEST_SHUTDOWN_S,
+            "ray_actor_options": {"num_cpus": config.ingest.actor_num_cpus},
+        },
     }
 
 

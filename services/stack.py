@@ -75,6 +75,16 @@ class StackState:
             return None
 
 
+def runs(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and its command line contains ``marker`` (a reused PID is someone else)."""
+    if not process_alive(pid):
+        return False
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # no /proc (not Linux): trust the PID
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with ``pid`` runs; an exited child of ours (a zombie) is reaped and counts as gone.
 
@@ -111,6 +121,7 @@ def write_config(config: ZsadConfig, path: Path) -> None:
     document = reveal(config.model_dump(mode="python"))
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # the mode above applies only when the file is created
     with os.fdopen(descriptor, "w") as handle:
         handle.write("# Written by `zsad up`: the effective configuration of the running local stack.\n")
         yaml.safe_dump(document, handle, sort_keys=False)
@@ -227,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     stack_dir = Path(args.dir)
     stack_dir.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(load_config(args.config), stack_dir, external=args.external)
+    # Until Ray is up, a SIGTERM unwinds start(), which stops whatever was already started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         stack.start()
     except Exception:

@@ -93,7 +93,8 @@ class IngestSupervisor:
             ).remote(self.config, group, self.inspector, f"{self.name}-g{self._generation}-{index}")
             for index, group in enumerate(self.assignment)
         ]
-        await asyncio.gather(*(self._call(actor.ensure_running) for actor in self.actors))
+        # A slow actor start (imports on a busy box) is not fatal: the watch loop starts its loop later.
+        await asyncio.gather(*(self._call(actor.ensure_running) for actor in self.actors), return_exceptions=True)
         log.info("%s: %d actors over partitions %s", self.name, len(self.actors), self.assignment)
 
     async def _call(self, method: Any, *args: Any) -> Any:
@@ -115,6 +116,8 @@ class IngestSupervisor:
 
     async def scale(self, num_actors: int, drain_timeout_s: float = 30.0) -> list[list[int]]:
         """Drain every actor (their finished offsets are committed), then reassign over ``num_actors``."""
+        if num_actors <= 0:
+            raise ValueError(f"num_actors must be positive, got {num_actors}")
         async with self._lock:
             await self._stop_actors(drain_timeout_s)
             await self._spawn(num_actors)

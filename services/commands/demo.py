@@ -53,7 +53,8 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
     from services.result_store import ResultStore
     from services.summary import camera_summary, format_summary
 
-    started_here = stack._state() is None
+    state = stack._state()
+    started_here = state is None or state.status == "failed"
     if started_here:
         stack.cmd_up(argparse.Namespace(config=args.config, external=False, foreground=False))
     else:

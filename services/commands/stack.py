@@ -81,6 +81,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"the local stack is already running (pid {state.pid})")
         _print_state(state)
         return 0
+    if state is not None and state.status == "stopping":
+        raise StackError(f"the local stack (pid {state.pid}) is still stopping; run `zsad up` again when it is gone")
     STACK_DIR.mkdir(parents=True, exist_ok=True)
     (STACK_DIR / STATE_NAME).unlink(missing_ok=True)
     command = ["--dir", str(STACK_DIR)] + (["--config", args.config] if args.config else [])
@@ -105,6 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if process.poll() is not None:
             raise StackError(f"the stack process exited with code {process.returncode}; log {log_path}")
         time.sleep(0.5)
+    cmd_down(argparse.Namespace())  # stop what did start
     raise StackError(f"the local stack was not ready after {START_TIMEOUT_S:.0f} s; log {log_path}")
 
 
@@ -120,23 +123,26 @@ def _print_state(state) -> None:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """SIGTERM the stack process and wait until it has stopped everything."""
-    from services.stack import CONFIG_NAME, STATE_NAME, StackState, process_alive
+    from services.stack import CONFIG_NAME, STATE_NAME, StackState, process_alive, runs
 
     state = StackState.read(STACK_DIR)
     if state is None:
         print("no local stack is running")
         return 0
-    if process_alive(state.pid):
+    if not runs(state.pid, "services.stack"):  # gone, or its PID now belongs to another program
+        state.pid = -1
+    if state.pid > 0:
         os.kill(state.pid, signal.SIGTERM)
         print(f"stopping the local stack (pid {state.pid}) ...", flush=True)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while process_alive(state.pid) and time.monotonic() < deadline:
+    while state.pid > 0 and process_alive(state.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    killed = process_alive(state.pid)
+    killed = state.pid > 0 and process_alive(state.pid)
     if killed:
         os.kill(state.pid, signal.SIGKILL)
+    markers = {"redis": "redis-server", "noida": "noida-db"}
     for name, pid in state.children.items():  # left behind if the stack process died before stopping them
-        if pid and process_alive(pid):
+        if pid and runs(pid, markers.get(name, name)):
             os.kill(pid, signal.SIGTERM)
             print(f"stopped orphaned {name} (pid {pid})")
     for name in (STATE_NAME, CONFIG_NAME):  # the stack removes them itself unless it died

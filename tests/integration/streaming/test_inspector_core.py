@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from services.config import ConfigError, ZsadConfig
-from services.frames import FrameRequest
+from services.frames import FrameRequest, ModelUnavailableError
 from services.inspector import InspectorCore
 from services.local_services import RedisServer
 from services.result_store import ResultStore
@@ -138,3 +138,19 @@ def test_serving_precision_reaches_the_backbone(redis_server: RedisServer, store
     assert next(backbone.parameters()).dtype == torch.bfloat16
     (ack,) = core.process([_request(camera, "p", 1)])
     assert ack.status == "stored" and np.isfinite(ack.score)
+
+
+def test_a_model_failing_on_every_frame_is_the_replicas_fault(
+    redis_server: RedisServer, store: ResultStore, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    camera = f"i{unique}"
+    core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
+    method = core.methods[core.camera_keys[camera]].module
+
+    def broken(images):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(method, "predict", broken)
+    with pytest.raises(ModelUnavailableError, match="every frame"):  # ingest retries it as a system failure
+        core.process([_request(camera, "u", 1), _request(camera, "v", 2)])
+    assert store.get_result(camera, "u") is None
