@@ -284,3 +284,29 @@ def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
     assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) == replica
     stats = deployment.status()["actors"]
     assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
+
+
+def test_scaling_the_ingest_actors_reassigns_partitions_and_loses_nothing(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    cameras = _cameras(unique, {"a": {"method": "clip-ad"}, "b": {"method": "clip-ad"}, "c": {"method": "clip-ad"}})
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=4, num_actors=2, max_in_flight=8)
+    ids = produce_frames(config, per_camera=60)
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    wait_until(lambda: deployment.total_results() >= 30, 120, "the run to get going")
+
+    assignment = deployment.controller().scale.remote(3).result(timeout_s=120)
+    assert sorted(p for group in assignment for p in group) == [0, 1, 2, 3] and len(assignment) == 3
+    wait_until(lambda: deployment.total_results() >= 180, 180, "every frame after scaling up")
+    status = deployment.status()
+    assert [actor["partitions"] for actor in status["actors"]] == assignment
+    assert all(not actor["error"] for actor in status["actors"])
+    for camera, frame_ids in ids.items():
+        assert deployment.results(camera) == 60 and deployment.store.count_events(camera) == 60
+        assert all(deployment.store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 180, 30, "all offsets committed")
+    with pytest.raises(Exception, match="positive"):
+        deployment.controller().scale.remote(0).result(timeout_s=30)
+    assert len(deployment.status()["actors"]) == 3  # a refused scale stops nothing
