@@ -25,7 +25,7 @@ import numpy as np
 from services.config import ZsadConfig
 from services.local_services import NoidaBroker, RedisServer, free_port
 from services.producer import FrameProducer, ensure_topics
-from services.result_store import ResultStore, scores_key
+from services.result_store import ResultStore
 from zsad_core.imageio import decode_image, encode_jpeg
 
 CAMERA = "bench"
@@ -85,11 +85,11 @@ def _pipeline_rate(args: argparse.Namespace, frames: list[bytes]) -> tuple[float
             store = ResultStore.from_config(config)
             started_app = time.monotonic()
             serve.run(app_from_config(config), name="bench", route_prefix="/bench", blocking=False)
-            while store.client.zcard(scores_key(CAMERA)) == 0:
+            while store.count_results(CAMERA) == 0:
                 time.sleep(0.05)
             first = time.monotonic()
-            first_count = store.client.zcard(scores_key(CAMERA))
-            while (done := store.client.zcard(scores_key(CAMERA))) < len(frames):
+            first_count = store.count_results(CAMERA)
+            while (done := store.count_results(CAMERA)) < len(frames):
                 time.sleep(0.05)
             last = time.monotonic()
             serve.delete("bench")

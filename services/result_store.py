@@ -369,10 +369,7 @@ class ResultStore:
         key = scores_key(camera)
         while True:
             members = self.client.zrevrange(key, 0, n - 1, withscores=True)
-            with self.client.pipeline(transaction=False) as pipe:
-                for member, _ in members:
-                    pipe.exists(result_key(camera, _str(member)))
-                alive = pipe.execute()
+            alive = self.stored([(camera, _str(member)) for member, _ in members])
             dead = [member for (member, _), exists in zip(members, alive, strict=True) if not exists]
             if not dead:
                 return [(_str(member), float(score)) for member, score in members]
@@ -384,6 +381,10 @@ class ResultStore:
             return []
         entries = self.client.xrevrange(events_key(camera), count=n)
         return [StoredResult.from_fields(fields) for _, fields in entries]
+
+    def count_results(self, camera: str) -> int:
+        """Frames of a camera in its worst-N set: one per stored frame, until ``scores_maxlen`` or expiry trims it."""
+        return int(self.client.zcard(scores_key(camera)))
 
     def count_events(self, camera: str) -> int:
         """Number of entries in a camera's event stream (at most about ``events_maxlen``)."""

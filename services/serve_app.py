@@ -48,7 +48,7 @@ class Inspector:
         from services.metrics import PipelineMetrics
         from services.prompt_watch import PromptWatcher, RegistryPrompts
         from services.registry import PromptRegistry
-        from services.result_store import ResultStore, connect
+        from services.result_store import ResultStore
 
         serving = config.serving
         # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
@@ -56,10 +56,10 @@ class Inspector:
         torch.set_num_threads(serving.torch_threads)
         device = "cuda" if serving.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         metrics = PipelineMetrics()
-        registry = PromptRegistry(config.registry.root, connect(config.redis), namespace=config.registry.namespace)
-        self.core = InspectorCore(
-            config, ResultStore.from_config(config), device=device, metrics=metrics, prompts=RegistryPrompts(registry)
-        )
+        store = ResultStore.from_config(config)
+        # One client (its pool) for results and registry reads; the watcher's pub/sub takes its own connection.
+        registry = PromptRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
+        self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry))
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
         self.watcher = PromptWatcher(self.core, registry, replica=replica, metrics=metrics).start()
         self.score.set_max_batch_size(serving.max_batch_size)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.result_store import ResultStore, scores_key
+from services.result_store import ResultStore
 
 RECENT_EVENTS = 1000
 
@@ -29,7 +29,7 @@ class CameraSummary:
 
 def camera_summary(store: ResultStore, camera: str, recent: int = RECENT_EVENTS) -> CameraSummary:
     """Counts and latency percentiles of ``camera`` (zeros when it has no results yet)."""
-    frames = int(store.client.zcard(scores_key(camera)))
+    frames = store.count_results(camera)
     events = store.recent(camera, recent)
     anomalies = sum(event.label for event in events)
     latencies = [(event.write_ts - event.capture_ts) * 1000.0 for event in events if event.capture_ts > 0]

@@ -53,7 +53,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
     from services.result_store import ResultStore
     from services.summary import camera_summary, format_summary
 
-    state = stack._state()
+    state = stack.running_stack()
     started_here = state is None or state.status == "failed"
     if started_here:
         stack.cmd_up(argparse.Namespace(config=args.config, external=False, foreground=False))
@@ -93,7 +93,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         total = sum(last[camera] - before[camera] for camera in cameras)
         elapsed = time.monotonic() - started
         print(f"\n{total} frames scored and stored in {elapsed:.0f} s ({total / elapsed:.1f} frames/s end to end)")
-        state = stack._state()
+        state = stack.running_stack()
         if state is not None:
             print(f"Ray dashboard: {state.dashboard_url} (Serve app, ingest actors, metrics)")
         print(f"look closer: zsad results --camera {cameras[0]} --worst 5; zsad show --camera {cameras[0]} "

@@ -11,9 +11,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.commands.common import STACK_DIR, add_config_option, config_from_args
 from zsad_core.errors import ZsadError
+
+if TYPE_CHECKING:
+    from services.stack import StackState
 
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 90.0
@@ -63,7 +67,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     produce.set_defaults(func=cmd_produce)
 
 
-def _state():
+def running_stack() -> StackState | None:
+    """The local stack's state, or ``None`` when none was started here or its process is gone."""
     from services.stack import StackState, process_alive
 
     state = StackState.read(STACK_DIR)
@@ -76,7 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Start the stack in the background (or the foreground) and print where everything is."""
     from services.stack import STATE_NAME, main
 
-    state = _state()
+    state = running_stack()
     if state is not None and state.status in ("ready", "starting"):
         print(f"the local stack is already running (pid {state.pid})")
         _print_state(state)
@@ -98,7 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting the local stack (pid {process.pid}, log {log_path}) ...", flush=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        state = _state()
+        state = running_stack()
         if state is not None and state.status == "ready":
             _print_state(state)
             return 0
@@ -167,7 +172,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     store = ResultStore.from_config(config)
     rows = [camera_summary(store, camera) for camera in config.cameras]
-    state = _state()
+    state = running_stack()
     ingest = None
     if state is not None and state.status == "ready":
         try:

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
-from services.config import ZsadConfig
+from services.config import KafkaConfig, ZsadConfig
 from services.local_services import KafkaBroker, RedisServer
 from services.producer import FrameProducer, ensure_topics
 from zsad_core.imageio import encode_jpeg
@@ -115,17 +116,19 @@ def end_offsets(config: ZsadConfig) -> dict[int, int]:
         consumer.close()
 
 
-def read_topic(config: ZsadConfig, topic: str, expected: int, timeout_s: float = 20.0) -> list[Any]:
-    """Every record of ``topic`` from the beginning, waiting until at least ``expected`` arrived."""
+def read_topic(kafka: KafkaConfig, topic: str, expected: int, timeout_s: float = 15.0) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from the beginning (assign mode, as the ingest actors read), waiting until at
+    least ``expected`` arrived or ``timeout_s`` passed."""
     consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
+        **kafka.client_kwargs(),
         enable_auto_commit=False,
-        receive_message_max_bytes=config.kafka.receive_message_max_bytes,
+        receive_message_max_bytes=kafka.receive_message_max_bytes,
     )
     try:
-        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())])
-        records: list[Any] = []
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         while len(records) < expected and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200).values():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
+from kafka import KafkaProducer
+from stream_helpers import read_topic
 
 from services.config import KafkaConfig
 from services.local_services import KafkaBroker
@@ -42,28 +42,6 @@ def kafka(broker: KafkaBroker, unique: str) -> KafkaConfig:
     return config
 
 
-def read_all(kafka: KafkaConfig, topic: str, expected: int, timeout_s: float = 15.0) -> list[ConsumerRecord]:
-    """Every record of ``topic`` from the beginning, in assign mode (as the ingest actors read)."""
-    consumer = KafkaConsumer(
-        **kafka.client_kwargs(),
-        group_id=kafka.group_id,
-        enable_auto_commit=False,
-        receive_message_max_bytes=kafka.receive_message_max_bytes,
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
 def test_ensure_topics_is_idempotent(kafka: KafkaConfig) -> None:
     expected = {kafka.frames_topic: PARTITIONS, kafka.dlq_topic: 1}
     assert ensure_topics(kafka) == expected  # the fixture created them; a second call changes nothing
@@ -78,7 +56,7 @@ def test_frames_from_two_cameras_arrive_with_valid_headers(kafka: KafkaConfig, u
         producer.send_frame(cams[0], png, frame_id="explicit-1", capture_ts=1_767_000_000.25).get(timeout=10)
     assert [s.frames for s in stats] == [6, 6] and all(len(s.partitions) == 1 for s in stats)
 
-    records = read_all(kafka, kafka.frames_topic, expected=13)
+    records = read_topic(kafka, kafka.frames_topic, expected=13)
     assert len(records) == 13
     by_camera: dict[str, set[int]] = {}
     frame_ids = set()
@@ -104,7 +82,7 @@ def test_folder_source_and_pacing(kafka: KafkaConfig, unique: str, tmp_path: Pat
     with FrameProducer(kafka) as producer:
         stats = produce(producer, f"dir-{unique}", tmp_path, count=5, fps=20)
     assert stats.frames == 5 and stats.seconds >= 4 / 20
-    values = [record.value for record in read_all(kafka, kafka.frames_topic, expected=5)]
+    values = [record.value for record in read_topic(kafka, kafka.frames_topic, expected=5)]
     assert len(values) == 5 and values[3] == values[0]  # the folder is cycled
 
 
@@ -115,7 +93,7 @@ def test_bad_record_is_dead_lettered_with_reason_and_source(kafka: KafkaConfig, 
         raw.flush(timeout=10)
     finally:
         raw.close()
-    (record,) = read_all(kafka, kafka.frames_topic, expected=1)
+    (record,) = read_topic(kafka, kafka.frames_topic, expected=1)
     with pytest.raises(BadHeadersError) as info:
         FrameHeaders.from_kafka(record.key, record.headers)
     letter = DeadLetter.build(
@@ -125,7 +103,7 @@ def test_bad_record_is_dead_lettered_with_reason_and_source(kafka: KafkaConfig, 
     with FrameProducer(kafka) as producer:
         producer.send_dead_letter(letter).get(timeout=10)
 
-    (dead,) = read_all(kafka, kafka.dlq_topic, expected=1)
+    (dead,) = read_topic(kafka, kafka.dlq_topic, expected=1)
     headers = dict(dead.headers)
     assert (dead.key, dead.value) == (b"cam1", b"not an image")
     assert headers["zsad-frame-id"] == b"x y"

@@ -71,7 +71,7 @@ class Deployment:
         return self.controller().status.remote().result(timeout_s=30)
 
     def results(self, camera: str) -> int:
-        return int(self.store.client.zcard(f"zsad:{{{camera}}}:scores"))
+        return self.store.count_results(camera)
 
     def total_results(self) -> int:
         return sum(self.results(camera) for camera in self.config.cameras)
@@ -167,7 +167,7 @@ def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
     deployments.append(deployment)
     deployment.deploy()
     wait_until(lambda: deployment.results(camera) >= 20, 120, "the good frames")
-    letters = read_topic(config, config.kafka.dlq_topic, expected=len(expected))
+    letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=len(expected), timeout_s=20.0)
     reasons = {}
     for record in letters:
         headers = dict(record.headers)
