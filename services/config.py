@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from services.messages import DLQ_TOPIC, FRAMES_TOPIC, CameraId
+from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class LimitsConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """The prompt registry (:mod:`services.registry`): artifact files on disk, records and aliases in Redis.
+    """The prompt registry (:mod:`~services.prompt_lifecycle.prompt_registry`): artifacts on disk, records in Redis.
 
     Attributes:
         root: a local directory holding ``<method>/<version>/`` artifact copies; serving replicas must see the

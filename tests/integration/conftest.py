@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.local_services import NoidaBroker, RedisServer, ServiceError, TansuBroker
+from services.local_stack.service_processes import NoidaBroker, RedisServer, ServiceError, TansuBroker
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +58,7 @@ def local_ray() -> Iterator[str]:
 
     import ray
 
-    from services.local_services import HOST, free_port
+    from services.local_stack.service_processes import HOST, free_port
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by the tests
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # halves Ray Train's per-fit overhead
@@ -75,7 +75,7 @@ def ray_serve(local_ray: str) -> Iterator[None]:
     """Serve on the session's Ray, its HTTP proxy on a free loopback port."""
     from ray import serve
 
-    from services.local_services import free_port
+    from services.local_stack.service_processes import free_port
 
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     try:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.cli import main
-from services.stack import StackState, process_alive
+from services.cli.main import main
+from services.local_stack.stack_process import StackState, process_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

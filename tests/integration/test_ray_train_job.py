@@ -14,11 +14,17 @@ import pytest
 import torch
 import yaml
 
-from services.cli import main
-from services.local_services import RedisServer
-from services.registry import PromptRegistry
-from services.result_store import connect
-from services.train_job import FAIL_AT_EPOCH_ENV, PROGRESS_FILE, STATE_FILE, TrainJobSpec, run_training
+from services.cli.main import main
+from services.frame_path.result_store import connect
+from services.local_stack.service_processes import RedisServer
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.prompt_lifecycle.training_job import (
+    FAIL_AT_EPOCH_ENV,
+    PROGRESS_FILE,
+    STATE_FILE,
+    TrainJobSpec,
+    run_training,
+)
 from zsad_core.artifacts import load_prompts
 from zsad_core.methods import load_method
 

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from services.cli import main
+from services.cli.main import main
 from services.config import ZsadConfig, load_config
-from services.local_services import RedisServer
-from services.registry import PromptRegistry
-from services.result_store import connect
-from services.schedules import (
+from services.frame_path.result_store import connect
+from services.local_stack.service_processes import RedisServer
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.prompt_lifecycle.schedules import (
     HEARTBEAT_KEY,
     LAST_RUN_KEY,
     SCHEDULES_KEY,
@@ -88,7 +88,7 @@ def test_only_zsad_sub_commands_are_accepted_as_entrypoints(capsys: pytest.Captu
     assert check_command(["version"]) == ["version"]
     # Every word is quoted: shell metacharacters in an argument stay inside that argument.
     line = entrypoint(command, sys.executable)
-    assert shlex.split(line) == [sys.executable, "-m", "services.cli", *command]
+    assert shlex.split(line) == [sys.executable, "-m", "services.cli.main", *command]
 
 
 def test_submission_ids_are_stable_for_a_scheduled_time_and_only_the_latest_missed_run_is_due() -> None:
@@ -144,7 +144,7 @@ def scheduler(dashboard: str, config: ZsadConfig, store: ScheduleStore) -> Itera
     """The cluster's scheduler actor, ticking every 2 s; killed at the end (it is detached)."""
     import ray
 
-    from services.scheduler import ensure_scheduler
+    from services.prompt_lifecycle.scheduler_actor import ensure_scheduler
 
     actor = ensure_scheduler(config.redis, interval_s=2.0)
     yield actor

@@ -24,8 +24,8 @@ from torch import nn
 
 from zsad_core.backbone import text as text_ops
 from zsad_core.backbone import vision
+from zsad_core.backbone.architectures import parse_backbone_name
 from zsad_core.backbone.pos_embed import PosInterpolation, resize_pos_embed
-from zsad_core.backbone.registry import parse_backbone_name
 from zsad_core.backbone.weights import (
     WeightSource,
     fetch_weights,

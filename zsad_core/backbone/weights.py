@@ -21,7 +21,7 @@ from open_clip import pretrained as oc_pretrained
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import load_file as load_safetensors
 
-from zsad_core.backbone.registry import BackboneName
+from zsad_core.backbone.architectures import BackboneName
 from zsad_core.errors import WeightsUnavailableError
 
 HF_PREFIX = "hf-hub:"

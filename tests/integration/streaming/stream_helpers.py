@@ -14,8 +14,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
 from services.config import KafkaConfig, ZsadConfig
-from services.local_services import KafkaBroker, RedisServer
-from services.producer import FrameProducer, ensure_topics
+from services.frame_path.producer import FrameProducer, ensure_topics
+from services.local_stack.service_processes import KafkaBroker, RedisServer
 from zsad_core.imageio import encode_jpeg
 
 FRAME_SIDE = 96

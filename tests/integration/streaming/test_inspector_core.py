@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from services.config import ConfigError, ZsadConfig
-from services.frames import FrameRequest, ModelUnavailableError
-from services.inspector import InspectorCore
-from services.local_services import RedisServer
-from services.result_store import ResultStore
+from services.frame_path.decoding import FrameRequest, ModelUnavailableError
+from services.frame_path.inspector import InspectorCore
+from services.frame_path.result_store import ResultStore
+from services.local_stack.service_processes import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from services.config import KafkaConfig
-from services.local_services import NoidaBroker, RedisServer, ServiceError, _package_binary, free_port
-from services.producer import ensure_topics
+from services.frame_path.producer import ensure_topics
+from services.local_stack.service_processes import NoidaBroker, RedisServer, ServiceError, _package_binary, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from kafka import KafkaProducer
 from stream_helpers import read_topic
 
 from services.config import KafkaConfig
-from services.local_services import KafkaBroker
-from services.messages import H_DLQ_REASON, H_DLQ_SOURCE, BadHeadersError, DeadLetter, FrameHeaders
-from services.producer import FrameProducer, ensure_topics, produce
+from services.frame_path.producer import FrameProducer, ensure_topics, produce
+from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, BadHeadersError, DeadLetter, FrameHeaders
+from services.local_stack.service_processes import KafkaBroker
 from zsad_core.preprocess import decode_image, encode_png
 
 pytestmark = pytest.mark.integration

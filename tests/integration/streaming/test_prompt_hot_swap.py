@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from services.config import ZsadConfig
-from services.frames import FrameRequest
-from services.inspector import InspectorCore
-from services.local_services import RedisServer
-from services.prompt_watch import PromptWatcher, RegistryPrompts
-from services.registry import PromptRegistry
-from services.result_store import ResultStore
+from services.frame_path.decoding import FrameRequest
+from services.frame_path.inspector import InspectorCore
+from services.frame_path.result_store import ResultStore
+from services.local_stack.service_processes import RedisServer
+from services.prompt_lifecycle.hot_swap import PromptWatcher, RegistryPrompts
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
 from zsad_core.artifacts import WEIGHTS_FILE, save_prompts
 from zsad_core.methods import load_method
 

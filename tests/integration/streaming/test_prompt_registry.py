@@ -17,9 +17,9 @@ import redis
 import torch
 import yaml
 
-from services.cli import main
-from services.local_services import RedisServer
-from services.registry import (
+from services.cli.main import main
+from services.local_stack.service_processes import RedisServer
+from services.prompt_lifecycle.prompt_registry import (
     CorruptArtifactError,
     PromotionRefusedError,
     PromptRegistry,

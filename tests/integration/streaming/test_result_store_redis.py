@@ -8,8 +8,7 @@ import redis
 from pydantic import SecretStr
 
 from services.config import RedisConfig
-from services.local_services import RedisServer
-from services.result_store import (
+from services.frame_path.result_store import (
     MAP_LEVELS,
     FrameResult,
     ResultStore,
@@ -18,6 +17,7 @@ from services.result_store import (
     result_key,
     scores_key,
 )
+from services.local_stack.service_processes import RedisServer
 
 pytestmark = pytest.mark.integration
 TTL_S = 600

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import yaml
 
-from services.cli import main
+from services.cli.main import main
 from services.config import ZsadConfig, load_config
-from services.local_services import NoidaBroker, RedisServer
-from services.producer import FrameProducer, ensure_topics
-from services.result_store import FrameResult, ResultStore
+from services.frame_path.producer import FrameProducer, ensure_topics
+from services.frame_path.result_store import FrameResult, ResultStore
+from services.local_stack.service_processes import NoidaBroker, RedisServer
 from zsad_core.preprocess import encode_png
 from zsad_core.visualize import overlay
 

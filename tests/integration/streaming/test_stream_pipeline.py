@@ -27,11 +27,11 @@ from stream_helpers import (
 )
 
 from services.config import ZsadConfig
-from services.local_services import KafkaBroker, RedisServer
-from services.messages import H_DLQ_REASON, encode_headers
-from services.producer import FrameProducer
-from services.result_store import ResultStore
-from services.serve_app import app_from_config
+from services.frame_path.producer import FrameProducer
+from services.frame_path.records import H_DLQ_REASON, encode_headers
+from services.frame_path.result_store import ResultStore
+from services.frame_path.serve_app import app_from_config
+from services.local_stack.service_processes import KafkaBroker, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -257,7 +257,7 @@ def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
 ) -> None:
     from test_prompt_hot_swap import METHOD, make_versions
 
-    from services.registry import PromptRegistry
+    from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
     namespace = f"test:{unique}:registry"
     registry = PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)

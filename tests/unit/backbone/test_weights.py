@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zsad_core.backbone import build_backbone, resize_pos_embed
-from zsad_core.backbone.registry import parse_backbone_name
+from zsad_core.backbone.architectures import parse_backbone_name
 from zsad_core.backbone.weights import fetch_weights, resolve_weight_source
 from zsad_core.errors import IncompatibleWeightsError, WeightsUnavailableError
 

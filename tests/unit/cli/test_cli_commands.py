@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 
-from services.cli import main
+from services.cli.main import main
 from zsad_core.preprocess import encode_png
 
 TINY = ["--backbone", "zsad-tiny-vit", "--random-weights", "--image-size", "64"]

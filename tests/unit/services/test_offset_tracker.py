@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from services.offsets import OffsetTracker
+from services.frame_path.offsets import OffsetTracker
 
 
 def _brute_force_commit(started: list[int], finished: set[int]) -> int:

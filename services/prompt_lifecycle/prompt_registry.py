@@ -25,7 +25,7 @@ On disk, ``root/<method>/<version>/`` holds the artifact's two files byte for by
 into a hidden staging directory beside it and renamed into place, so a crash leaves at most a hidden
 ``.v<N>.*`` directory that no record points to, never a half artifact under a version name.
 
-Serving (:mod:`services.prompt_watch`) resolves a camera's ``prompt_version``, calls :meth:`PromptRegistry.verify`
+Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version``, calls :meth:`PromptRegistry.verify`
 (the files still match the record) and then ``zsad_core.artifacts.load_prompts``, which refuses an artifact made
 for another model; :meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
 """

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.result_store import ResultStore
+from services.frame_path.result_store import ResultStore
 
 RECENT_EVENTS = 1000
 

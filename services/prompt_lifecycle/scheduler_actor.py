@@ -1,7 +1,7 @@
 """The scheduler of scheduled retraining: a detached Ray actor that submits due schedules as Ray Jobs.
 
 Why an actor on the cluster: it outlives the CLI that started it, Ray restarts it if its process dies
-(``max_restarts=-1``), and it needs nothing but Redis (the schedules, :mod:`services.schedules`) and the Jobs API of
+(``max_restarts=-1``), and it needs nothing but Redis (the schedules, :mod:`.schedules`) and the Jobs API of
 the cluster it runs on (found through the Ray connection, so nobody passes it the dashboard's address). There is
 one per cluster: named :data:`ACTOR_NAME` in namespace :data:`NAMESPACE`, started by :func:`ensure_scheduler`.
 
@@ -14,7 +14,7 @@ older ones).
 
 At most one run per scheduled time, even with two schedulers racing or one restarting between a submission and
 its record: the run's submission id is derived from the schedule's name and the scheduled time
-(:func:`services.schedules.submission_id`), the last run is recorded in Redis and nothing at or before it is due
+(:func:`.schedules.submission_id`), the last run is recorded in Redis and nothing at or before it is due
 again, and the Jobs API refuses a second job with an existing submission id. A refused submission whose id the
 Jobs API knows counts as already submitted (it is recorded, not retried); any other failed submission is retried
 at the next tick.
@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from services.schedules import (
+from services.prompt_lifecycle.schedules import (
     FINAL_STATUSES,
     LastRun,
     Schedule,
@@ -161,7 +161,7 @@ class Scheduler:
     """The actor's body: a background loop calling :meth:`tick`, which tests may also call with a chosen ``now``."""
 
     def __init__(self, redis_config: RedisConfig, interval_s: float = DEFAULT_INTERVAL_S) -> None:
-        from services.result_store import connect
+        from services.frame_path.result_store import connect
 
         self._redis_url = redis_config.url
         self._interval_s = interval_s

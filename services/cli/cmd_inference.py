@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from services.commands.common import add_method_options, method_from_args, write_json
+from services.cli.options import add_method_options, method_from_args, write_json
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""``zsad train``: retrain a method's prompts as a Ray Train job (see :mod:`services.train_job`).
+"""``zsad train``: retrain a method's prompts as a Ray Train job (see :mod:`services.prompt_lifecycle.training_job`).
 
 ``train-local`` trains in the CLI's own process; ``train`` runs the same loop on Ray Train workers, with a
 checkpoint per epoch, recovery from worker failures, held-out evaluation and optional registration.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from services.commands.common import add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Validate the job, connect to (or start) Ray, run it, print where the artifact went."""
     import ray
 
-    from services.train_job import check_spec, run_training, spec_from_fields
+    from services.prompt_lifecycle.training_job import check_spec, run_training, spec_from_fields
 
     spec = spec_from_fields(
         method=args.method, backbone=args.backbone, backbone_weights=args.backbone_weights,

@@ -1,6 +1,6 @@
 """Scoring batches of frames with the cameras' methods and storing the results: the work of one replica.
 
-Why a plain class: the Ray Serve deployment (:mod:`services.serve_app`) adds batching, threads and metrics
+Why a plain class: the Ray Serve deployment (:mod:`services.frame_path.serve_app`) adds batching, threads and metrics
 around it, but what a replica computes — which method scores which camera, what goes to Redis, what a failed
 frame answers — is testable here without Ray. One replica builds each distinct backbone once and shares it
 between the methods that need it; cameras with identical settings share one method and batch together.
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from services.config import ConfigError, ZsadConfig
-from services.frames import FrameAck, FrameRequest, ModelUnavailableError
-from services.metrics import PipelineMetrics
-from services.result_store import FrameResult, ResultStore
+from services.frame_path.decoding import FrameAck, FrameRequest, ModelUnavailableError
+from services.frame_path.metrics import PipelineMetrics
+from services.frame_path.result_store import FrameResult, ResultStore
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
 from zsad_core.methods import ZeroShotMethod, get_method_config, load_method, method_backbone_config
 

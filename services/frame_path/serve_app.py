@@ -1,8 +1,8 @@
 """The Ray Serve application: the ``Inspector`` model replicas and the ``IngestController`` that feeds them.
 
 Why ingest lives in the same application: one ``serve run``/``serve deploy``/KubeRay ``RayService`` then
-starts, upgrades and stops the whole pipeline, and ``serve build services.serve_app:build_app`` describes all
-of it. The controller is one replica that hosts the :class:`~services.supervisor.IngestSupervisor`; if it
+starts, upgrades and stops the whole pipeline, and ``serve build services.frame_path.serve_app:build_app`` describes all
+of it. The controller is one replica that hosts the :class:`~services.frame_path.supervisor.IngestSupervisor`; if it
 dies, Serve restarts it and its new actors resume from the committed offsets.
 
 Over HTTP (route prefix ``/zsad`` by default) ``GET`` returns what is served and the ingest status.
@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from services.config import ZsadConfig, load_config
-from services.frames import FrameAck, FrameRequest
+from services.frame_path.decoding import FrameAck, FrameRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,11 @@ class Inspector:
         import ray
         import torch
 
-        from services.inspector import InspectorCore
-        from services.metrics import PipelineMetrics
-        from services.prompt_watch import PromptWatcher, RegistryPrompts
-        from services.registry import PromptRegistry
-        from services.result_store import ResultStore
+        from services.frame_path.inspector import InspectorCore
+        from services.frame_path.metrics import PipelineMetrics
+        from services.frame_path.result_store import ResultStore
+        from services.prompt_lifecycle.hot_swap import PromptWatcher, RegistryPrompts
+        from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
         serving = config.serving
         # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
@@ -100,7 +100,7 @@ class IngestController:
     """Hosts the ingest supervisor; drains the actors (final commits) when the application is deleted."""
 
     async def __init__(self, config: ZsadConfig, inspector: DeploymentHandle) -> None:
-        from services.supervisor import IngestSupervisor
+        from services.frame_path.supervisor import IngestSupervisor
 
         logging.basicConfig(level=logging.INFO)
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -160,7 +160,7 @@ def serve_config(config: ZsadConfig, config_path: str) -> dict[str, Any]:
     return {
         "name": APP_NAME,
         "route_prefix": ROUTE_PREFIX,
-        "import_path": "services.serve_app:build_app",
+        "import_path": "services.frame_path.serve_app:build_app",
         "args": {"config": config_path},
         "deployments": [{"name": name, **settings} for name, settings in options.items()],
     }
@@ -174,7 +174,7 @@ def app_from_config(config: ZsadConfig) -> serve.Application:
 
 
 def build_app(args: dict[str, str]) -> serve.Application:
-    """Application builder for ``serve run/build/deploy services.serve_app:build_app config=FILE``.
+    """Application builder for ``serve run/build/deploy services.frame_path.serve_app:build_app config=FILE``.
 
     Args:
         args: ``{"config": path}``; without it the embedded defaults. Secrets come from ``ZSAD_*``

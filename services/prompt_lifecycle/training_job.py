@@ -434,8 +434,8 @@ def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any
 
 def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig | None, metrics: dict[str, Any]) -> str:
     from services.config import load_config
-    from services.registry import PromptRegistry
-    from services.result_store import connect
+    from services.frame_path.result_store import connect
+    from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
     config = config or load_config(None)
     actor = f"zsad-train:{spec.run_name}"

@@ -29,7 +29,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from services.config import RedisConfig, ZsadConfig
-from services.messages import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
+from services.frame_path.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
 from zsad_core.imageio import encode_png
 
 MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from services.commands.common import add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args
 
 if TYPE_CHECKING:
-    from services.registry import PromotionResult, PromptRegistry
+    from services.prompt_lifecycle.prompt_registry import PromotionResult, PromptRegistry
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -82,8 +82,8 @@ def _os_user() -> str:
 
 @contextmanager
 def _open(args: argparse.Namespace) -> Iterator[PromptRegistry]:
-    from services.registry import PromptRegistry
-    from services.result_store import connect
+    from services.frame_path.result_store import connect
+    from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
     config = config_from_args(args)
     client = connect(config.redis)
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The record, the aliases pointing at it, and ``verified``: ``ok`` or why the files are corrupt."""
-    from services.registry import CorruptArtifactError
+    from services.prompt_lifecycle.prompt_registry import CorruptArtifactError
 
     with _open(args) as registry:
         entry = registry.resolve(args.method, args.version)

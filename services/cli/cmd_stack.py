@@ -13,11 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.commands.common import STACK_DIR, add_config_option, config_from_args
+from services.cli.options import STACK_DIR, add_config_option, config_from_args
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
-    from services.stack import StackState
+    from services.local_stack.stack_process import StackState
 
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 90.0
@@ -69,7 +69,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def running_stack() -> StackState | None:
     """The local stack's state, or ``None`` when none was started here or its process is gone."""
-    from services.stack import StackState, process_alive
+    from services.local_stack.stack_process import StackState, process_alive
 
     state = StackState.read(STACK_DIR)
     if state is not None and state.status != "failed" and not process_alive(state.pid):
@@ -79,7 +79,7 @@ def running_stack() -> StackState | None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the stack in the background (or the foreground) and print where everything is."""
-    from services.stack import STATE_NAME, main
+    from services.local_stack.stack_process import STATE_NAME, main
 
     state = running_stack()
     if state is not None and state.status in ("ready", "starting"):
@@ -97,7 +97,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     log_path = STACK_DIR / "stack.log"
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own module, argv list
-            [sys.executable, "-m", "services.stack", *command],
+            [sys.executable, "-m", "services.local_stack.stack_process", *command],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     print(f"starting the local stack (pid {process.pid}, log {log_path}) ...", flush=True)
@@ -128,13 +128,13 @@ def _print_state(state) -> None:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """SIGTERM the stack process and wait until it has stopped everything."""
-    from services.stack import CONFIG_NAME, STATE_NAME, StackState, process_alive, runs
+    from services.local_stack.stack_process import CONFIG_NAME, STATE_NAME, StackState, process_alive, runs
 
     state = StackState.read(STACK_DIR)
     if state is None:
         print("no local stack is running")
         return 0
-    if not runs(state.pid, "services.stack"):  # gone, or its PID now belongs to another program
+    if not runs(state.pid, "services.local_stack.stack_process"):  # gone, or its PID now belongs to another program
         state.pid = -1
     if state.pid > 0:
         os.kill(state.pid, signal.SIGTERM)
@@ -166,8 +166,8 @@ def ingest_status(serve_url: str, timeout_s: float = 10.0) -> dict:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Per-camera counts and latencies from Redis; ingest actors from the running app."""
-    from services.result_store import ResultStore
-    from services.summary import camera_summary, format_summary
+    from services.cli.summaries import camera_summary, format_summary
+    from services.frame_path.result_store import ResultStore
 
     config = config_from_args(args)
     store = ResultStore.from_config(config)
@@ -195,7 +195,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Send frames of one camera (``--synthetic`` or ``--images DIR``) at ``--fps``."""
-    from services.producer import FrameProducer, ensure_topics, produce
+    from services.frame_path.producer import FrameProducer, ensure_topics, produce
 
     config = config_from_args(args)
     config.camera(args.camera)  # an unknown id fails here (UnknownCameraError, exit 2) with the configured ones
@@ -213,7 +213,7 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     """Print the ``applications`` section for ``serve deploy`` or a KubeRay ``RayService``'s ``serveConfigV2``."""
     import yaml
 
-    from services.serve_app import serve_config
+    from services.frame_path.serve_app import serve_config
 
     print(yaml.safe_dump({"applications": [serve_config(config_from_args(args), args.config_path)]}, sort_keys=False))
     return 0

@@ -13,9 +13,9 @@ import logging
 import threading
 from pathlib import Path
 
-from services.inspector import InspectorCore, PromptSwap, ResolvedPrompts
-from services.metrics import PipelineMetrics
-from services.registry import PromptRegistry
+from services.frame_path.inspector import InspectorCore, PromptSwap, ResolvedPrompts
+from services.frame_path.metrics import PipelineMetrics
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ CHECK_EVERY_S = 30.0
 
 
 class RegistryPrompts:
-    """A :class:`~services.inspector.PromptSource` over the registry: resolve, then verify the stored files."""
+    """A :class:`~services.frame_path.inspector.PromptSource` over the registry: resolve, verify the files."""
 
     def __init__(self, registry: PromptRegistry) -> None:
         self.registry = registry

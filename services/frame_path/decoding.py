@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from services.config import CameraConfig, UnknownCameraError
-from services.messages import FrameHeaders
+from services.frame_path.records import FrameHeaders
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import ImageLimits, decode_image, probe_image
 
@@ -113,7 +113,7 @@ def decode_record(
     """Validate and decode one record of the frames topic.
 
     Checks, in order and before any pixel is decoded where possible: key and headers
-    (:class:`~services.messages.FrameHeaders`), the camera is configured, the payload passes the image limits,
+    (:class:`~services.frame_path.records.FrameHeaders`), the camera is configured, the payload passes the image limits,
     the declared content type matches the bytes; then decodes and crops the camera's ROI.
 
     Raises:

@@ -2,7 +2,7 @@
 
 Why a long-lived process of its own: the Ray head started with ``ray.init(address="local")`` belongs to the
 process that started it, and so do the broker and Redis children. ``zsad up`` spawns ``python -m
-services.stack`` in a new session, waits for it to say ``ready`` in :data:`STATE_FILE`, and returns;
+services.local_stack.stack_process`` in a new session, waits for it to say ``ready`` in :data:`STATE_FILE`, and returns;
 ``zsad down`` sends it SIGTERM, and it stops everything in order: the application first (the ingest actors
 drain and commit), then Serve and Ray, then the broker and Redis. Only what this stack started is stopped
 (``ray stop`` would stop every Ray cluster on the machine).
@@ -30,7 +30,7 @@ import yaml
 from pydantic import SecretStr
 
 from services.config import ZsadConfig, load_config
-from services.local_services import HOST, NoidaBroker, RedisServer, free_port, port_in_use
+from services.local_stack.service_processes import HOST, NoidaBroker, RedisServer, free_port, port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ class LocalStack:
         import ray
         from ray import serve
 
-        from services.producer import ensure_topics
-        from services.scheduler import ensure_scheduler
-        from services.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
+        from services.frame_path.producer import ensure_topics
+        from services.frame_path.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
+        from services.prompt_lifecycle.scheduler_actor import ensure_scheduler
 
         ensure_topics(self.config.kafka)
         dashboard_port = _port(DASHBOARD_PORT)
@@ -228,7 +228,7 @@ class LocalStack:
 
 def main(argv: list[str] | None = None) -> int:
     """The stack process: start, then wait for SIGTERM/SIGINT and stop."""
-    parser = argparse.ArgumentParser(prog="python -m services.stack")
+    parser = argparse.ArgumentParser(prog="python -m services.local_stack.stack_process")
     parser.add_argument("--config")
     parser.add_argument("--dir", default=str(STACK_DIR))
     parser.add_argument("--external", action="store_true")

@@ -1,6 +1,6 @@
 """Scheduled retraining: what a schedule is, how it is checked, and where it is kept (Redis).
 
-Why apart from the scheduler actor (:mod:`services.scheduler`): ``zsad schedule add`` checks and stores schedules
+Why apart from the scheduler actor (:mod:`.scheduler_actor`): ``zsad schedule add`` checks and stores schedules
 without Ray, and the actor checks again, with the same functions, what it reads back from Redis before it submits
 anything, so a record written to Redis by hand cannot start anything but a valid ``zsad`` command.
 
@@ -43,7 +43,7 @@ T = TypeVar("T")
 SCHEDULES_KEY = "zsad:schedules"
 LAST_RUN_KEY = "zsad:schedules:last-run"
 HEARTBEAT_KEY = "zsad:schedules:scheduler"
-CLI_MODULE = "services.cli"
+CLI_MODULE = "services.cli.main"
 # Job statuses after which a run changes no more (the Jobs API's, plus REFUSED for a schedule the scheduler would
 # not submit, e.g. a hand-edited record with an invalid command).
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED", "REFUSED"})
@@ -103,7 +103,7 @@ def check_command(args: Sequence[str]) -> list[str]:
         ScheduleError: no sub-command, an option where the sub-command should be, or arguments the sub-command
             refuses (argparse's message is included).
     """
-    from services.cli import build_parser
+    from services.cli.main import build_parser
 
     command = list(args)
     if not command or command[0].startswith("-"):

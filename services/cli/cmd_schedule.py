@@ -1,9 +1,10 @@
 """``zsad schedule add|list|remove``: run zsad commands (nightly retraining) as Ray Jobs on a cron schedule.
 
-Schedules live in the Redis of the configuration (``--config``), and the cluster's scheduler actor submits them
-(:mod:`services.scheduler`). ``add`` starts that actor when it does not run yet, on the Ray cluster of
-``--ray-address``, else of the local stack (``zsad up``), else of this process's own Ray connection (a notebook, a
-test). With no cluster at all the schedule is still stored and runs once a scheduler is started there.
+Schedules live in the Redis of the configuration (``--config``), and the cluster's scheduler actor submits
+them (:mod:`~services.prompt_lifecycle.scheduler_actor`). ``add`` starts that actor when it does not run yet, on
+the Ray cluster of ``--ray-address``, else of the local stack (``zsad up``), else of this process's own Ray
+connection (a notebook, a test). With no cluster at all the schedule is still stored and runs once a scheduler
+is started there.
 
 Example::
 
@@ -19,14 +20,14 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from services.commands.common import STACK_DIR, add_config_option, config_from_args
+from services.cli.options import STACK_DIR, add_config_option, config_from_args
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
     from services.config import ZsadConfig
-    from services.schedules import LastRun
-    from services.stack import StackState
+    from services.local_stack.stack_process import StackState
+    from services.prompt_lifecycle.schedules import LastRun
 
 COLUMNS = ("NAME", "CRON (UTC)", "NEXT RUN (UTC)", "LAST RUN", "STATUS", "COMMAND")
 
@@ -79,7 +80,7 @@ def _os_user() -> str:
 
 def _stack() -> StackState | None:
     """The local stack's state when it is up."""
-    from services.stack import StackState, process_alive
+    from services.local_stack.stack_process import StackState, process_alive
 
     state = StackState.read(STACK_DIR)
     return state if state is not None and state.status == "ready" and process_alive(state.pid) else None
@@ -93,7 +94,7 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
     """
     import ray
 
-    from services.scheduler import ensure_scheduler
+    from services.prompt_lifecycle.scheduler_actor import ensure_scheduler
 
     if ray.is_initialized():
         ensure_scheduler(config.redis)
@@ -115,8 +116,8 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
 
 def cmd_add(args: argparse.Namespace) -> int:
     """Check the schedule, start the scheduler if a cluster is there, store the schedule."""
-    from services.result_store import connect
-    from services.schedules import Schedule, ScheduleStore, next_run, utc_now
+    from services.frame_path.result_store import connect
+    from services.prompt_lifecycle.schedules import Schedule, ScheduleStore, next_run, utc_now
 
     schedule = Schedule.create(args.name, args.cron, args.command, args.actor, enabled=not args.disabled)
     config = config_from_args(args)
@@ -161,8 +162,8 @@ def _status(jobs: JobSubmissionClient | None, run: LastRun | None) -> str:
 
 
 def _rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    from services.result_store import connect
-    from services.schedules import ScheduleStore, next_run, utc_now
+    from services.frame_path.result_store import connect
+    from services.prompt_lifecycle.schedules import ScheduleStore, next_run, utc_now
 
     with connect(config_from_args(args).redis) as client:
         store = ScheduleStore(client)
@@ -218,8 +219,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """Delete a schedule and its last-run record."""
-    from services.result_store import connect
-    from services.schedules import ScheduleError, ScheduleStore
+    from services.frame_path.result_store import connect
+    from services.prompt_lifecycle.schedules import ScheduleError, ScheduleStore
 
     with connect(config_from_args(args).redis) as client:
         removed = ScheduleStore(client).remove(args.name)

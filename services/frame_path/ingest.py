@@ -2,7 +2,7 @@
 
 One :class:`IngestWorker` per Ray actor (:class:`IngestActor`). Its loop, all on one asyncio event loop:
 
-* polls its partitions (``assign()``, never the broker's group protocol: :mod:`services.supervisor` decides
+* polls its partitions (``assign()``, never the broker's group protocol: :mod:`services.frame_path.supervisor` decides
   who reads what) on one dedicated thread, as kafka-python's consumer is not thread-safe;
 * decodes each record on a small thread pool; a record that fails validation goes to the dead-letter topic
   with its reason, and counts as done once the broker has it;
@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from services.config import ZsadConfig
-from services.frames import FrameAck, FrameRequest, ModelUnavailableError, decode_record
-from services.messages import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
-from services.metrics import PipelineMetrics
-from services.offsets import OffsetTracker
+from services.frame_path.decoding import FrameAck, FrameRequest, ModelUnavailableError, decode_record
+from services.frame_path.metrics import PipelineMetrics
+from services.frame_path.offsets import OffsetTracker
+from services.frame_path.records import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
 from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)

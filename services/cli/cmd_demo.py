@@ -46,12 +46,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace, frames: int) -> int:
-    from services.commands import stack
-    from services.commands.common import STACK_CONFIG
+    from services.cli import cmd_stack as stack
+    from services.cli.options import STACK_CONFIG
+    from services.cli.summaries import camera_summary, format_summary
     from services.config import load_config
-    from services.producer import FrameProducer, produce
-    from services.result_store import ResultStore
-    from services.summary import camera_summary, format_summary
+    from services.frame_path.producer import FrameProducer, produce
+    from services.frame_path.result_store import ResultStore
 
     state = stack.running_stack()
     started_here = state is None or state.status == "failed"

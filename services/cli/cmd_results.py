@@ -1,8 +1,8 @@
 """``zsad results`` and ``zsad show``: what the stream found for a camera, read back from Redis.
 
 Why in the CLI: an operator checking a camera wants its latest or worst frames and one overlay without a
-dashboard. Both commands only read: the keys written by serving (:mod:`services.result_store`) and, for the
-pixels that Redis does not keep, the frame's own record in Kafka (:mod:`services.frame_lookup`).
+dashboard. Both commands only read: the keys written by serving (:mod:`services.frame_path.result_store`) and, for the
+pixels that Redis does not keep, the frame's own record in Kafka (:mod:`services.frame_path.frame_readback`).
 
 Heavy modules (redis, kafka, OpenCV) are imported inside the handlers so that ``zsad --help`` stays instant.
 """
@@ -18,14 +18,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from services.commands.common import add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
     import numpy as np
 
     from services.config import CameraConfig, ZsadConfig
-    from services.result_store import ResultStore, StoredResult
+    from services.frame_path.result_store import ResultStore, StoredResult
 
 DEFAULT_RECENT = 20
 COLUMNS = ("FRAME", "SCORE", "LABEL", "THRESHOLD", "METHOD", "PROMPT", "CAPTURED (UTC)", "LATENCY_MS", "KAFKA")
@@ -100,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Write the stored map over its frame; the map alone, with a warning, when the frame cannot be had."""
     import numpy as np
 
-    from services.frame_lookup import FrameUnavailableError
+    from services.frame_path.frame_readback import FrameUnavailableError
     from zsad_core.visualize import save_overlay
 
     config = config_from_args(args)
@@ -136,7 +136,7 @@ def open_store(config: ZsadConfig) -> Iterator[ResultStore]:
     """A result store for the command's duration; Redis failures become :class:`StoreUnavailableError`."""
     import redis
 
-    from services.result_store import ResultStore
+    from services.frame_path.result_store import ResultStore
 
     store = ResultStore.from_config(config)
     try:
@@ -203,8 +203,8 @@ def load_frame(config: ZsadConfig, camera: CameraConfig, result: StoredResult) -
         FrameUnavailableError: the record is gone, is another frame, cannot be decoded within the configured
             limits, or the camera's ROI does not fit in it.
     """
-    from services.frame_lookup import FrameUnavailableError, fetch_frame
-    from services.frames import crop_roi
+    from services.frame_path.decoding import crop_roi
+    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
     from zsad_core.imageio import decode_image
 
     data = fetch_frame(config.kafka, result.partition, result.offset, result.frame_id, camera=result.camera)

@@ -1,7 +1,7 @@
 """Putting frames on Kafka: a producer for the frame contract, a camera simulator, and topic creation.
 
 Why here and not only in tests: ``zsad produce`` drives the local demo and load tests with the same code
-path a camera gateway would use, so the contract of :mod:`services.messages` is exercised end to end.
+path a camera gateway would use, so the contract of :mod:`services.frame_path.records` is exercised end to end.
 Delivery settings favour not losing frames over latency: ``acks="all"``, a short linger so frames that
 arrive together share a request, and no compression (JPEG/PNG are already compressed).
 """
@@ -23,7 +23,7 @@ from kafka.errors import TopicAlreadyExistsError, for_code
 from kafka.producer.future import FutureRecordMetadata
 
 from services.config import KafkaConfig, ZsadConfig
-from services.messages import ContentType, DeadLetter, FrameHeaders, new_frame_id, sniff_content_type
+from services.frame_path.records import ContentType, DeadLetter, FrameHeaders, new_frame_id, sniff_content_type
 
 log = logging.getLogger(__name__)
 

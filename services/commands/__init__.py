@@ -1,1 +1,0 @@
-"""Sub-commands of the ``zsad`` CLI, one module per group; each exposes ``register(subparsers)``."""
