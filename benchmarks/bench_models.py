@@ -10,7 +10,7 @@ What each number is:
 
 * A model is ``arch@size``. All methods of a model share one backbone built at that size with random CLIP weights
   (timing and FLOPs do not depend on the weight values), so every method is measured on both models, not only
-  on its official backbone (/work/shared/design/METHODS.md). The backbone keeps the architecture's activation
+  on its official backbone (docs/methods.md). The backbone keeps the architecture's activation
   (VCP-CLIP's GELU costs the same as QuickGELU).
 * images/s = batch / best time of one call, over ``--repeats`` timed calls after ``--warmup`` untimed ones. A
   call copies a batch of random normalised pixels ``(B, 3, S, S)`` to the device (from pinned host memory with

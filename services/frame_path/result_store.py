@@ -5,7 +5,7 @@ offset commit), so writing a frame's result twice must change nothing. One Lua s
 result hash and writes all four keys only when it is absent; Redis runs a script atomically, so two replicas
 racing on the same frame cannot both append an event.
 
-Key layout (ARCHITECTURE.md), ``{cam}`` being a Redis Cluster hash tag so one camera's keys share a slot and
+Key layout (docs/architecture.md), ``{cam}`` being a Redis Cluster hash tag so one camera's keys share a slot and
 the script may touch all four:
 
 * ``zsad:{cam}:result:{frame_id}``: hash with TTL, the frame's fields (:data:`RESULT_FIELDS`).

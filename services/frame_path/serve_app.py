@@ -52,7 +52,7 @@ class Inspector:
 
         serving = config.serving
         # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
-        # small box makes torch's default several times slower (PLATFORM-NOTES).
+        # small box makes torch's default several times slower (docs/operations.md, platform notes).
         torch.set_num_threads(serving.torch_threads)
         device = "cuda" if serving.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         metrics = PipelineMetrics()

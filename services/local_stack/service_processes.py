@@ -1,7 +1,7 @@
 """Real Redis and Kafka-protocol brokers on loopback ports, for ``zsad up`` and the integration tests.
 
 Why real processes and not mocks: idempotent Lua writes, AUTH, consumer offsets and the brokers' quirks
-(PLATFORM-NOTES.md) only show against the real thing. Each service is a context manager that starts one
+(docs/operations.md, platform notes) only show against the real thing. Each service is a context manager that starts one
 child process on 127.0.0.1, waits until it answers its own protocol, and stops *that process only*, by its
 PID (SIGTERM, then SIGKILL after a grace period), also when the body raises. Output goes to a log file in the
 service's data directory, whose tail is quoted when a start fails.
@@ -345,7 +345,7 @@ def tansu_binary() -> Path:
 class NoidaBroker(KafkaBroker):
     """noida-db's Kafka service (everything in RAM, saved to ``data_dir`` on SIGTERM).
 
-    Quirks (PLATFORM-NOTES.md): it ignores fetch size limits (consumers need a large
+    Quirks (docs/operations.md): it ignores fetch size limits (consumers need a large
     ``receive_message_max_bytes``) and never evicts a dead group member (use ``assign()``). Stopping takes a
     few seconds while it saves; a fixed ``data_dir`` keeps topics and committed offsets across restarts.
     """
@@ -368,7 +368,7 @@ class NoidaBroker(KafkaBroker):
 class TansuBroker(KafkaBroker):
     """The Tansu broker with memory storage: a second Kafka implementation for smoke tests.
 
-    Quirks (PLATFORM-NOTES.md): its end-offset query is wrong (lag and seek-to-end), it loses everything on
+    Quirks (docs/operations.md): its end-offset query is wrong (lag and seek-to-end), it loses everything on
     restart, and a group join waits half the session timeout.
 
     Raises:

@@ -1,7 +1,7 @@
 """Serving's side of the prompt registry: resolve versions for the replicas and follow alias moves live.
 
 Why a watcher thread in each replica: redeploying the Serve app with a new version would restart the
-replicas (PLATFORM-NOTES), dropping their batches and warm caches. Instead every replica subscribes to the
+replicas (docs/operations.md), dropping their batches and warm caches. Instead every replica subscribes to the
 registry's events channel and, as a fallback for lost messages (pub/sub is at-most-once), re-checks the
 aliases it follows every ``check_every_s``. Swaps happen between batches (:meth:`InspectorCore.refresh_prompts`).
 """

@@ -5,7 +5,7 @@ All methods read intermediate tokens of the CLIP ViT. Two details decide whether
 * Taps are *copies*. AnomalyCLIP (issues #18/#64) and CLIP-AD stored tensors that a later in-place ``+=``
   changed, so every "layer" feature was silently the last one. Here blocks are run functionally and every
   tap is cloned, so no later update, ours or a caller's, can reach an earlier tap.
-* The V-V path (METHODS.md 0.2) is computed from the *original* path's LayerNorm output in the same block,
+* The V-V path (docs/methods.md) is computed from the *original* path's LayerNorm output in the same block,
   sharing one QKV projection with it, and skips the FFN. Its variants (start block, residual or zero start,
   staged reset, CLS taken from the original path) are configuration, not copies of the code.
 """

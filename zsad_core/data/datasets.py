@@ -1,11 +1,11 @@
 """Loaders for MVTec-AD, VisA (``split_csv/1cls.csv``) and a generic folder layout.
 
 Why these three: the papers train on the test split of one of MVTec-AD / VisA and evaluate on the other
-(METHODS.md 0.6), and users bring their own data in an MVTec-like folder tree. All three produce the same
+(docs/methods.md), and users bring their own data in an MVTec-like folder tree. All three produce the same
 lazily decoded :class:`~zsad_core.data.sample.Sample` stream, ordered by class, so metrics and training never
 see which layout the data came from.
 
-Expected counts on the real data (METHODS.md 0.6): MVTec-AD test 1,725 images (1,258 anomalous, 15 classes);
+Expected counts on the real data (docs/methods.md): MVTec-AD test 1,725 images (1,258 anomalous, 15 classes);
 VisA 1cls test 2,162 images (1,200 anomalous, 12 classes).
 """
 

@@ -1,6 +1,6 @@
 """The papers' evaluation protocol: images squashed to S x S, masks resized and thresholded, metrics at S.
 
-Why this matters (METHODS.md 0.6): every repository read resizes the image with torchvision
+Why this matters (docs/methods.md, shared pieces): every repository read resizes the image with torchvision
 ``Resize((S, S), bicubic)`` (non-square VisA images are squashed), resizes the 0/255 mask with ``Resize((S,
 S))``, turns it into a tensor and keeps ``> 0.5``, and computes every metric at S x S (518 or 240), not at
 the original resolution. Matching numbers therefore needs exactly this, while a deployment that reports

@@ -1,4 +1,4 @@
-"""Training losses shared by the learnable methods (METHODS.md section 0.5)."""
+"""Training losses shared by the learnable methods (docs/methods.md, shared pieces)."""
 
 from __future__ import annotations
 

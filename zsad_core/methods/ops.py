@@ -1,4 +1,4 @@
-"""Vectorised scoring and post-processing shared by the methods (METHODS.md sections 0.4 and 0.6).
+"""Vectorised scoring and post-processing shared by the methods (docs/methods.md, shared pieces).
 
 Pure functions on tensors with documented shapes; no loops over patches or windows.
 """

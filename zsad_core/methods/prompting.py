@@ -1,6 +1,6 @@
 """Prompt ensembles: sentences built from state words and templates, encoded once and cached.
 
-Methods differ in how they average an ensemble (METHODS.md 0.3): APRIL-GAN/CLIP-AD normalise each sentence
+Methods differ in how they average an ensemble (docs/methods.md): APRIL-GAN/CLIP-AD normalise each sentence
 embedding, average, and renormalise; AnoVL and WinCLIP average the raw embeddings. Both are offered here so
 each method states its choice in one word.
 """

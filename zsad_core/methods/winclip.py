@@ -1,4 +1,4 @@
-"""WinCLIP, zero-shot (Jeong et al., CVPR 2023; METHODS.md section 5.1).
+"""WinCLIP, zero-shot (Jeong et al., CVPR 2023; docs/methods.md, WinCLIP).
 
 CLIP scores the whole image and every sliding window of patches against two prompt-ensemble text vectors
 ("normal" and "anomalous" states of the product). Each window is embedded as an image of its own: CLS plus

@@ -128,7 +128,7 @@ def test_three_cameras_two_methods_end_to_end(
 
     wait_until(all_committed, 15, "offsets committed to the end")
     if broker.__class__.__name__ == "TansuBroker":
-        pytest.skip("Tansu reports wrong end offsets (PLATFORM-NOTES); committed offsets were checked by count")
+        pytest.skip("Tansu reports wrong end offsets (docs/operations.md); committed offsets were checked by count")
     # A partition no camera hashed to has nothing committed (-1) and ends at 0.
     assert {p: max(offset, 0) for p, offset in committed_offsets(config).items()} == end_offsets(config)
 

@@ -1,4 +1,4 @@
-"""AnoCLIP and AnoCLIP+ (Deng et al., arXiv 2308.15939, code ``hq-deng/AnoVL``; METHODS.md section 2).
+"""AnoCLIP and AnoCLIP+ (Deng et al., arXiv 2308.15939, code ``hq-deng/AnoVL``; docs/methods.md, AnoCLIP).
 
 Training-free (``anoclip``): the ViT runs CLIP's own path beside a value-value ("surgery") path on every
 block; the last block's V-V patch tokens, projected into the joint space, are compared with two

@@ -1,4 +1,4 @@
-"""AnoCLIP's unified domain-aware contrastive state prompts (METHODS.md 2.1).
+"""AnoCLIP's unified domain-aware contrastive state prompts (docs/methods.md, AnoCLIP).
 
 Every sentence is ``template.format(state.format(class_name))``: 7 normal and 7 abnormal *states* ("flawless
 {}", "{} with defect", ...) crossed with 66 *templates*. The templates are three 22-sentence WinCLIP-style

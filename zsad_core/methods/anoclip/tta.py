@@ -1,4 +1,4 @@
-"""AnoCLIP+'s per-image test-time adaptation of the patch tokens (METHODS.md 2.2), batched over images.
+"""AnoCLIP+'s per-image test-time adaptation of the patch tokens (docs/methods.md, AnoCLIP), batched over images.
 
 Each image gets its own small adapter, freshly initialised, trained for a few AdamW steps on a pseudo-label
 loss over its own tokens, then applied once. The AnoVL script does this one image at a time; here the B

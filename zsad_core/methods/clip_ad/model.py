@@ -1,4 +1,4 @@
-"""CLIP-AD SDP (training-free) and SDP+ (fine-tuned linear layers) on the shared backbone (METHODS.md 4).
+"""CLIP-AD SDP (training-free) and SDP+ (fine-tuned linear layers) on the shared backbone (docs/methods.md, CLIP-AD).
 
 SDP runs CLIP with a *staged* value-value path beside the original one: the path restarts every L/4
 blocks, so each quarter tap (3/6/9/12 on ViT-B/16+) holds only the V-V outputs of its own stage. Each tap's

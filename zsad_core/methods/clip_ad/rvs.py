@@ -1,4 +1,4 @@
-"""CLIP-AD's text side: the prompt ensemble and Representative Vector Selection (METHODS.md 4.1).
+"""CLIP-AD's text side: the prompt ensemble and Representative Vector Selection (docs/methods.md, CLIP-AD).
 
 Each state ("normal", "abnormal") has a few hundred L2-normalised sentence embeddings (state words x
 templates). The paper argues that their plain mean is pulled by outlying sentences and picks one

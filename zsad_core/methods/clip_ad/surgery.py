@@ -16,7 +16,7 @@ ABNORMAL = 1  # text rows are [normal, abnormal] everywhere in CLIP-AD
 
 
 def feature_surgery(tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """CLIP Surgery's feature surgery of one tap (METHODS.md 4.2), without its (B, L, C, D) intermediate.
+    """CLIP Surgery's feature surgery of one tap (docs/methods.md, CLIP-AD), without its (B, L, C, D) intermediate.
 
     The official forms e_{i,c} = w_c (F_i ⊙ t_c) and r_i = mean_c e_{i,c} and sums e_{i,c} − r_i over the
     feature dimension. Summing first gives the same numbers from the ``(B, L, C)`` cosines alone:

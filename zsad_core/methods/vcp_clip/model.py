@@ -1,4 +1,4 @@
-"""VCP-CLIP (Qu et al., ECCV 2024; METHODS.md section 1): visual context prompting, trained on an auxiliary set.
+"""VCP-CLIP (Qu et al., ECCV 2024; docs/methods.md, VCP-CLIP): visual context prompting, trained on an auxiliary set.
 
 Two branches score every patch of tapped ViT layers against image-conditioned "good"/"damaged" text:
 

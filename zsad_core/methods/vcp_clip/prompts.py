@@ -1,6 +1,6 @@
 """Pre-VCP, text side: image-conditioned class tokens, deep text prompts, one batched text-encoder call.
 
-VCP-CLIP (METHODS.md 1.1) writes no product name into its prompts. The class word of
+VCP-CLIP (docs/methods.md, VCP-CLIP) writes no product name into its prompts. The class word of
 ``"a photo of a good <class>"`` / ``"a photo of a damaged <class>"`` is replaced by r tokens computed from the
 image's global embedding, and learnable prompts enter the frozen text tower after SOS at every layer. The
 prompts therefore differ per image. The official code runs the text encoder once per image; here the B x 2

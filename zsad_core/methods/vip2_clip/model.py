@@ -1,4 +1,4 @@
-"""ViP²-CLIP (Yang et al., arXiv 2505.17692; official code ``kim0806/ViP2-CLIP``; METHODS.md section 3).
+"""ViP²-CLIP (Yang et al., arXiv 2505.17692; official code ``kim0806/ViP2-CLIP``; docs/methods.md, ViP2-CLIP).
 
 Per image: ViP-ICA writes a normal and an abnormal prompt conditioned on the global embedding (no class
 name), the frozen text encoder turns them into G_t (one call for the whole batch), and at each tap ViP-FGP

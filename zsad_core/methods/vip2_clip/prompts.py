@@ -1,4 +1,4 @@
-"""ViP-ICA: image-conditioned class tokens in two learnable state prompts (METHODS.md section 3.1).
+"""ViP-ICA: image-conditioned class tokens in two learnable state prompts (docs/methods.md, ViP2-CLIP).
 
 ViP²-CLIP never names the product. Small MLPs turn each image's global embedding into ``n_cls`` "class"
 tokens, and those tokens, learnable context vectors and a fixed state word make one normal and one abnormal
