@@ -215,28 +215,13 @@ class Vip2Clip(ZeroShotMethod):
 
 
 # -- official checkpoints -------------------------------------------------------------------------------------
-_ICA_KEYS = {
-    "cls_ctx": "prompts.class_tokens",
-    "ctx_pos": "prompts.context_normal",
-    "ctx_neg": "prompts.context_abnormal",
-    "cls_prompter.bias": "prompts.class_prompter.bias",
-}
-_FGP_KEYS = {"q_proj_pre": "query", "k_proj_pre_1": "key", "v_proj_pre_1": "value", "proj_post_t": "out"}
-
-
 def convert_official_checkpoint(checkpoint: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Map an official ``epoch_*.pth`` dict (``prompt_learner`` + ``Zero_try``) to this module's state dict.
 
     The official template buffers and FGP's unused temperature are dropped, fp16 becomes fp32 and the 1x1
-    Conv1d weights ``(D, D, 1)`` become Linear weights ``(D, D)``. Load the result into a model built with
-    ``official_state_word_quirk=True`` and ``n_ctx`` equal to the checkpoint's (7 in the scripts).
+    Conv1d weights ``(D, D, 1)`` become Linear weights ``(D, D)`` (see :mod:`zsad_core.official_weights`,
+    which also sets the flags the weights need: ``load_method("vip2-clip", weights="official:FILE")``).
     """
-    ica, fgp = checkpoint["prompt_learner"], checkpoint["Zero_try"]
-    state = {ours: ica[theirs].float() for theirs, ours in _ICA_KEYS.items()}
-    for key, value in ica.items():
-        if key.startswith("cls_prompter.fc."):
-            state["prompts.class_prompter.mlps." + key.removeprefix("cls_prompter.fc.")] = value.float()
-    for theirs, ours in _FGP_KEYS.items():
-        state[f"fgp.{ours}.weight"] = fgp[f"{theirs}.weight"].float().squeeze(-1)
-        state[f"fgp.{ours}.bias"] = fgp[f"{theirs}.bias"].float()
-    return state
+    from zsad_core.official_weights import convert_official, flatten
+
+    return convert_official(flatten(checkpoint), "vip2-clip").state
