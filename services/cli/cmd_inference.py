@@ -1,4 +1,4 @@
-"""``zsad methods``, ``zsad infer``, ``zsad eval`` and ``zsad train-local``: the library from the shell."""
+"""``zsad methods``, ``infer``, ``eval``, ``train-local`` and ``reproduce``: the library from the shell."""
 
 from __future__ import annotations
 
@@ -51,6 +51,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--eval-dataset", help="held-out data evaluated after training (metrics go in the manifest)")
     train.set_defaults(func=cmd_train_local)
+
+    reproduce = commands.add_parser("reproduce", help="the papers' protocol on every dataset under a folder, "
+                                                      "next to the papers' numbers")
+    add_method_options(reproduce)
+    reproduce.add_argument("--data-root", required=True, help="folder with one sub-folder per dataset (mvtec/ ...)")
+    reproduce.add_argument("--datasets", help="comma-separated dataset folders (default: all found)")
+    reproduce.add_argument("--epochs", type=int)
+    reproduce.add_argument("--max-steps", type=int, help="stop auxiliary training after this many steps")
+    reproduce.add_argument("--batch-size", type=int, default=8)
+    reproduce.add_argument("--json", help="write the report as JSON here")
+    reproduce.set_defaults(func=cmd_reproduce)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -158,4 +169,23 @@ def cmd_train_local(args: argparse.Namespace) -> int:
         print(run.report.format_table())
         extra["metrics"] = {"dataset": args.eval_dataset, **run.report.to_dict()["mean"]}
     print(f"artifact written to {save_prompts(method, args.out, extra)}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Train where the method trains, evaluate everything else, print measured vs paper, optionally JSON."""
+    from zsad_core.reproduce import reproduce
+    from zsad_core.training import TrainingOptions
+
+    load_options: dict[str, Any] = {"backbone": args.backbone, "pretrained": not args.random_weights,
+                                    "backbone_weights": args.backbone_weights, "device": args.device}
+    if args.image_size:
+        load_options["image_size"] = args.image_size
+    report = reproduce(args.method, args.data_root, weights=args.weights,
+                       datasets=args.datasets.split(",") if args.datasets else None, load_options=load_options,
+                       training=TrainingOptions(epochs=args.epochs, max_steps=args.max_steps),
+                       batch_size=args.batch_size, log=lambda message: print(message, file=sys.stderr))
+    print(report.format_table())
+    if args.json:
+        write_json(args.json, report.to_dict())
     return 0

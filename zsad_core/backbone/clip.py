@@ -159,18 +159,22 @@ class ClipBackbone(nn.Module):
         taps: Iterable[int] = (),
         surgery: vision.SurgeryConfig | None = None,
         need_global: bool = True,
+        overwritten_taps: bool = False,
     ) -> vision.VisionFeatures:
         """Tapped tokens and the global embedding of a batch; see :func:`vision.encode_image`.
 
         All returned tensors are float32 whatever the precision, so scoring code never sees bf16.
         """
         with self._precision():
-            features = vision.encode_image(self.model.visual, self._input(pixels), taps, surgery, need_global)
+            features = vision.encode_image(
+                self.model.visual, self._input(pixels), taps, surgery, need_global, overwritten_taps
+            )
         for group in (features.raw, features.projected, features.vv_raw, features.vv_projected):
             for key, value in group.items():
                 group[key] = value.float()
         if features.global_embedding is not None:
             features.global_embedding = features.global_embedding.float()
+            features.global_embedding_no_ln = features.global_embedding_no_ln.float()
         return features
 
     def encode_token_subsets(self, pixels: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:

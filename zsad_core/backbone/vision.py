@@ -4,7 +4,9 @@ All methods read intermediate tokens of the CLIP ViT. Two details decide whether
 
 * Taps are *copies*. AnomalyCLIP (issues #18/#64) and CLIP-AD stored tensors that a later in-place ``+=``
   changed, so every "layer" feature was silently the last one. Here blocks are run functionally and every
-  tap is cloned, so no later update, ours or a caller's, can reach an earlier tap.
+  tap is cloned, so no later update, ours or a caller's, can reach an earlier tap. CLIP-AD's released SDP+
+  layers were trained on its overwritten taps, so ``overwritten_taps=True`` reproduces them on purpose:
+  tap l then holds ``X_l + Attn_{l+1}(X_l)``, what the official in-place update leaves behind.
 * The V-V path (docs/methods.md) is computed from the *original* path's LayerNorm output in the same block,
   sharing one QKV projection with it, and skips the FFN. Its variants (start block, residual or zero start,
   staged reset, CLS taken from the original path) are configuration, not copies of the code.
@@ -60,6 +62,8 @@ class VisionFeatures:
         vv_projected: tap -> ``(B, 1+N, D)`` of the V-V path.
         global_embedding: ``(B, D)`` CLIP's image embedding (original path, equal to ``encode_image``), or
             None when the forward stopped early.
+        global_embedding_no_ln: ``(B, D)`` the final CLS token times ``proj`` *without* ``ln_post``, the
+            global embedding of ViP²-CLIP's official image encoder; None when the forward stopped early.
         grid: ``(rows, cols)`` of the patch grid; N = rows * cols.
     """
 
@@ -68,6 +72,7 @@ class VisionFeatures:
     vv_raw: dict[int, torch.Tensor] = field(default_factory=dict)
     vv_projected: dict[int, torch.Tensor] = field(default_factory=dict)
     global_embedding: torch.Tensor | None = None
+    global_embedding_no_ln: torch.Tensor | None = None
     grid: tuple[int, int] = (0, 0)
 
 
@@ -84,7 +89,18 @@ def project(visual: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
     return visual.ln_post(tokens) @ visual.proj
 
 
-def dual_block(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def plain_block(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one block and also return its state after the attention residual, before the MLP.
+
+    Returns:
+        ``x + Attn(x)`` and the block output, both ``(B, L, W)``; the first is what an in-place
+        ``x += Attn(x)`` leaves in a tensor that held ``x`` (see :func:`encode_image`'s ``overwritten_taps``).
+    """
+    middle = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
+    return middle, middle + block.ls_2(block.mlp(block.ln_2(middle)))
+
+
+def dual_block(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run one block on the original path and compute its V-V attention output from the same projections.
 
     Args:
@@ -92,8 +108,9 @@ def dual_block(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Te
         x: ``(B, L, W)`` original-path input.
 
     Returns:
-        The original path's block output ``(B, L, W)`` and the V-V attention output ``(B, L, W)``
-        (``softmax(v vᵀ / √d_h) v`` per head, then the block's output projection and layer scale).
+        The original path's block output ``(B, L, W)``, the V-V attention output ``(B, L, W)``
+        (``softmax(v vᵀ / √d_h) v`` per head, then the block's output projection and layer scale), and the
+        original path after the attention residual, before the MLP (``x + Attn(x)``).
     """
     attn = block.attn
     batch, length, width = x.shape
@@ -103,9 +120,8 @@ def dual_block(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Te
     both = F.scaled_dot_product_attention(torch.cat([q, v]), torch.cat([k, v]), torch.cat([v, v]))
     both = attn.out_proj(both.transpose(1, 2).reshape(2 * batch, length, width))
     out_ori, out_vv = block.ls_1(both[:batch]), block.ls_1(both[batch:])
-    x = x + out_ori
-    x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x, out_vv
+    middle = x + out_ori
+    return middle + block.ls_2(block.mlp(block.ln_2(middle))), out_vv, middle
 
 
 def encode_image(
@@ -114,6 +130,7 @@ def encode_image(
     taps: Iterable[int] = (),
     surgery: SurgeryConfig | None = None,
     need_global: bool = True,
+    overwritten_taps: bool = False,
 ) -> VisionFeatures:
     """Forward a batch through the ViT and collect the requested taps.
 
@@ -122,7 +139,12 @@ def encode_image(
         pixels: ``(B, 3, S, S)`` normalised images.
         taps: block indices, 1-indexed (12 = the last block of ViT-B).
         surgery: run the V-V path as configured, or None for CLIP alone.
-        need_global: also return CLIP's image embedding; when False the forward stops after the last tap.
+        need_global: also return CLIP's image embedding; when False the forward stops after the last tap
+            (one block later with ``overwritten_taps``).
+        overwritten_taps: reproduce CLIP-AD's official taps: every tap but the last block's holds
+            ``X_l + Attn_{l+1}(X_l)`` (its own output plus the next block's attention residual), and so does
+            the CLS row that ``cls_from_original`` copies into the V-V tap. The V-V patch rows are unaffected:
+            the official path restarts from a fresh tensor right after each quarter tap.
 
     Returns:
         :class:`VisionFeatures`.
@@ -131,7 +153,7 @@ def encode_image(
     blocks = visual.transformer.resblocks
     if taps and not 1 <= taps[0] <= taps[-1] <= len(blocks):
         raise ValueError(f"taps must lie in 1..{len(blocks)}, got {taps}")
-    last = len(blocks) if need_global or not taps else taps[-1]
+    last = len(blocks) if need_global or not taps else min(taps[-1] + int(overwritten_taps), len(blocks))
     grid = (pixels.shape[-2] // visual.patch_size[0], pixels.shape[-1] // visual.patch_size[1])
     features = VisionFeatures(grid=grid)
     x = visual._embeds(pixels)
@@ -139,25 +161,40 @@ def encode_image(
     for index, block in enumerate(blocks[:last], start=1):
         if surgery is not None and index >= surgery.start_block:
             block_input = x
-            x, out_vv = dual_block(block, x)
+            x, out_vv, middle = dual_block(block, x)
             if not surgery.starts_stage(index):
                 path = path + out_vv
             elif index == surgery.start_block and surgery.init == "residual":
                 path = block_input + out_vv
             else:
                 path = out_vv
+        elif overwritten_taps:
+            middle, x = plain_block(block, x)
         else:
             x = block(x)
+        if overwritten_taps and index - 1 in features.raw:
+            features.raw[index - 1] = middle  # the official in-place ``x += attn`` reaches the stored tap
         if index in taps:
             features.raw[index] = x.clone()
-            features.projected[index] = project(visual, x)
             if path is not None:
-                tapped = torch.cat([x[:, :1], path[:, 1:]], dim=1) if surgery.cls_from_original else path.clone()
-                features.vv_raw[index] = tapped
-                features.vv_projected[index] = project(visual, tapped)
+                features.vv_raw[index] = path.clone()
+    _project_taps(visual, features, surgery)
     if last == len(blocks) and need_global:
         features.global_embedding = project(visual, x[:, 0])
+        features.global_embedding_no_ln = x[:, 0] @ visual.proj
     return features
+
+
+def _project_taps(visual: VisionTransformer, features: VisionFeatures, surgery: SurgeryConfig | None) -> None:
+    """Fill ``projected`` and ``vv_projected`` once every raw tap is final (after any overwrite)."""
+    for index, raw in features.raw.items():
+        features.projected[index] = project(visual, raw)
+        if index in features.vv_raw:
+            vv = features.vv_raw[index]
+            if surgery is not None and surgery.cls_from_original:
+                vv = torch.cat([raw[:, :1], vv[:, 1:]], dim=1)
+                features.vv_raw[index] = vv
+            features.vv_projected[index] = project(visual, vv)
 
 
 def encode_token_subsets(visual: VisionTransformer, pixels: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:

@@ -131,7 +131,9 @@ def load_method(
     Args:
         name: a registered method (see :func:`list_methods`).
         backbone: a :class:`ClipBackbone` to share, or a backbone name to build.
-        weights: a prompt artifact (directory or ``.safetensors`` file with its manifest) to load.
+        weights: a prompt artifact (directory or ``.safetensors`` file with its manifest) to load, or
+            ``official:FILE``, a released checkpoint of the official code, converted on the fly with the config
+            flags it was trained with (:mod:`zsad_core.official_weights`).
         pretrained: False builds the official architecture with random CLIP weights (offline tests, benchmarks).
         class_name: product name for class-aware prompts ("object" when unknown).
         domain: ``object`` or ``texture`` (AnoCLIP's domain-aware prompts).
@@ -139,12 +141,22 @@ def load_method(
         backbone_weights: a local CLIP weight file for a newly built backbone (no hub access needed).
         **overrides: fields of the method's config.
     """
+    official = None
+    if isinstance(weights, str) and weights.startswith("official:"):
+        from zsad_core.official_weights import convert_official, merge_overrides, read_official_file
+
+        official = convert_official(read_official_file(weights.removeprefix("official:")), name)
+        overrides, weights = merge_overrides(official, overrides), None
     config = get_method_config(name, **overrides)
     if not isinstance(backbone, ClipBackbone):
         backbone = build_backbone(
             method_backbone_config(config, backbone, pretrained=pretrained, weights=backbone_weights, device=device)
         )
     method = get_method_spec(name).method_cls(backbone, config).to(backbone.device)
+    if official is not None:
+        from zsad_core.official_weights import load_conversion
+
+        load_conversion(method, official)
     if weights is not None:
         from zsad_core.artifacts import load_prompts
 

@@ -12,7 +12,8 @@ Fixes relative to the official code (``ByChelsea/CLIP-AD`` @f004973):
   changes the tensor already stored as the previous block's tap; taps 3, 6 and 9 therefore hold
   ``X_l + Attn_{l+1}`` (tap 12 is clean). The backbone here clones every tap, so SDP+ reads clean features.
   The released ``train_on_visa.pth`` / ``train_on_mvtec.pth`` linear layers were trained *and* evaluated on
-  the contaminated ones; loaded here, they see a shifted input at three of four taps.
+  the contaminated ones, so ``official_tap_overwrite=True`` reproduces them (loading official weights turns
+  it on, see :mod:`zsad_core.official_weights`).
 * **CLS of the V-V taps.** The official copies the original CLS into each V-V tap (``x[0] = x_ori[0]``)
   only after the whole forward, so SDP's CLS rows at taps 3, 6, 9 carry the same contamination; they set the
   feature-surgery class weights w_c there. The image score (tap 12) is unaffected. Here CLS is the clean
@@ -75,6 +76,8 @@ class ClipADConfig(MethodConfig):
         normal_states: normal state words, ``{}`` = class name (official 9; the medical sets use others).
         abnormal_states: abnormal state words (official 10).
         templates: sentence templates (official 22).
+        official_tap_overwrite: reproduce the official in-place overwrite of taps 3/6/9 (each holds
+            ``X_l + Attn_{l+1}``, also as the CLS of the V-V taps); the released SDP+ layers need it.
     """
 
     backbone: str = "ViT-B-16-plus-240:laion400m_e31"
@@ -91,6 +94,7 @@ class ClipADConfig(MethodConfig):
     normal_states: tuple[str, ...] = NORMAL_STATES
     abnormal_states: tuple[str, ...] = ABNORMAL_STATES
     templates: tuple[str, ...] = TEMPLATES
+    official_tap_overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.rep_vec not in RVS_METHODS:
@@ -166,7 +170,10 @@ class ClipAD(ZeroShotMethod):
     # -- inference -------------------------------------------------------------------------------------------
     def _encode(self, pixels: torch.Tensor) -> VisionFeatures:
         """One forward with the staged V-V path; stops after the last tap (no global embedding needed)."""
-        return self.backbone.encode_image(pixels, self.taps, surgery=self.surgery, need_global=False)
+        return self.backbone.encode_image(
+            pixels, self.taps, surgery=self.surgery, need_global=False,
+            overwritten_taps=self.config.official_tap_overwrite,
+        )
 
     def _raw_map(self, features: VisionFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed map ``(B, S, S)`` and the CLS abnormal probability ``(B,)`` of the last V-V tap."""
@@ -256,7 +263,10 @@ class ClipADPlus(ClipAD):
         self._require_setup()
         device = self.backbone.device
         with torch.no_grad():  # CLIP is frozen; only the original path is needed, so no V-V path here
-            features = self.backbone.encode_image(batch["pixels"].to(device), self.taps, need_global=False)
+            features = self.backbone.encode_image(
+                batch["pixels"].to(device), self.taps, need_global=False,
+                overwritten_taps=self.config.official_tap_overwrite,
+            )
         target = (batch["masks"].to(device) > 0.5).long()
         loss = torch.zeros((), device=device)
         for probs in self._fine_tuned_probs(features, self.train_text_features):

@@ -12,6 +12,10 @@ Differences from the official code:
 * The map averages the layers at patch resolution and upsamples once. Bilinear upsampling is linear and acts
   per channel, so this equals the official order (upsample each layer, then average) up to float rounding.
 * The official FGP carries an unused temperature parameter (``prompt_temp_l1``); it is left out.
+
+Kept as the official does it (by default): the global embedding g that conditions ICA is the final CLS
+token times ``proj`` *without* ``ln_post`` (``VIP2CLIP_lib/VIP2CLIP.py``; only the patch tokens are
+normalised); ``global_ln_post=True`` gives CLIP's usual embedding instead, which released weights never saw.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class Vip2ClipConfig(MethodConfig):
         sigma: Gaussian smoothing of the map in pixels (``--sigma 8``).
         official_state_word_quirk: False gives the normal prompt its "good"; True reproduces the official ICA,
             whose normal prompt also holds "damaged". Released checkpoints were trained with the quirk.
+        global_ln_post: False (official) conditions ICA on the final CLS times ``proj`` without ``ln_post``;
+            True on CLIP's usual image embedding (``ln_post`` first). Released checkpoints need False.
         epochs: training epochs (``--epoch 10``; test.sh evaluates the epoch-10 checkpoint).
         batch_size: training batch size (``--batch_size 8``).
         seed: global seed of a training run (``--seed 111``).
@@ -65,6 +71,7 @@ class Vip2ClipConfig(MethodConfig):
     topk: int = 50
     sigma: float = 8.0
     official_state_word_quirk: bool = False
+    global_ln_post: bool = False
     epochs: int = 10
     batch_size: int = 8
     seed: int = 111
@@ -153,7 +160,8 @@ class Vip2Clip(ZeroShotMethod):
         with torch.no_grad():  # CLIP is frozen; keeping its activations out of the graph saves most memory
             features = self.backbone.encode_image(pixels, self.taps, need_global=True)
         patches = F.normalize(torch.stack([features.projected[t][:, 1:] for t in self.taps]), dim=-1)  # (L, B, N, D)
-        text = self.encode_prompts(F.normalize(features.global_embedding, dim=-1))  # (B, 2, D)
+        image = features.global_embedding if self.config.global_ln_post else features.global_embedding_no_ln
+        text = self.encode_prompts(F.normalize(image, dim=-1))  # (B, 2, D)
         refined = self.fgp(text.expand(len(self.taps), -1, -1, -1), patches)  # (L, B, 2, D)
         return patches @ refined.transpose(-1, -2)
 
@@ -207,28 +215,13 @@ class Vip2Clip(ZeroShotMethod):
 
 
 # -- official checkpoints -------------------------------------------------------------------------------------
-_ICA_KEYS = {
-    "cls_ctx": "prompts.class_tokens",
-    "ctx_pos": "prompts.context_normal",
-    "ctx_neg": "prompts.context_abnormal",
-    "cls_prompter.bias": "prompts.class_prompter.bias",
-}
-_FGP_KEYS = {"q_proj_pre": "query", "k_proj_pre_1": "key", "v_proj_pre_1": "value", "proj_post_t": "out"}
-
-
 def convert_official_checkpoint(checkpoint: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Map an official ``epoch_*.pth`` dict (``prompt_learner`` + ``Zero_try``) to this module's state dict.
 
     The official template buffers and FGP's unused temperature are dropped, fp16 becomes fp32 and the 1x1
-    Conv1d weights ``(D, D, 1)`` become Linear weights ``(D, D)``. Load the result into a model built with
-    ``official_state_word_quirk=True`` and ``n_ctx`` equal to the checkpoint's (7 in the scripts).
+    Conv1d weights ``(D, D, 1)`` become Linear weights ``(D, D)`` (see :mod:`zsad_core.official_weights`,
+    which also sets the flags the weights need: ``load_method("vip2-clip", weights="official:FILE")``).
     """
-    ica, fgp = checkpoint["prompt_learner"], checkpoint["Zero_try"]
-    state = {ours: ica[theirs].float() for theirs, ours in _ICA_KEYS.items()}
-    for key, value in ica.items():
-        if key.startswith("cls_prompter.fc."):
-            state["prompts.class_prompter.mlps." + key.removeprefix("cls_prompter.fc.")] = value.float()
-    for theirs, ours in _FGP_KEYS.items():
-        state[f"fgp.{ours}.weight"] = fgp[f"{theirs}.weight"].float().squeeze(-1)
-        state[f"fgp.{ours}.bias"] = fgp[f"{theirs}.bias"].float()
-    return state
+    from zsad_core.official_weights import convert_official, flatten
+
+    return convert_official(flatten(checkpoint), "vip2-clip").state
