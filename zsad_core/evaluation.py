@@ -13,9 +13,11 @@ from typing import Literal
 
 import numpy as np
 
-from zsad_core.data import BaseDataset, ProtocolSample, to_protocol
+from zsad_core.data import BaseDataset, ProtocolSample
+from zsad_core.data.loading import protocol_loader
 from zsad_core.methods import ZeroShotMethod
 from zsad_core.metrics import EvaluationReport, evaluate
+from zsad_core.report import ClassCurves, class_curves
 
 # MVTec-AD's texture classes; AnoCLIP switches to its texture prompts for them, as the official code does.
 TEXTURE_CLASSES = frozenset({"carpet", "grid", "leather", "tile", "wood", "woven", "stone"})
@@ -32,6 +34,8 @@ class EvaluationRun:
         scores, labels: ``(N,)`` image scores and labels in dataset order.
         indices: ``(N,)`` dataset index of every score (to reload a sample).
         paths, class_names: ``(N,)`` source of every score.
+        curves: class name -> the ROC, PR, PRO curves and score lists of :mod:`zsad_core.report`; empty
+            unless asked for (ranking the pixels again costs about as much as the metrics).
     """
 
     report: EvaluationReport
@@ -40,6 +44,7 @@ class EvaluationRun:
     indices: np.ndarray
     paths: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+    curves: dict[str, ClassCurves] = field(default_factory=dict)
 
 
 def domain_of(class_name: str) -> str:
@@ -47,11 +52,12 @@ def domain_of(class_name: str) -> str:
     return "texture" if class_name in TEXTURE_CLASSES else "object"
 
 
-def _batches(dataset: BaseDataset, indices: np.ndarray, size: int, resolution: str, batch_size: int
-             ) -> Iterator[tuple[np.ndarray, list[ProtocolSample]]]:
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        yield chunk, [to_protocol(dataset[int(i)], size, resolution=resolution) for i in chunk]
+def _batches(dataset: BaseDataset, indices: np.ndarray, size: int, resolution: str, batch_size: int,
+             num_workers: int) -> Iterator[tuple[np.ndarray, list[ProtocolSample]]]:
+    loader = protocol_loader(dataset, indices.tolist(), size, batch_size=batch_size, num_workers=num_workers,
+                             resolution=resolution)
+    for start, batch in zip(range(0, len(indices), batch_size), loader, strict=True):
+        yield indices[start : start + batch_size], batch
 
 
 def evaluate_method(
@@ -64,6 +70,8 @@ def evaluate_method(
     normalize: Literal["none", "per_class_minmax"] = "none",
     classes: Sequence[str] | None = None,
     progress: Progress | None = None,
+    num_workers: int = 0,
+    curves: bool = False,
 ) -> EvaluationRun:
     """Evaluate ``method`` on ``dataset`` class by class.
 
@@ -77,16 +85,21 @@ def evaluate_method(
         normalize: ``per_class_minmax`` reproduces the papers' transductive normalisation (evaluation only).
         classes: restrict to these classes.
         progress: called with the number of images done after every batch.
+        num_workers: DataLoader processes decoding images ahead of the model (0 decodes inline).
+        curves: also compute each class's ROC, PR and PRO curves for :func:`zsad_core.report.write_report`.
 
     Returns:
         An :class:`EvaluationRun`.
     """
     size = method.image_size
     all_maps, all_masks, scores, labels, names, paths, order = [], [], [], [], [], [], []
+    class_curves_by_name: dict[str, ClassCurves] = {}
     for class_name in classes or dataset.class_names:
         method.setup(class_name, domain_of(class_name))
         class_maps, class_masks = [], []
-        for chunk, batch in _batches(dataset, dataset.indices(class_name), size, resolution, batch_size):
+        first = len(scores)
+        for chunk, batch in _batches(dataset, dataset.indices(class_name), size, resolution, batch_size,
+                                     num_workers):
             order.extend(int(i) for i in chunk)
             result = method.predict([item.model_image for item in batch])
             for item, anomaly_map, score in zip(batch, result.maps.cpu().numpy(), result.scores.cpu().numpy(),
@@ -101,6 +114,10 @@ def evaluate_method(
                 progress(len(batch))
         all_maps.append(_stack(class_maps, class_name))
         all_masks.append(None if any(m is None for m in class_masks) else _stack(class_masks, class_name))
+        if curves:
+            class_curves_by_name[class_name] = class_curves(
+                all_maps[-1] if all_masks[-1] is not None else None, all_masks[-1], np.asarray(scores[first:]),
+                np.asarray(labels[first:]))
     has_masks = all(m is not None for m in all_masks)
     report = evaluate(
         _concat(all_maps) if has_masks else None,
@@ -111,7 +128,8 @@ def evaluate_method(
         aupro_variant=aupro_variant,
         normalize=normalize,
     )
-    return EvaluationRun(report, np.asarray(scores), np.asarray(labels), np.asarray(order), paths, names)
+    return EvaluationRun(report, np.asarray(scores), np.asarray(labels), np.asarray(order), paths, names,
+                         class_curves_by_name)
 
 
 def _stack(arrays: list[np.ndarray], class_name: str) -> np.ndarray:

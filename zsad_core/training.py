@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from zsad_core.data import BaseDataset, to_protocol
+from zsad_core.data import BaseDataset
+from zsad_core.data.loading import protocol_loader
 from zsad_core.methods import ZeroShotMethod
 from zsad_core.preprocess import normalize
 
@@ -31,6 +32,9 @@ class TrainingOptions:
         augment: random flips, 90-degree rotations and brightness/contrast jitter, applied to image and mask
             together (the official VCP-CLIP recipe rotates and jitters; ViP2-CLIP does none).
         max_steps: stop after this many optimiser steps in total (quick runs, tests).
+        num_workers: DataLoader processes decoding images ahead of the optimiser (0 decodes inline). The
+            augmentation stays in the training process, on the trainer's seeded generator, so a run is
+            reproducible and resumable whatever the worker count.
     """
 
     epochs: int | None = None
@@ -38,6 +42,7 @@ class TrainingOptions:
     seed: int | None = None
     augment: bool = True
     max_steps: int | None = None
+    num_workers: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -89,10 +94,11 @@ class PromptTrainer:
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         order = self._rng.permutation(len(self.dataset))
         size = self.method.image_size
-        for start in range(0, len(order), self.batch_size):
+        loader = protocol_loader(self.dataset, order.tolist(), size, batch_size=self.batch_size,
+                                 num_workers=self.options.num_workers)
+        for batch in loader:
             images, masks, labels = [], [], []
-            for index in order[start : start + self.batch_size]:
-                item = to_protocol(self.dataset[int(index)], size)
+            for item in batch:
                 mask = item.mask if item.mask is not None else np.zeros((size, size), bool)
                 image, mask = _augment(item.model_image, mask, self._rng) if self.options.augment else (
                     item.model_image, mask)
@@ -106,8 +112,11 @@ class PromptTrainer:
                 "labels": torch.tensor(labels, dtype=torch.long, device=device),
             }
 
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the data; returns ``{"epoch", "loss", "steps"}`` (mean loss over the epoch's steps)."""
+    def train_epoch(self, progress: Callable[[int], None] | None = None) -> dict[str, float]:
+        """One pass over the data; returns ``{"epoch", "loss", "steps"}`` (mean loss over the epoch's steps).
+
+        ``progress`` is called with the number of images of every step, for a progress bar.
+        """
         self.method.train()
         losses = []
         for batch in self._batches():
@@ -121,15 +130,19 @@ class PromptTrainer:
             self.optimizer.step()
             losses.append(float(loss.detach()))
             self.steps += 1
+            if progress is not None:
+                progress(int(batch["labels"].numel()))
         self.method.eval()
         self.epoch += 1
         return {"epoch": self.epoch, "loss": float(np.mean(losses)) if losses else math.nan, "steps": self.steps}
 
-    def fit(self, on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
-        """Train until ``epochs`` (resuming from :attr:`epoch`); ``on_epoch_end`` sees each epoch's log."""
+    def fit(self, on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+            progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+        """Train until ``epochs`` (resuming from :attr:`epoch`); ``on_epoch_end`` sees each epoch's log and
+        ``progress`` the images of every step."""
         history = []
         while self.epoch < self.epochs:
-            log = self.train_epoch()
+            log = self.train_epoch(progress)
             history.append(log)
             if on_epoch_end is not None:
                 on_epoch_end(log)
@@ -160,7 +173,8 @@ def train_method(
     dataset: BaseDataset,
     options: TrainingOptions | None = None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``method`` in place on ``dataset``; returns the per-epoch logs."""
-    return PromptTrainer(method, dataset, options).fit(on_epoch_end)
+    return PromptTrainer(method, dataset, options).fit(on_epoch_end, progress)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import numpy as np
 
 from services.cli.options import add_method_options, method_from_args, write_json
+
+# Decoding workers: enough to keep one accelerator fed, never all cores (the model's own threads need some).
+DEFAULT_WORKERS = min(4, (os.cpu_count() or 1) // 2)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,8 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a method on a dataset with the papers' metrics")
     add_method_options(evaluate)
     evaluate.add_argument("--dataset", required=True,
-                          help="mvtec:/path | visa:/path | folder:/path | synthetic[:options]")
+                          help="NAME:PATH (mvtec, visa, mpdd, btad, ksdd2, dagm, busi, meta, ...), synthetic[:opts], "
+                               "or a bare NAME with --data-root")
+    evaluate.add_argument("--data-root", help="the dataset folder, when --dataset is a bare NAME")
     evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS,
+                          help=f"processes decoding images ahead of the model (default {DEFAULT_WORKERS}; 0 inline)")
     evaluate.add_argument("--aupro", choices=["exact", "cflow"], default="exact",
                           help="exact AU-PRO to FPR 0.3, or the papers' 200-threshold variant")
     evaluate.add_argument("--normalize", choices=["none", "per_class_minmax"], default="none",
@@ -38,6 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", help="write the report as JSON here")
     evaluate.add_argument("--save-overlays", help="write overlays of the worst and best cases here")
     evaluate.add_argument("--overlays-per-kind", type=int, default=3)
+    evaluate.add_argument("--report", help="write ROC/PR/PRO curves, score histograms, overlays and index.html here")
     evaluate.set_defaults(func=cmd_eval)
 
     train = commands.add_parser("train-local", help="train a learnable method's prompts in this process")
@@ -49,6 +58,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int)
     train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS,
+                       help="processes decoding training images ahead of the optimiser (0 inline)")
     train.add_argument("--eval-dataset", help="held-out data evaluated after training (metrics go in the manifest)")
     train.set_defaults(func=cmd_train_local)
 
@@ -119,18 +130,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zsad_core.evaluation import evaluate_method
 
     method = method_from_args(args)
-    dataset = build_dataset(args.dataset)
-    with tqdm(total=len(dataset), desc=f"{method.name} on {args.dataset}", unit="img", file=sys.stderr) as bar:
+    spec = dataset_spec(args.dataset, args.data_root)
+    dataset = build_dataset(spec)
+    with tqdm(total=len(dataset), desc=f"{method.name} on {spec}", unit="img", file=sys.stderr) as bar:
         run = evaluate_method(method, dataset, batch_size=args.batch_size, resolution=args.resolution,
                               aupro_variant=args.aupro, normalize=args.normalize, classes=args.classes,
-                              progress=bar.update)
+                              progress=bar.update, num_workers=args.num_workers, curves=bool(args.report))
     print(run.report.format_table())
     if args.json:
         write_json(args.json, {"method": method.name, "backbone": method.backbone.identity,
-                               "dataset": args.dataset, **run.report.to_dict()})
+                               "dataset": spec, **run.report.to_dict()})
     if args.save_overlays:
         _save_extremes(method, dataset, run, Path(args.save_overlays), args.overlays_per_kind)
+    if args.report:
+        from zsad_core.report import write_report
+
+        page = write_report(args.report, run, title=f"{method.name} on {spec}", method=method, dataset=dataset,
+                            per_kind=args.overlays_per_kind)
+        print(f"report written to {page}")
     return 0
+
+
+def dataset_spec(dataset: str, data_root: str | None) -> str:
+    """``NAME:PATH`` from ``--dataset NAME --data-root PATH``, or ``--dataset`` itself when it has no root."""
+    from zsad_core.data import DatasetError
+
+    if data_root is None:
+        return dataset
+    if ":" in dataset:
+        raise DatasetError(f"--dataset {dataset!r} already names a path or options; drop --data-root or the suffix")
+    return f"{dataset}:{data_root}"
 
 
 def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> None:
@@ -153,6 +182,8 @@ def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> No
 
 def cmd_train_local(args: argparse.Namespace) -> int:
     """Train in this process, save an immutable artifact, optionally evaluate it on held-out data."""
+    from tqdm import tqdm
+
     from zsad_core.artifacts import save_prompts
     from zsad_core.data import build_dataset
     from zsad_core.evaluation import evaluate_method
@@ -160,9 +191,12 @@ def cmd_train_local(args: argparse.Namespace) -> int:
 
     method = method_from_args(args)
     options = TrainingOptions(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                              augment=not args.no_augment, max_steps=args.max_steps)
-    history = train_method(method, build_dataset(args.dataset), options,
-                           on_epoch_end=lambda log: print(f"epoch {log['epoch']}: loss {log['loss']:.4f}"))
+                              augment=not args.no_augment, max_steps=args.max_steps, num_workers=args.num_workers)
+    dataset = build_dataset(args.dataset)
+    epochs = args.epochs or method.config.epochs
+    with tqdm(total=epochs * len(dataset), desc=f"train {method.name}", unit="img", file=sys.stderr) as bar:
+        history = train_method(method, dataset, options, progress=bar.update,
+                               on_epoch_end=lambda log: bar.write(f"epoch {log['epoch']}: loss {log['loss']:.4f}"))
     extra: dict[str, Any] = {"training_data": args.dataset, "history": history}
     if args.eval_dataset:
         run = evaluate_method(method, build_dataset(args.eval_dataset))

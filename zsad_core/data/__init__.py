@@ -1,9 +1,11 @@
-"""Datasets of zsad_core: MVTec-AD, VisA, a generic folder layout, synthetic auxiliary data, and the
-papers' evaluation protocol (S x S squash, mask resize and threshold)."""
+"""Datasets of zsad_core: MVTec-AD, VisA, the other industrial and medical benchmarks of the papers, the
+official ``meta.json`` splits, a generic folder layout, synthetic auxiliary data, and the papers' evaluation
+protocol (S x S squash, mask resize and threshold)."""
 
 from zsad_core.data.base import BaseDataset, DatasetError, Entry, FileDataset
 from zsad_core.data.datasets import FolderDataset, MVTecDataset, VisADataset
-from zsad_core.data.factory import build_dataset
+from zsad_core.data.factory import DATASET_NAMES, build_dataset
+from zsad_core.data.meta_json import MetaJsonDataset, write_meta_json
 from zsad_core.data.noise import fractal_noise, perlin_noise
 from zsad_core.data.protocol import ProtocolSample, protocol_samples, resize_mask, to_protocol
 from zsad_core.data.sample import GOOD, Sample
@@ -17,6 +19,7 @@ from zsad_core.data.synthetic import (
 )
 
 __all__ = [
+    "DATASET_NAMES",
     "FAMILIES",
     "GOOD",
     "KINDS",
@@ -28,6 +31,7 @@ __all__ = [
     "FileDataset",
     "FolderDataset",
     "MVTecDataset",
+    "MetaJsonDataset",
     "ProtocolSample",
     "Sample",
     "SyntheticDataset",
@@ -39,4 +43,5 @@ __all__ = [
     "protocol_samples",
     "resize_mask",
     "to_protocol",
+    "write_meta_json",
 ]

@@ -22,6 +22,10 @@ from zsad_core.errors import ImageError, ZsadError
 from zsad_core.preprocess import DEFAULT_LIMITS, ImageLimits, probe_image, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Benchmark datasets ship BMP (BTAD, KolektorSDD) and TIFF (CVC-ClinicDB) files; reading them in place keeps the
+# native layouts usable without a conversion step that could silently change pixels.
+BENCHMARK_SUFFIXES = (*IMAGE_SUFFIXES, ".bmp", ".tif", ".tiff")
+BENCHMARK_LIMITS = ImageLimits(formats=frozenset({"JPEG", "PNG", "BMP", "TIFF"}))
 # Modes whose pixel values are the mask values themselves; everything else (RGB, palette) goes through RGB.
 _SCALAR_MODES = frozenset({"1", "L", "I", "F", "I;16", "I;16L", "I;16B"})
 
@@ -137,12 +141,20 @@ class FileDataset(BaseDataset):
         """Image path of every sample, so reports can name files without decoding them."""
         return tuple(entry.image_path for entry in self.entries)
 
+    def read_entry_mask(self, entry: Entry, shape: tuple[int, int]) -> np.ndarray:
+        """The bool mask of ``entry``, an image whose pixels are ``shape``.
+
+        Datasets whose ground truth is not a mask image (polygons in JSON, boxes in XML, MATLAB files)
+        override this; ``shape`` lets them draw the annotation at the image's size.
+        """
+        return read_mask(entry.mask_path or "", self.limits)
+
     def _load(self, index: int) -> Sample:
         entry = self.entries[index]
         image = read_rgb(entry.image_path, self.limits)
         mask: np.ndarray | None = None
         if entry.mask_path is not None:
-            mask = read_mask(entry.mask_path, self.limits)
+            mask = self.read_entry_mask(entry, image.shape[:2])
             if mask.shape != image.shape[:2]:
                 raise DatasetError(
                     f"mask {entry.mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {entry.image_path} "
@@ -173,7 +185,10 @@ def read_rgb(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
 
 
 def read_mask(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Read a ground-truth mask as bool, true where the stored value is > 0.
+    """Read a ground-truth mask as bool, true where the stored value is > 0 (>= 128 for JPEG masks).
+
+    JPEG masks (RSDD ships them) carry compression ringing around every edge, so "> 0" would grow each defect
+    by a halo of noise; half the range is where a lossy 0/255 mask is split.
 
     Why not :func:`read_image`: masks are stored as 8-bit 0/255 (MVTec), 0/1 (some VisA releases), palette
     or 16-bit PNGs, and OpenCV's colour decoding turns a 16-bit 0/1 mask into all zeros. The papers read masks
@@ -192,7 +207,7 @@ def read_mask(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     try:
         with open(path, "rb") as handle:
             data = handle.read(limits.max_bytes + 1)
-        probe_image(data, limits)
+        fmt, _, _ = probe_image(data, limits)
         with Image.open(io.BytesIO(data)) as decoded:
             decoded.load()
             if decoded.mode in _SCALAR_MODES:
@@ -202,10 +217,10 @@ def read_mask(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
                 values = np.asarray(decoded.convert("RGB")).max(axis=2)
     except (ImageError, OSError, SyntaxError, ValueError) as exc:  # Pillow's decoders raise all three
         raise DatasetError(f"cannot read mask {path}: {exc}") from exc
-    return values > 0
+    return values >= 128 if fmt == "JPEG" else values > 0
 
 
-def list_images(folder: str) -> list[str]:
+def list_images(folder: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[str]:
     """Sorted image files of one folder; refuses anything that is neither an image nor hidden.
 
     A stray ``.bmp`` or ``.tif`` among the test images is an error rather than skipped: skipping would make
@@ -219,7 +234,7 @@ def list_images(folder: str) -> list[str]:
         full = os.path.join(folder, name)
         if name.startswith(".") or not os.path.isfile(full):
             continue
-        if not name.lower().endswith(IMAGE_SUFFIXES):
-            raise DatasetError(f"{full}: not a PNG/JPEG image; convert it or move it out of the dataset")
+        if not name.lower().endswith(tuple(suffixes)):
+            raise DatasetError(f"{full}: not one of {', '.join(suffixes)}; convert it or move it out of the dataset")
         images.append(full)
     return images

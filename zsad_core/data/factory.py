@@ -2,7 +2,12 @@
 
 Spec grammar (the prefix is required, so a bare path is never guessed at):
 
-- ``mvtec:PATH``, ``visa:PATH``, ``folder:PATH``: the loaders of :mod:`zsad_core.data.datasets`.
+- ``mvtec:PATH``, ``visa:PATH``, ``folder:PATH``: the loaders of :mod:`zsad_core.data.datasets`; ``mpdd:PATH``
+  is MPDD, which ships in MVTec-AD's layout.
+- ``btad``, ``ksdd2``, ``kolektorsdd``, ``dagm``, ``rsdd``, ``bsd``, ``gc10``, ``msd``, ``magnetic-tile``,
+  ``road`` (``PATH`` each): the industrial benchmarks of :mod:`zsad_core.data.industrial`.
+- ``isic``, ``clinicdb``, ``headct``, ``brainmri``, ``busi`` (``PATH`` each): :mod:`zsad_core.data.medical`.
+- ``meta:PATH``: the official repositories' ``PATH/meta.json`` (:mod:`zsad_core.data.meta_json`).
 - ``synthetic`` or ``synthetic:seed=3,classes=2,per_class=8,size=128``: procedural textures with synthetic
   defects (also ``anomaly_ratio=0.5`` and ``kinds=scratch+stain``; ``classes`` may be a count or
   ``wood+disc``).
@@ -20,13 +25,45 @@ from typing import Any
 
 from zsad_core.data.base import BaseDataset, DatasetError
 from zsad_core.data.datasets import FolderDataset, MVTecDataset, VisADataset
+from zsad_core.data.industrial import (
+    BSDDataset,
+    BTADDataset,
+    CrackForestDataset,
+    DAGMDataset,
+    GC10DETDataset,
+    KolektorSDDDataset,
+    KSDD2Dataset,
+    MagneticTileDataset,
+    MSDDataset,
+    RSDDDataset,
+)
+from zsad_core.data.medical import BrainMRIDataset, BUSIDataset, ClinicDBDataset, HeadCTDataset, ISICDataset
+from zsad_core.data.meta_json import MetaJsonDataset
 from zsad_core.data.synthetic import SyntheticDataset
 
 _PATH_BUILDERS: dict[str, Callable[..., BaseDataset]] = {
     "mvtec": MVTecDataset,
     "visa": VisADataset,
     "folder": FolderDataset,
+    "mpdd": MVTecDataset,
+    "btad": BTADDataset,
+    "ksdd2": KSDD2Dataset,
+    "kolektorsdd": KolektorSDDDataset,
+    "dagm": DAGMDataset,
+    "rsdd": RSDDDataset,
+    "bsd": BSDDataset,
+    "gc10": GC10DETDataset,
+    "msd": MSDDataset,
+    "magnetic-tile": MagneticTileDataset,
+    "road": CrackForestDataset,
+    "isic": ISICDataset,
+    "clinicdb": ClinicDBDataset,
+    "headct": HeadCTDataset,
+    "brainmri": BrainMRIDataset,
+    "busi": BUSIDataset,
+    "meta": MetaJsonDataset,
 }
+DATASET_NAMES: tuple[str, ...] = (*_PATH_BUILDERS, "synthetic")
 _SYNTHETIC_OPTIONS: dict[str, Callable[[str], Any]] = {
     "seed": int,
     "classes": lambda text: int(text) if text.isdigit() else text.split("+"),
@@ -35,7 +72,8 @@ _SYNTHETIC_OPTIONS: dict[str, Callable[[str], Any]] = {
     "anomaly_ratio": float,
     "kinds": lambda text: text.split("+"),
 }
-USAGE = "mvtec:PATH, visa:PATH, folder:PATH, synthetic, synthetic:key=value,... or synthetic:PATH"
+USAGE = (f"NAME:PATH with NAME one of {', '.join(_PATH_BUILDERS)}; synthetic, synthetic:key=value,... "
+         "or synthetic:PATH")
 
 
 def build_dataset(spec: str, **kwargs: Any) -> BaseDataset:
