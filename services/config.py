@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # chosen ones are registered when it loads them.
 METHOD_NAMES: tuple[str, ...] = ("winclip", "clip-ad", "clip-ad+", "anoclip", "anoclip+", "vcp-clip", "vip2-clip")
 DEFAULTS_FILE = "defaults.yaml"
+OffsetResetPolicy = Literal["earliest", "latest", "fail"]
 MiB = 1024 * 1024
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -234,6 +235,10 @@ class ServingConfig(_Section):
             four batches, at least 64.
         autoscaling: Serve autoscaling instead of a fixed ``num_replicas``.
         graceful_shutdown_timeout_s: how long a stopping replica may finish its batches.
+        unhealthy_after_model_failures: consecutive batches on which the model failed for every frame before the
+            replica's health check fails and Serve replaces it (a broken device or model; Redis outages do not
+            count, a new replica would not fix them).
+        health_check_period_s: how often Serve asks a replica's health.
     """
 
     backbone: str | None = None
@@ -249,6 +254,8 @@ class ServingConfig(_Section):
     max_ongoing_requests: PositiveInt | None = None
     autoscaling: AutoscalingConfig | None = None
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0.0)
+    unhealthy_after_model_failures: PositiveInt = 3
+    health_check_period_s: float = Field(10.0, gt=0.0)
 
 
 class IngestConfig(_Section):
@@ -261,6 +268,11 @@ class IngestConfig(_Section):
         max_retries: attempts at scoring or storing a frame before it is dead-lettered.
         actor_num_cpus: CPUs Ray reserves per ingest actor and for the ingest controller; 0 lets them share
             the model replicas' machines (one box), a fraction places them on CPU nodes of a cluster.
+        on_offset_out_of_range: what a partition does when its committed position lies outside the log (the
+            broker lost data, or retention deleted unread records): ``earliest`` re-reads the whole retained log
+            (nothing unread is skipped; frames already stored are no-ops), ``latest`` skips to the end (no
+            re-scoring, but unread frames are lost), ``fail`` stops that partition until an operator acts. Each
+            reset is logged, counted (``zsad_offset_resets``) and audited.
     """
 
     num_actors: PositiveInt = 1
@@ -268,6 +280,7 @@ class IngestConfig(_Section):
     poll_timeout_ms: PositiveInt = 200
     max_retries: Annotated[int, Field(ge=0)] = 3
     actor_num_cpus: float = Field(0.0, ge=0.0)
+    on_offset_out_of_range: OffsetResetPolicy = "earliest"
 
 
 class LimitsConfig(_Section):

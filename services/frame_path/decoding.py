@@ -9,6 +9,7 @@ being unpickled (the client's bytes stay bytes until :func:`decode_record` has c
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from services.frame_path.records import FrameHeaders
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import ImageLimits, decode_image, probe_image
 
-AckStatus = Literal["stored", "duplicate", "failed"]
+AckStatus = Literal["stored", "duplicate", "conflict", "failed"]
 _FORMAT_OF_CONTENT_TYPE = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
@@ -65,6 +66,8 @@ class FrameRequest:
         partition, offset: the Kafka position, stored with the result for audit and replay.
         image: ``(H, W, 3)`` uint8 RGB.
         read_ts, decoded_ts: when ingest read and finished decoding it (stage latencies).
+        content_digest: of the record's bytes (:func:`content_digest`): a re-delivery carries the same one, a
+            different frame that reuses the id does not.
     """
 
     camera: str
@@ -75,6 +78,7 @@ class FrameRequest:
     image: np.ndarray = field(repr=False)
     read_ts: float = 0.0
     decoded_ts: float = 0.0
+    content_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ class FrameAck:
     """Serving's answer for one frame, sent after its result is in Redis.
 
     Attributes:
-        status: ``stored`` (new result written), ``duplicate`` (an earlier delivery already stored it; nothing
+        status: ``stored`` (new result written), ``duplicate`` (an earlier delivery of the same bytes already
+            stored it; nothing changed), ``conflict`` (the frame id has a result for other bytes; nothing
             changed), or ``failed`` (the method raised on this frame; nothing stored).
         prompt_version: the prompt version that scored it (``None``: zero-shot prompts).
         score, label: the result (``nan`` and -1 unless stored).
@@ -140,7 +145,14 @@ def decode_record(
         image=image,
         read_ts=read_ts,
         decoded_ts=time.time(),
+        content_digest=content_digest(data),
     )
+
+
+def content_digest(payload: bytes) -> str:
+    """A frame payload's identity: the first 128 bits of its SHA-256, hex (collisions need an attacker who can
+    already write to the frames topic, and would only make a frame count as its own re-delivery)."""
+    return hashlib.sha256(payload).hexdigest()[:32]
 
 
 def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:

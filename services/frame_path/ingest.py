@@ -12,7 +12,13 @@ One :class:`IngestWorker` per Ray actor (:class:`IngestActor`). Its loop, all on
   the infrastructure (a replica died, Redis unreachable) is not the frame's fault and is retried until it
   succeeds or the worker stops, so no frame is dead-lettered because a replica restarted;
 * commits, per partition, only past the highest contiguous finished offset (:class:`OffsetTracker`), under
-  the consumer group id, so a restarted actor resumes there and standard lag tools see the group.
+  the consumer group id, so a restarted actor resumes there and standard lag tools see the group. The commit
+  also carries, as its metadata, the offsets above the commit point that were already dead-lettered, so a
+  record is never dead-lettered twice, whoever reads the partition next;
+* survives what the Kafka client cannot read: a record kafka-python fails to parse is found by polling one
+  partition at a time, dead-lettered as ``unparseable_record`` and skipped, and the other partitions go on;
+  a position past the log end (the broker lost data) is reset by the configured policy
+  (``ingest.on_offset_out_of_range``), logged, counted and audited instead of crashing the loop.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections import Counter
@@ -27,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from services.config import ZsadConfig
+from services.config import OffsetResetPolicy, ZsadConfig
 from services.frame_path.decoding import FrameAck, FrameRequest, ModelUnavailableError, decode_record
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.offsets import OffsetTracker
@@ -41,6 +48,9 @@ T = TypeVar("T")
 
 LAG_EVERY_S = 5.0
 MAX_BACKOFF_S = 5.0
+LOOP_BACKOFF_S = (1.0, 60.0)  # first and longest wait before a crashed loop is started again
+PROBE_TIMEOUT_S = 5.0  # longest wait for one record while looking for a record the client cannot parse
+MAX_LETTERED_IN_METADATA = 200  # dead-lettered offsets above the commit point kept in the commit's metadata
 
 
 MAX_REPLICA_CRASHES = 5  # a frame whose delivery kills the replica this often is dead-lettered
@@ -56,6 +66,24 @@ class ReplicaCrashedError(ZsadError, RuntimeError):
     """The replica died every time it held this frame (e.g. out of memory on it); dead-lettered."""
 
     reason = "replica_crashed"
+
+
+class UnparseableRecordError(ZsadError, ValueError):
+    """The Kafka client could not parse the record (e.g. a header name that is not UTF-8); skipped past."""
+
+    reason = "unparseable_record"
+
+
+class ConflictingFrameIdError(ZsadError, ValueError):
+    """A frame id that already has a result arrived again with other bytes; the stored result is kept."""
+
+    reason = "conflicting_frame_id"
+
+
+class OffsetOutOfRangeStopError(ZsadError, RuntimeError):
+    """A partition's position lies outside the log and the policy is ``fail``: the partition stops."""
+
+    reason = "offset_out_of_range"
 
 
 class UnexpectedIngestError(ZsadError, RuntimeError):
@@ -92,6 +120,7 @@ class IngestWorker:
         submit: sends one frame to serving and returns its acknowledgement.
         name: shown in logs and metrics.
         metrics: where to report; ``None`` outside Ray.
+        audit: writes one operator-visible audit entry (offset resets); ``None`` logs only.
     """
 
     def __init__(
@@ -102,20 +131,29 @@ class IngestWorker:
         *,
         name: str = "ingest",
         metrics: PipelineMetrics | None = None,
+        audit: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.config = config
         self.partitions = sorted(partitions)
         self.submit = submit
         self.name = name
         self.metrics = metrics
+        self.audit = audit
         self.tracker = OffsetTracker()
         self.counts: Counter[str] = Counter()
         self.dead_letter_reasons: Counter[str] = Counter()
         self.committed: dict[int, int] = {}
         self.lag: dict[int, int] = {}
+        self.log_end: dict[int, int] = {}
+        self.past_end: dict[int, int] = {}
+        self.stopped_partitions: dict[int, str] = {}  # partition -> why (policy ``fail``)
         self.stopping = False
         self.running = False
+        self.healthy = False  # the current loop has polled and committed since it started
         self.error = ""
+        # Dead-lettered offsets not yet below a commit point, per partition. Kept across loop restarts (and seeded
+        # from the commit metadata on connect), so a re-read record is finished without a second dead letter.
+        self.lettered: dict[int, set[int]] = {}
         self._limits = config.limits.image_limits()
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-kafka")
         self._decoders = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-decode")
@@ -126,14 +164,16 @@ class IngestWorker:
         self._finished = asyncio.Event()
         self._idle_s = 0.0
         self._drain_timeout_s = 30.0
+        self._committed_metadata: dict[int, str] = {}
 
     # -- the loop --------------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Consume until :meth:`stop`; on return everything finished is committed and the clients are closed."""
-        self.running = True
+        self.running, self.healthy = True, False
         # A loop restarted in the same actor starts clean: offsets of the old loop's cancelled tasks would
         # otherwise stay pending forever, and the new consumer re-reads them from the committed offsets.
         self.tracker = OffsetTracker()
+        self._committed_metadata = {}
         self._paused, self._idle_s = False, 0.0
         try:
             await self._connect()
@@ -141,6 +181,8 @@ class IngestWorker:
             while not self.stopping:
                 await self._poll_once()
                 await self._commit()
+                if not self.healthy:
+                    self.healthy, self.error = True, ""  # recovered: status stops showing the old error
                 if time.monotonic() - last_lag > LAG_EVERY_S:
                     await self._measure_lag()
                     last_lag = time.monotonic()
@@ -150,6 +192,7 @@ class IngestWorker:
             log.exception("%s: ingest loop failed", self.name)
             raise
         finally:
+            self.healthy = False
             await self._close()
             self.running = False
 
@@ -176,12 +219,21 @@ class IngestWorker:
                 group_id=kafka.group_id,
                 client_id=f"{kafka.client_id}-{self.name}",
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                # No silent resets: a position outside the log raises, and _out_of_range applies the policy.
+                auto_offset_reset="none",
                 receive_message_max_bytes=kafka.receive_message_max_bytes,
                 fetch_max_bytes=kafka.receive_message_max_bytes,
                 max_partition_fetch_bytes=max(self.config.limits.max_bytes * 2, 1 << 20),
             )
-            consumer.assign([TopicPartition(kafka.frames_topic, partition) for partition in self.partitions])
+            partitions = [TopicPartition(kafka.frames_topic, partition) for partition in self.partitions]
+            consumer.assign(partitions)
+            for partition in partitions:
+                committed = consumer.committed(partition, metadata=True)
+                if committed is None or committed.offset < 0:
+                    consumer.seek_to_beginning(partition)  # a new group reads the whole retained log
+                    continue
+                consumer.seek(partition, committed.offset)
+                self._remember_lettered(partition.partition, committed.offset, committed.metadata)
             producer = KafkaProducer(
                 **kafka.client_kwargs(),
                 client_id=f"{kafka.client_id}-{self.name}-dlq",
@@ -191,17 +243,33 @@ class IngestWorker:
             return consumer, producer
 
         self._consumer, self._producer = await self._kafka(connect)
+        for partition in self.stopped_partitions:
+            await self._kafka(self._consumer.pause, self._partition(partition))
         log.info("%s: reading %s partitions %s", self.name, kafka.frames_topic, self.partitions)
+
+    def _remember_lettered(self, partition: int, committed: int, metadata: str | None) -> None:
+        """Seed the dead-lettered offsets of ``partition`` from its commit metadata (see :meth:`_metadata`)."""
+        try:
+            offsets = json.loads(metadata or "{}").get("dead_lettered", [])
+        except (ValueError, AttributeError):
+            offsets = []  # metadata written by another tool: nothing to learn from it
+        known = self.lettered.setdefault(partition, set())
+        known.update(int(offset) for offset in offsets if isinstance(offset, int) and offset >= committed)
+
+    def _partition(self, partition: int) -> Any:
+        from kafka.structs import TopicPartition
+
+        return TopicPartition(self.config.kafka.frames_topic, partition)
 
     async def _poll_once(self) -> None:
         window = self.config.ingest.max_in_flight
         free = window - self.tracker.in_flight()
-        assigned = list(self._consumer.assignment())
+        readable = [tp for tp in self._consumer.assignment() if tp.partition not in self.stopped_partitions]
         if free <= 0 and not self._paused:
-            await self._kafka(self._consumer.pause, *assigned)
+            await self._kafka(self._consumer.pause, *readable)
             self._paused = True
         elif free > 0 and self._paused:
-            await self._kafka(self._consumer.resume, *assigned)
+            await self._kafka(self._consumer.resume, *readable)
             self._paused = False
         # kafka-python's poll(timeout) loops on fetches until the timeout; a broker that answers empty fetches at
         # once instead of holding them (noida-db) turns that into a busy loop: measured, a caught-up consumer
@@ -215,32 +283,174 @@ class IngestWorker:
                 await asyncio.wait_for(self._finished.wait(), interval_s)
         elif self._idle_s > 0:
             await asyncio.sleep(self._idle_s)
-        batches = await self._kafka(self._consumer.poll, timeout_ms=0, max_records=max(free, 1))
+        batches = await self._poll(max(free, 1))
         if not self._paused:
             # Caught up: back off 10 ms, 20 ms, ... up to the poll interval; records reset it.
             self._idle_s = 0.0 if batches else min(max(2 * self._idle_s, 0.01), interval_s)
         for records in batches.values():
-            for record in records:
-                self.tracker.start(record.partition, record.offset)
-                self._spawn(self._handle(record))
+            self._start_records(records)
         if self.metrics is not None:
             self.metrics.in_flight(self.name, self.tracker.in_flight())
+
+    async def _poll(self, max_records: int) -> dict[Any, list[Any]]:
+        """One non-blocking poll; what the client cannot read is handled here instead of ending the loop."""
+        from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
+
+        try:
+            return await self._kafka(self._consumer.poll, timeout_ms=0, max_records=max_records)
+        except OffsetOutOfRangeError as exc:
+            await self._out_of_range(exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {})
+        except NoOffsetForPartitionError as exc:
+            await self._out_of_range({tp: -1 for tp in (exc.args[0] if exc.args else ())})
+        except KafkaError as exc:
+            if getattr(exc, "retriable", False) or not _is_parse_error(exc):
+                raise  # the broker or the network: the loop restarts (with backoff) and resumes
+            await self._isolate_unparseable(exc)
+        except Exception as exc:  # noqa: BLE001 - anything else raised while parsing records: a bad record
+            await self._isolate_unparseable(exc)
+        return {}
+
+    def _start_records(self, records: list[Any]) -> None:
+        for record in records:
+            generation = self.tracker.start(record.partition, record.offset)
+            if record.offset in self.lettered.get(record.partition, ()):
+                # Dead-lettered before (by an earlier loop, or by whoever committed the metadata): done already.
+                self.counts["dead_letter_replays_skipped"] += 1
+                self._finish(record.partition, record.offset, generation)
+                continue
+            self._spawn(self._handle(record, generation))
+
+    async def _out_of_range(self, positions: dict[Any, int]) -> None:
+        """Apply ``ingest.on_offset_out_of_range`` to partitions whose position lies outside the log."""
+        policy: OffsetResetPolicy = self.config.ingest.on_offset_out_of_range
+        assigned = {tp.partition: tp for tp in self._consumer.assignment()}
+        for tp, position in positions.items() or [(tp, -1) for tp in assigned.values()]:
+            partition = tp.partition
+            if partition not in assigned:
+                continue
+            begin, end = await self._log_bounds(tp)
+            self.tracker.reset(partition)
+            self.lettered.pop(partition, None)  # offsets above a lost position name other records now
+            self.counts["offset_resets"] += 1
+            if policy == "fail":
+                reason = f"position {position} outside the log [{begin}, {end}); policy 'fail' stops the partition"
+                self.stopped_partitions[partition] = reason
+                await self._kafka(self._consumer.pause, tp)
+                target = position
+            elif policy == "latest":
+                await self._kafka(self._consumer.seek, tp, end)
+                target = end
+            else:
+                await self._kafka(self._consumer.seek, tp, begin)
+                target = begin
+            log.error("%s: partition %d: offset %d is outside the log [%d, %d) (did the broker lose data?); "
+                      "policy %r: %s", self.name, partition, position, begin, end, policy,
+                      "stopped" if policy == "fail" else f"reading from {target}")  # fmt: skip
+            if policy != "fail":
+                await self._commit_position(tp, target)  # the group's position is repaired even if nothing follows
+            if self.metrics is not None:
+                self.metrics.offset_reset(partition, policy)
+            self._audit({"action": "offset_out_of_range", "actor": self.name, "partition": str(partition),
+                         "from_offset": str(position), "to_offset": str(target), "log_start": str(begin),
+                         "log_end": str(end), "policy": policy})  # fmt: skip
+
+    async def _commit_position(self, tp: Any, offset: int) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            await self._kafka(self._consumer.commit, {tp: OffsetAndMetadata(offset, "", -1)})
+        except Exception as exc:  # noqa: BLE001 - the next read's commit moves it anyway
+            log.warning("%s: commit of reset position failed (%s)", self.name, exc)
+            return
+        if self.committed.get(tp.partition, offset) > offset:
+            self.counts["commit_rewinds"] += 1
+            if self.metrics is not None:
+                self.metrics.commit_rewound(tp.partition)
+        self.committed[tp.partition] = offset
+        self._committed_metadata[tp.partition] = ""
+        self.tracker.mark_committed({tp.partition: offset})
+
+    async def _log_bounds(self, tp: Any) -> tuple[int, int]:
+        begin = await self._kafka(self._consumer.beginning_offsets, [tp], timeout_ms=5000)
+        end = await self._kafka(self._consumer.end_offsets, [tp], timeout_ms=5000)
+        return int(begin[tp]), int(end[tp])
+
+    async def _isolate_unparseable(self, error: BaseException) -> None:
+        """Find the partitions whose next record the client cannot parse, dead-letter those offsets, skip them.
+
+        kafka-python raises from ``poll()`` without saying which partition failed, and a second poll at the same
+        position does not raise again but spins inside the client for ever. So the consumer is not polled: a
+        probe consumer reads one record from each partition's position, a partition whose probe fails the same
+        way holds the bad record there, and the consumer seeks past it (which also discards the broken fetch).
+
+        Raises:
+            the original error, when no partition reproduces it (the loop then restarts with a backoff).
+        """
+        log.warning("%s: the Kafka client could not parse a record (%s: %s); looking for it",
+                    self.name, type(error).__name__, error)  # fmt: skip
+        readable = [tp for tp in self._consumer.assignment() if tp.partition not in self.stopped_partitions]
+        found = False
+        for tp in sorted(readable, key=lambda tp: tp.partition):
+            position = await self._kafka(self._consumer.position, tp)
+            failure = await asyncio.get_running_loop().run_in_executor(None, self._probe, tp, position)
+            if failure is not None:
+                await self._skip_unparseable(tp, position, failure)
+                found = True
+        if not found:
+            raise error
+
+    def _probe(self, tp: Any, offset: int) -> BaseException | None:
+        """Read the record at ``offset`` of ``tp`` with a fresh consumer; the parse error it raises, if any."""
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        kafka = self.config.kafka
+        probe = KafkaConsumer(**kafka.client_kwargs(), client_id=f"{kafka.client_id}-{self.name}-probe",
+                              enable_auto_commit=False, auto_offset_reset="none",
+                              receive_message_max_bytes=kafka.receive_message_max_bytes,
+                              max_partition_fetch_bytes=max(self.config.limits.max_bytes * 2, 1 << 20))  # fmt: skip
+        try:
+            probe.assign([tp])
+            probe.seek(tp, offset)
+            deadline = time.monotonic() + PROBE_TIMEOUT_S
+            while time.monotonic() < deadline:
+                try:
+                    if probe.poll(timeout_ms=200, max_records=1):
+                        return None
+                except Exception as exc:  # noqa: BLE001 - what is being looked for; other Kafka errors: not this
+                    if isinstance(exc, KafkaError) and not _is_parse_error(exc):
+                        return None
+                    return exc
+            return None
+        finally:
+            probe.close()
+
+    async def _skip_unparseable(self, tp: Any, offset: int, error: BaseException) -> None:
+        await self._kafka(self._consumer.seek, tp, offset + 1)
+        self.counts["unparseable"] += 1
+        generation = self.tracker.start(tp.partition, offset)
+        if offset in self.lettered.get(tp.partition, ()):
+            self._finish(tp.partition, offset, generation)
+            return
+        record = _UnreadRecord(topic=tp.topic, partition=tp.partition, offset=offset)
+        detail = f"the Kafka client could not parse the record: {type(error).__name__}: {error}"
+        self._spawn(self._dead_letter(record, UnparseableRecordError(detail), generation))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, record: Any) -> None:
+    async def _handle(self, record: Any, generation: int) -> None:
         try:
-            await self._handle_record(record)
+            await self._handle_record(record, generation)
         except asyncio.CancelledError:
             raise  # stopping: left unfinished, re-read by the partition's next owner
         except Exception as exc:
             log.exception("%s: record %s:%d failed unexpectedly", self.name, record.partition, record.offset)
-            await self._dead_letter(record, UnexpectedIngestError(f"{type(exc).__name__}: {exc}"))
+            await self._dead_letter(record, UnexpectedIngestError(f"{type(exc).__name__}: {exc}"), generation)
 
-    async def _handle_record(self, record: Any) -> None:
+    async def _handle_record(self, record: Any, generation: int) -> None:
         loop = asyncio.get_running_loop()
         read_ts = time.time()
         try:
@@ -248,13 +458,13 @@ class IngestWorker:
                 self._decoders, lambda: decode_record(record, self.config.cameras, self._limits, read_ts=read_ts)
             )
         except ZsadError as exc:
-            await self._dead_letter(record, exc)
+            await self._dead_letter(record, exc, generation)
             return
         if self.metrics is not None:
             self.metrics.stage("decode", request.decoded_ts - read_ts)
-        await self._deliver(record, request)
+        await self._deliver(record, request, generation)
 
-    async def _deliver(self, record: Any, request: FrameRequest) -> None:
+    async def _deliver(self, record: Any, request: FrameRequest, generation: int) -> None:
         from ray.exceptions import ActorDiedError
 
         failures = system_failures = crashes = 0
@@ -272,25 +482,31 @@ class IngestWorker:
                     system_failures += 1
                     crashes += isinstance(exc, ActorDiedError)
                     if crashes >= MAX_REPLICA_CRASHES:
-                        await self._dead_letter(record, ReplicaCrashedError(f"{crashes} replicas died holding it"))
+                        error = ReplicaCrashedError(f"{crashes} replicas died holding it")
+                        await self._dead_letter(record, error, generation)
                         return
                     self.counts["system_retries"] += 1
                     log.warning("%s: serving unavailable (%s), retrying frame %s", self.name, exc, request.frame_id)
                     await asyncio.sleep(min(0.1 * 2**system_failures, MAX_BACKOFF_S))
                     continue
             else:
+                if ack.status == "conflict":
+                    detail = f"frame id {request.frame_id!r} of camera {request.camera!r} has a result for other bytes"
+                    await self._dead_letter(record, ConflictingFrameIdError(detail), generation)
+                    return
                 if ack.status != "failed":
                     self.counts[ack.status] += 1
-                    self._finish(request.partition, request.offset)
+                    self._finish(request.partition, request.offset, generation)
                     return
                 failures += 1
                 detail = ack.error_detail
             self.counts["frame_retries"] += 1
             if failures > self.config.ingest.max_retries:
-                await self._dead_letter(record, InferenceFailedError(f"{failures} attempts failed; last: {detail}"))
+                error = InferenceFailedError(f"{failures} attempts failed; last: {detail}")
+                await self._dead_letter(record, error, generation)
                 return
 
-    async def _dead_letter(self, record: Any, error: ZsadError) -> None:
+    async def _dead_letter(self, record: Any, error: ZsadError, generation: int) -> None:
         letter = DeadLetter.build(
             key=record.key,
             value=record.value,
@@ -323,30 +539,59 @@ class IngestWorker:
         self.dead_letter_reasons[reason] += 1
         if self.metrics is not None:
             self.metrics.dead_lettered(_camera_of(record), reason)
-        self._finish(record.partition, record.offset)
+        self.lettered.setdefault(record.partition, set()).add(record.offset)
+        self._finish(record.partition, record.offset, generation)
+        # Commit now (the offset, or the letter in the commit's metadata): nothing may re-read it and write a
+        # second letter, even if this loop dies right after.
+        await self._commit()
 
     def _send_letter(self, letter: DeadLetter) -> None:
         self._producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers).get(30)
 
-    def _finish(self, partition: int, offset: int) -> None:
-        self.tracker.finish(partition, offset)
+    def _finish(self, partition: int, offset: int, generation: int) -> None:
+        self.tracker.finish(partition, offset, generation)
         self._finished.set()
 
-    async def _commit(self) -> None:
-        from kafka.structs import OffsetAndMetadata, TopicPartition
+    def _metadata(self, partition: int, offset: int) -> str:
+        """The commit's metadata: dead-lettered offsets at or above the commit point (bounded)."""
+        known = self.lettered.get(partition)
+        if not known:
+            return ""
+        known.difference_update({lettered for lettered in known if lettered < offset})
+        kept = sorted(known)[:MAX_LETTERED_IN_METADATA]
+        return json.dumps({"dead_lettered": kept}, separators=(",", ":")) if kept else ""
 
-        offsets = self.tracker.committable()
-        if not offsets:
+    async def _commit(self) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        if self._consumer is None:
             return
-        topic = self.config.kafka.frames_topic
-        request = {TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1) for p, offset in offsets.items()}
+        moved = self.tracker.committable()
+        request, offsets = {}, {}
+        for partition in set(moved) | set(self.lettered):
+            offset = moved.get(partition, self.committed.get(partition))
+            if offset is None:
+                continue
+            metadata = self._metadata(partition, offset)
+            if partition in moved or metadata != self._committed_metadata.get(partition, ""):
+                request[self._partition(partition)] = OffsetAndMetadata(offset, metadata, -1)
+                offsets[partition] = (offset, metadata)
+        if not request:
+            return
         try:
             await self._kafka(self._consumer.commit, request)
         except Exception as exc:  # noqa: BLE001 - a failed commit is retried with the next one
             log.warning("%s: commit failed (%s); will retry", self.name, exc)
             return
-        self.tracker.mark_committed(offsets)
-        self.committed.update(offsets)
+        self.tracker.mark_committed({partition: offset for partition, (offset, _) in offsets.items()})
+        for partition, (offset, metadata) in offsets.items():
+            previous = self.committed.get(partition)
+            if previous is not None and offset < previous:
+                self.counts["commit_rewinds"] += 1  # only after an out-of-range reset to an earlier offset
+                if self.metrics is not None:
+                    self.metrics.commit_rewound(partition)
+            self.committed[partition] = offset
+            self._committed_metadata[partition] = metadata
 
     async def _measure_lag(self) -> None:
         try:
@@ -355,10 +600,32 @@ class IngestWorker:
             log.debug("%s: end offsets unavailable: %s", self.name, exc)
             return
         for topic_partition, end in ends.items():
-            position = self.committed.get(topic_partition.partition, 0)
-            self.lag[topic_partition.partition] = max(int(end) - position, 0)
+            partition, end = topic_partition.partition, int(end)
+            position = self.committed.get(partition, 0)
+            previous_end = self.log_end.get(partition)
+            if previous_end is not None and end < previous_end:
+                # The log got shorter: the broker lost acknowledged records (or the topic was recreated).
+                self.counts["log_end_rewinds"] += 1
+                log.error("%s: partition %d: the log end moved back from %d to %d", self.name, partition,
+                          previous_end, end)  # fmt: skip
+                if self.metrics is not None:
+                    self.metrics.log_end_rewound(partition)
+                self._audit({"action": "log_end_rewound", "actor": self.name, "partition": str(partition),
+                             "from_offset": str(previous_end), "to_offset": str(end)})  # fmt: skip
+            self.log_end[partition] = end
+            self.past_end[partition] = max(position - end, 0)
+            self.lag[partition] = max(end - position, 0)
             if self.metrics is not None:
-                self.metrics.lag(topic_partition.partition, self.lag[topic_partition.partition])
+                self.metrics.lag(partition, self.lag[partition])
+                self.metrics.committed_past_end(partition, self.past_end[partition])
+
+    def _audit(self, entry: dict[str, str]) -> None:
+        if self.audit is None:
+            return
+        try:
+            self.audit(entry)
+        except Exception as exc:  # noqa: BLE001 - the audit is for operators; the log line above has it too
+            log.warning("%s: audit entry not written: %s", self.name, exc)
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -370,12 +637,12 @@ class IngestWorker:
         for task in list(self._tasks):
             task.cancel()
         clients = [client for client in (self._consumer, self._producer) if client is not None]
+        self._consumer = self._producer = None
         for client in clients:
             try:
                 await self._kafka(client.close)
             except Exception as exc:  # noqa: BLE001 - closing is best effort
                 log.debug("%s: close failed: %s", self.name, exc)
-        self._consumer = self._producer = None
 
     def stats(self) -> dict[str, Any]:
         """Counters and positions, for ``zsad status`` and tests."""
@@ -383,6 +650,7 @@ class IngestWorker:
             "name": self.name,
             "partitions": self.partitions,
             "running": self.running,
+            "healthy": self.healthy,
             "error": self.error,
             "in_flight": self.tracker.in_flight(),
             "paused": self._paused,
@@ -390,7 +658,33 @@ class IngestWorker:
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "committed": dict(self.committed),
             "lag": dict(self.lag),
+            "log_end": dict(self.log_end),
+            "committed_past_end": {partition: n for partition, n in self.past_end.items() if n},
+            "stopped_partitions": dict(self.stopped_partitions),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class _UnreadRecord:
+    """What is known of a record the Kafka client could not parse: where it is, nothing of its content.
+
+    Its bytes stay in the frames topic at the offset the dead letter names (Kafka needs a key or a value, so the
+    letter carries an empty key).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = b""
+    value: bytes | None = None
+    headers: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
+
+
+def _is_parse_error(exc: BaseException) -> bool:
+    from kafka.consumer.fetcher import RecordTooLargeError
+    from kafka.errors import CorruptRecordError
+
+    return isinstance(exc, CorruptRecordError | RecordTooLargeError)
 
 
 def _camera_of(record: Any) -> str:
@@ -404,7 +698,9 @@ class IngestActor:
     """The Ray actor around one :class:`IngestWorker` (created by the supervisor with restarts enabled).
 
     A restarted actor comes back through ``__init__`` with the same partitions; the supervisor's watch loop
-    calls :meth:`ensure_running`, and the consumer resumes from the committed offsets.
+    calls :meth:`ensure_running`, and the consumer resumes from the committed offsets. A loop that crashed is
+    started again only after a backoff that doubles with each consecutive crash (1 s up to 60 s), so a fault
+    that persists (a broker away) neither spins nor floods the logs; the state shows in :meth:`stats`.
     """
 
     def __init__(self, config: ZsadConfig, partitions: list[int], inspector: Any, name: str) -> None:
@@ -414,23 +710,66 @@ class IngestActor:
         async def submit(request: FrameRequest) -> FrameAck:
             return await inspector.score.remote(request)
 
-        self.worker = IngestWorker(config, partitions, submit, name=name, metrics=PipelineMetrics())
+        self.config = config
+        self.metrics = PipelineMetrics()
+        self.worker = IngestWorker(config, partitions, submit, name=name, metrics=self.metrics, audit=self._audit)
         self._task: asyncio.Task[None] | None = None
+        self._redis: Any = None
+        self.crashes = 0  # consecutive: reset once a restarted loop is healthy
+        self.restarts = 0
+        self.last_error = ""
+        self.last_error_ts = 0.0
+        self._next_start = 0.0
+
+    def _audit(self, entry: dict[str, str]) -> None:
+        """Append to the audit stream that operators read (the registry's, ``zsad registry audit``)."""
+        from services.frame_path.result_store import connect
+
+        if self._redis is None:
+            self._redis = connect(self.config.redis)
+        self._redis.xadd(f"{self.config.registry.namespace}:audit", {**entry, "ts": repr(time.time())})
 
     async def ensure_running(self) -> bool:
-        """Start the loop if it is not running; True if it was started now."""
+        """Start the loop if it is not running and its backoff has passed; True if it was started now."""
+        if self.worker.healthy:
+            self.crashes = 0
         if self._task is not None and not self._task.done():
             return False
         if self.worker.stopping:
             return False
+        if self._task is not None:  # the loop ended on its own: it crashed
+            self._task, error = None, self.worker.error
+            self.crashes += 1
+            self.last_error, self.last_error_ts = error, time.time()
+            first, longest = LOOP_BACKOFF_S
+            backoff = min(first * 2 ** (self.crashes - 1), longest)
+            self._next_start = time.monotonic() + backoff
+            self.metrics.loop_crashed(self.worker.name)
+            log.error("%s: ingest loop crashed (%d in a row): %s; restarting in %.0f s", self.worker.name,
+                      self.crashes, error, backoff)  # fmt: skip
+        if time.monotonic() < self._next_start:
+            return False
+        self.restarts += self._next_start > 0
         self._task = asyncio.get_running_loop().create_task(self.worker.run())
         return True
 
     async def stop(self, drain_timeout_s: float = 30.0) -> dict[str, Any]:
         """Stop, commit what finished and report the final stats."""
         await self.worker.stop(drain_timeout_s)
-        return self.worker.stats()
+        return await self.stats()
 
     async def stats(self) -> dict[str, Any]:
-        """The worker's counters and positions."""
-        return self.worker.stats()
+        """The worker's counters and positions, and the loop's state (``running``, ``backing_off``, ``stopped``)."""
+        stats = self.worker.stats()
+        waiting = max(self._next_start - time.monotonic(), 0.0)
+        running = self._task is not None and not self._task.done()
+        state = "running" if running else "backing_off" if waiting > 0 else "stopped"
+        stats.update(
+            loop_state=state,
+            loop_restarts=self.restarts,
+            consecutive_crashes=self.crashes,
+            restart_in_s=round(waiting, 1),
+            last_error=self.last_error,
+            last_error_age_s=round(time.time() - self.last_error_ts, 1) if self.last_error_ts else None,
+        )
+        return stats

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from services.config import ConfigError, ZsadConfig
-from services.frame_path.decoding import FrameAck, FrameRequest, ModelUnavailableError
+from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.result_store import FrameResult, ResultStore
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
@@ -94,6 +94,10 @@ class _Outcome:
     error: str = ""
 
 
+class ReplicaUnhealthyError(RuntimeError):
+    """The model failed on every frame of several batches in a row: this replica should be replaced."""
+
+
 class InspectorCore:
     """Scores frames of configured cameras and writes their results to Redis.
 
@@ -103,6 +107,7 @@ class InspectorCore:
         device: torch device of the backbones.
         metrics: where to report; ``None`` outside Ray.
         prompts: resolves cameras' prompt versions; required when a camera names one.
+        replica: this replica's name in metrics.
 
     Raises:
         ConfigError: a camera names a prompt version and there is no prompt source.
@@ -116,18 +121,22 @@ class InspectorCore:
         device: str = "cpu",
         metrics: PipelineMetrics | None = None,
         prompts: PromptSource | None = None,
+        replica: str = "inspector",
     ) -> None:
         self.config = config
         self.store = store
         self.device = device
         self.metrics = metrics
         self.prompts = prompts
+        self.replica = replica
         # Batches and prompt loads both run the shared backbone; they take turns (a load is a text-encoder pass).
         self._model_lock = threading.Lock()
         self._swap_lock = threading.Lock()  # one refresh at a time (the watcher thread, an operator's call)
         self._refusals: dict[MethodKey, str] = {}  # the last failure reported per key, not repeated
         self._backbones: dict[BackboneConfig, ClipBackbone] = {}
         self.methods: dict[MethodKey, LoadedMethod] = {}
+        # Model calls in a row in which not one frame was scored (a broken device or model); any success resets it.
+        self.model_failures = 0
         # Random CLIP weights (no weight file, pretrained off) and untrained prompts must be the same in every
         # replica, or a restarted replica would score re-delivered frames differently.
         torch.manual_seed(0)
@@ -189,9 +198,10 @@ class InspectorCore:
     def process(self, requests: Sequence[FrameRequest]) -> list[FrameAck]:
         """Score a batch and store the results; one acknowledgement per request, in order.
 
-        Frames whose result already exists are acknowledged as ``duplicate`` without a model call. A model
-        failure is isolated to the frames that cause it (the group is retried frame by frame) and answered
-        as ``failed``. A Redis failure raises: nothing is acknowledged, so ingest retries the batch.
+        Frames whose result already exists for the same bytes are acknowledged as ``duplicate`` without a model
+        call; a frame id stored for other bytes is answered ``conflict`` (nothing stored). A model failure is
+        isolated to the frames that cause it (the group is retried frame by frame) and answered as ``failed``.
+        A Redis failure raises: nothing is acknowledged, so ingest retries the batch.
 
         Raises:
             redis.RedisError: the results could not be stored.
@@ -199,15 +209,17 @@ class InspectorCore:
         """
         start = time.time()
         methods = self.methods  # one version per batch: a swap replaces the dict, never changes this one
-        known = self.store.stored([(request.camera, request.frame_id) for request in requests])
+        digests = self.store.stored_digests([(request.camera, request.frame_id) for request in requests])
+        known = {index: _known_status(request, digests[index]) for index, request in enumerate(requests)
+                 if digests[index] is not None}  # fmt: skip
         groups: dict[MethodKey, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            if not known[index]:
+            if index not in known:
                 groups[self.camera_keys[request.camera]].append(index)
         outcomes: dict[int, _Outcome] = {}
         batch_sizes: dict[int, int] = {}
         for key, indices in groups.items():
-            outcomes_of_group = self._score(key, methods[key].module, [requests[i].image for i in indices])
+            outcomes_of_group = self._score_counted(key, methods[key].module, [requests[i].image for i in indices])
             for index, outcome in zip(indices, outcomes_of_group, strict=True):
                 outcomes[index] = outcome
                 batch_sizes[index] = len(indices)
@@ -217,9 +229,8 @@ class InspectorCore:
             for index, outcome in outcomes.items()
             if not outcome.error
         }
-        newly_written = self.store.write_results(list(results.values()))
+        written = dict(zip(results, self.store.write_results(list(results.values())), strict=True))
         store_done = time.time()
-        written = dict(zip(results, newly_written, strict=True))
         acks = []
         for index, request in enumerate(requests):
             key = self.camera_keys[request.camera]
@@ -231,8 +242,8 @@ class InspectorCore:
                 "prompt_version": methods[key].prompt_version,
                 "queue_s": max(start - request.decoded_ts, 0.0) if request.decoded_ts else 0.0,
             }
-            if known[index]:
-                acks.append(FrameAck(status="duplicate", **common))
+            if index in known:
+                acks.append(FrameAck(status=known[index], **common))
                 continue
             outcome = outcomes[index]
             timings = {"infer_s": infer_done - start, "batch_size": batch_sizes[index]}
@@ -241,15 +252,42 @@ class InspectorCore:
                                      **common, **timings))  # fmt: skip
                 continue
             result = results[index]
-            acks.append(FrameAck(status="stored" if written[index] else "duplicate", score=result.score,
-                                 label=result.label, store_s=store_done - infer_done, **common, **timings))  # fmt: skip
+            acks.append(FrameAck(status=written[index].value, score=result.score, label=result.label,
+                                 store_s=store_done - infer_done, **common, **timings))  # fmt: skip
         self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()))
         return acks
+
+    def _score_counted(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
+        """:meth:`_score`, counting calls in a row in which no frame could be scored (:meth:`check_health`)."""
+        try:
+            outcomes = self._score(key, method, images)
+        except ModelUnavailableError:
+            self._count_model_failure(failed=True)
+            raise
+        self._count_model_failure(failed=all(outcome.error for outcome in outcomes))
+        return outcomes
+
+    def _count_model_failure(self, *, failed: bool) -> None:
+        self.model_failures = self.model_failures + 1 if failed else 0
+        if self.metrics is not None:
+            self.metrics.model_failures(self.replica, self.model_failures)
+
+    def check_health(self, unhealthy_after: int) -> None:
+        """Raise when the model failed on every frame of ``unhealthy_after`` model calls in a row.
+
+        Why only model failures: a replica that cannot score anything (a lost GPU, a corrupted model in memory)
+        is fixed by a new replica, while Redis or broker outages are not, so those never fail the check.
+
+        Raises:
+            ReplicaUnhealthyError: the replica should be replaced.
+        """
+        if self.model_failures >= unhealthy_after:
+            raise ReplicaUnhealthyError(f"the model failed on every frame of {self.model_failures} calls in a row")
 
     def _score(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
         try:
             with self._model_lock:
-                return _outcomes(method, images)
+                outcomes = _outcomes(method, images)
         except Exception as exc:
             if len(images) == 1:
                 log.warning("%s failed on a frame: %s", key.method, exc)
@@ -261,6 +299,10 @@ class InspectorCore:
                 # Raising makes ingest retry as a system failure instead of dead-lettering the whole stream.
                 raise ModelUnavailableError(f"{key.method} failed on every frame of a batch: {exc}") from exc
             return outcomes
+        if len(images) > 1 and all(outcome.error for outcome in outcomes):
+            # Non-finite output for every frame at once: the model (weights, device) is broken, not the frames.
+            raise ModelUnavailableError(f"{key.method} gave no usable output for any of {len(images)} frames")
+        return outcomes
 
     def _result(
         self, request: FrameRequest, outcome: _Outcome, infer_ts: float, methods: dict[MethodKey, LoadedMethod]
@@ -278,6 +320,7 @@ class InspectorCore:
             offset=request.offset,
             capture_ts=request.capture_ts,
             infer_ts=infer_ts,
+            digest=request.content_digest,
         )
 
     def _report(
@@ -371,6 +414,12 @@ class InspectorCore:
                 for camera, key in self.camera_keys.items()
             },
         }
+
+
+def _known_status(request: FrameRequest, stored_digest: str) -> AckStatus:
+    """A frame whose id has a result: the same bytes again (or bytes of unknown digest) or other bytes."""
+    same = not stored_digest or not request.content_digest or stored_digest == request.content_digest
+    return "duplicate" if same else "conflict"
 
 
 def _reason(exc: BaseException) -> str:

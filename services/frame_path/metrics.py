@@ -58,6 +58,30 @@ class PipelineMetrics:
                 "zsad_prompt_version_info", "1 for the prompt version a camera is served with.",
                 tag_keys=("camera", "method", "version"),
             ),
+            "offset_resets": Counter(
+                "zsad_offset_resets", "Partition positions found outside the log and reset by the policy.",
+                tag_keys=("partition", "policy"),
+            ),
+            "commit_rewinds": Counter(
+                "zsad_committed_offset_rewinds", "Commits of an offset below the partition's previous commit.",
+                tag_keys=("partition",),
+            ),
+            "log_end_rewinds": Counter(
+                "zsad_log_end_rewinds", "Times a partition's log end moved backwards (the broker lost records).",
+                tag_keys=("partition",),
+            ),
+            "past_end": Gauge(
+                "zsad_committed_past_end", "Committed offset minus log end where positive (records lost).",
+                tag_keys=("partition",),
+            ),
+            "loop_crashes": Counter(
+                "zsad_ingest_loop_crashes", "Ingest loops that ended on an error (restarted with a backoff).",
+                tag_keys=("actor",),
+            ),
+            "model_failures": Gauge(
+                "zsad_replica_model_failures", "Consecutive batches the model failed on, per replica.",
+                tag_keys=("replica",),
+            ),
         }  # fmt: skip
 
     def stored(self, camera: str, method: str, anomalous: bool, end_to_end_s: float) -> None:
@@ -99,3 +123,27 @@ class PipelineMetrics:
     def prompt_load_failed(self, method: str, reason: str) -> None:
         """A replica refused a new prompt version and kept serving the old one."""
         self._metrics["prompt_failures"].inc(1, tags={"method": method, "reason": reason})
+
+    def offset_reset(self, partition: int, policy: str) -> None:
+        """A partition's position was outside the log and ``policy`` was applied."""
+        self._metrics["offset_resets"].inc(tags={"partition": str(partition), "policy": policy})
+
+    def commit_rewound(self, partition: int) -> None:
+        """A commit went below the partition's previous commit (after a reset to an earlier offset)."""
+        self._metrics["commit_rewinds"].inc(tags={"partition": str(partition)})
+
+    def log_end_rewound(self, partition: int) -> None:
+        """The partition's log end moved backwards."""
+        self._metrics["log_end_rewinds"].inc(tags={"partition": str(partition)})
+
+    def committed_past_end(self, partition: int, records: int) -> None:
+        """How far the committed offset lies past the log end (0 when it does not)."""
+        self._metrics["past_end"].set(records, tags={"partition": str(partition)})
+
+    def loop_crashed(self, actor: str) -> None:
+        """An ingest loop ended on an error."""
+        self._metrics["loop_crashes"].inc(tags={"actor": actor})
+
+    def model_failures(self, replica: str, batches: int) -> None:
+        """Consecutive batches on which the replica's model failed for every frame."""
+        self._metrics["model_failures"].set(batches, tags={"replica": replica})

@@ -21,6 +21,7 @@ class _Partition:
     last_started: int | None = None
     pending: set[int] = field(default_factory=set)
     done: list[int] = field(default_factory=list)  # a min-heap of finished offsets above next_commit
+    generation: int = 0
 
 
 class OffsetTracker:
@@ -34,11 +35,12 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[int, _Partition] = {}
 
-    def start(self, partition: int, offset: int) -> None:
-        """Record that ``offset`` was read and is being worked on.
+    def start(self, partition: int, offset: int) -> int:
+        """Record that ``offset`` was read and is being worked on; returns the partition's generation.
 
         Raises:
-            ValueError: the offset is not above every offset started before on this partition.
+            ValueError: the offset is not above every offset started before on this partition (since the last
+                :meth:`reset`).
         """
         state = self._partitions.setdefault(partition, _Partition())
         if state.last_started is not None and offset <= state.last_started:
@@ -47,23 +49,44 @@ class OffsetTracker:
             state.next_commit = offset
         state.last_started = offset
         state.pending.add(offset)
+        return state.generation
 
-    def finish(self, partition: int, offset: int) -> None:
+    def finish(self, partition: int, offset: int, generation: int | None = None) -> bool:
         """Record that ``offset`` is done (stored, or dead-lettered); finishing twice is harmless.
+
+        Args:
+            generation: what :meth:`start` returned; a finish from before a :meth:`reset` of the partition is
+                ignored, since the same offset may since have been read again (or name another record).
+
+        Returns:
+            Whether the finish counted (False: finished before, or of an older generation).
 
         Raises:
             KeyError: the offset was never started.
         """
         state = self._partitions.get(partition)
+        if state is not None and generation is not None and generation != state.generation:
+            return False
         if state is None or state.last_started is None or offset > state.last_started:
             raise KeyError(f"partition {partition}: offset {offset} was never started")
         if offset not in state.pending:
-            return  # finished before (a retried acknowledgement)
+            return False  # finished before (a retried acknowledgement)
         state.pending.discard(offset)
         heapq.heappush(state.done, offset)
         lowest_pending = min(state.pending, default=None)
         while state.done and (lowest_pending is None or state.done[0] < lowest_pending):
             state.next_commit = heapq.heappop(state.done) + 1
+        return True
+
+    def reset(self, partition: int) -> None:
+        """The consumer's position of ``partition`` was moved (an out-of-range reset): start over from its next read.
+
+        Unfinished offsets are dropped, and finishes of offsets started before the reset no longer count, so
+        the commit point follows the records read from the new position only.
+        """
+        old = self._partitions.get(partition)
+        self._partitions[partition] = _Partition(committed=old.committed if old else None,
+                                                 generation=(old.generation + 1) if old else 1)  # fmt: skip
 
     def in_flight(self, partition: int | None = None) -> int:
         """Started but unfinished offsets, of one partition or of all."""

@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -35,19 +36,25 @@ from zsad_core.imageio import encode_png
 MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
-    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale",
+    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
 
 # KEYS: result hash, map string, events stream, scores zset.
-# ARGV: ttl_s, events_maxlen, scores_maxlen, frame_id, score, map_png ('' = no map), field, value, ...
+# ARGV: ttl_s, events_maxlen, scores_maxlen, frame_id, score, map_png ('' = no map), digest, field, value, ...
+# Returns 1 (written), 0 (already stored for the same bytes, or by a writer that recorded no digest), -1 (the
+# frame id is stored for other bytes).
 _WRITE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  local stored = redis.call('HGET', KEYS[1], 'digest')
+  if stored and stored ~= '' and ARGV[7] ~= '' and stored ~= ARGV[7] then
+    return -1
+  end
   return 0
 end
 local fields = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
@@ -63,6 +70,17 @@ if extra > 0 then
 end
 return 1
 """
+
+
+class WriteOutcome(StrEnum):
+    """What writing one frame's result did."""
+
+    STORED = "stored"  # new: hash, map, event and score written
+    DUPLICATE = "duplicate"  # the frame id was stored for the same bytes (a re-delivery): nothing changed
+    CONFLICT = "conflict"  # the frame id was stored for other bytes: nothing changed, the new frame is refused
+
+
+_OUTCOME_OF_REPLY = {1: WriteOutcome.STORED, 0: WriteOutcome.DUPLICATE, -1: WriteOutcome.CONFLICT}
 
 
 def camera_prefix(camera: str) -> str:
@@ -132,6 +150,8 @@ class FrameResult:
         prompt_version: the resolved prompt version (never an alias), ``None`` for zero-shot prompts.
         partition, offset: where the frame was read from Kafka (-1 when it did not come from Kafka).
         capture_ts, infer_ts: seconds since the epoch when the frame was taken and scored.
+        digest: of the frame's bytes; a later write of the same id with another digest is a conflict
+            (``""``: unknown, never conflicts).
     """
 
     camera: str
@@ -145,6 +165,7 @@ class FrameResult:
     offset: int = -1
     capture_ts: float = 0.0
     infer_ts: float = 0.0
+    digest: str = ""
 
     def __post_init__(self) -> None:
         """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
@@ -182,6 +203,7 @@ class StoredResult:
     write_ts: float
     map_min: float | None
     map_scale: float | None
+    digest: str = ""
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -202,6 +224,7 @@ class StoredResult:
             write_ts=float(text["write_ts"]),
             map_min=float(text["map_min"]) if text.get("map_min") else None,
             map_scale=float(text["map_scale"]) if text.get("map_scale") else None,
+            digest=text.get("digest", ""),
         )
 
 
@@ -269,12 +292,12 @@ class ResultStore:
         """True when Redis answers; connection and auth errors propagate, so a health check reports the cause."""
         return bool(self.client.ping())
 
-    def write_result(self, result: FrameResult) -> bool:
-        """Store one frame; True if it was new, False if it was already stored (nothing changed)."""
+    def write_result(self, result: FrameResult) -> WriteOutcome:
+        """Store one frame (see :meth:`write_results`)."""
         return self.write_results([result])[0]
 
-    def write_results(self, batch: Sequence[FrameResult]) -> list[bool]:
-        """Store a batch in one round trip; one flag per frame, True where the frame was new.
+    def write_results(self, batch: Sequence[FrameResult]) -> list[WriteOutcome]:
+        """Store a batch in one round trip; one outcome per frame.
 
         Each frame is one atomic script call. If Redis lost the cached script (restart, ``SCRIPT FLUSH``),
         the script is loaded and the whole batch re-sent: frames already written are then skipped, which the
@@ -290,7 +313,7 @@ class ResultStore:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [bool(reply) for reply in replies]
+        return [_OUTCOME_OF_REPLY[int(reply)] for reply in replies]
 
     def _run(self, calls: list[tuple[list[str], list[bytes | str | int | float]]]) -> list[object]:
         with self.client.pipeline(transaction=False) as pipe:
@@ -321,10 +344,12 @@ class ResultStore:
             "write_ts": repr(write_ts),
             "map_min": map_min,
             "map_scale": map_scale,
+            "digest": result.digest,
         }
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [
             self.ttl_for(cam), self.events_maxlen, self.scores_maxlen, fid, repr(float(result.score)), png,
+            result.digest,
         ]  # fmt: skip
         for name, value in fields.items():
             args += [name, value]
@@ -342,6 +367,22 @@ class ResultStore:
             for camera, frame_id in frames:
                 pipe.exists(result_key(camera, frame_id))
             return [bool(found) for found in pipe.execute()]
+
+    def stored_digests(self, frames: Sequence[tuple[str, str]]) -> list[str | None]:
+        """Per ``(camera, frame_id)``: ``None`` if no result exists, else the stored digest (``""``: none recorded).
+
+        Why: a frame whose result exists needs no model call when it is a re-delivery of the same bytes, and
+        must be refused when its id is reused for other bytes; one round trip tells which.
+        """
+        if not frames:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for camera, frame_id in frames:
+                pipe.exists(result_key(camera, frame_id))
+                pipe.hget(result_key(camera, frame_id), "digest")
+            replies = pipe.execute()
+        pairs = zip(replies[::2], replies[1::2], strict=True)
+        return [_str(digest or b"") if exists else None for exists, digest in pairs]
 
     def get_result(self, camera: str, frame_id: str) -> StoredResult | None:
         """The stored result of a frame, or ``None`` if it was never written or has expired."""

@@ -59,8 +59,10 @@ class Inspector:
         store = ResultStore.from_config(config)
         # One client (its pool) for results and registry reads; the watcher's pub/sub takes its own connection.
         registry = PromptRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
-        self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry))
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
+        self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry),
+                                  replica=replica)  # fmt: skip
+        self.unhealthy_after = serving.unhealthy_after_model_failures
         self.watcher = PromptWatcher(self.core, registry, replica=replica, metrics=metrics).start()
         self.score.set_max_batch_size(serving.max_batch_size)
         self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
@@ -70,6 +72,11 @@ class Inspector:
         """Score and store a batch; one acknowledgement per frame (see :meth:`InspectorCore.process`)."""
         # A worker thread keeps the event loop free for health checks and the next batch's arrivals.
         return await asyncio.to_thread(self.core.process, requests)
+
+    async def check_health(self) -> None:
+        """Serve's health check: fails after consecutive batches the model could not score at all, so Serve
+        replaces this replica (see :meth:`InspectorCore.check_health`)."""
+        self.core.check_health(self.unhealthy_after)
 
     async def describe(self) -> dict[str, Any]:
         """Cameras, methods, prompt versions and device of this replica."""
@@ -137,6 +144,7 @@ def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
     inspector: dict[str, Any] = {
         "max_ongoing_requests": serving.max_ongoing_requests or max(64, 4 * serving.max_batch_size),
         "graceful_shutdown_timeout_s": serving.graceful_shutdown_timeout_s,
+        "health_check_period_s": serving.health_check_period_s,
         "ray_actor_options": {"num_cpus": serving.num_cpus, "num_gpus": serving.num_gpus},
     }
     if serving.autoscaling is not None:

@@ -12,6 +12,7 @@ from services.frame_path.result_store import (
     MAP_LEVELS,
     FrameResult,
     ResultStore,
+    WriteOutcome,
     events_key,
     map_key,
     result_key,
@@ -21,6 +22,7 @@ from services.local_stack.service_processes import RedisServer
 
 pytestmark = pytest.mark.integration
 TTL_S = 600
+STORED, DUPLICATE, CONFLICT = WriteOutcome.STORED, WriteOutcome.DUPLICATE, WriteOutcome.CONFLICT
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ def test_ping(store: ResultStore) -> None:
 def test_batch_round_trip(store: ResultStore, unique: str) -> None:
     cams = [f"a{unique}", f"b{unique}"]
     batch = make_batch(cams, per_cam=5)
-    assert store.write_results(batch) == [True] * 10
+    assert store.write_results(batch) == [STORED] * 10
 
     for frame in batch:
         stored = store.get_result(frame.camera, frame.frame_id)
@@ -104,7 +106,7 @@ def test_batch_round_trip(store: ResultStore, unique: str) -> None:
 def test_rewrite_changes_nothing(store: ResultStore, unique: str) -> None:
     cam = f"c{unique}"
     batch = make_batch([cam], per_cam=4)
-    assert store.write_results(batch) == [True] * 4
+    assert store.write_results(batch) == [STORED] * 4
     client = store.client
     before = {
         "hashes": [client.hgetall(result_key(cam, f.frame_id)) for f in batch],
@@ -113,14 +115,15 @@ def test_rewrite_changes_nothing(store: ResultStore, unique: str) -> None:
     }
     # The same frames again, with other scores and maps as a re-run of the model might give.
     replay = make_batch([cam], per_cam=4, seed=1)
-    assert store.write_results(replay) == [False] * 4
-    assert store.write_results([*replay[:2], *make_batch([cam], per_cam=6)[4:]]) == [False, False, True, True]
+    assert store.write_results(replay) == [DUPLICATE] * 4
+    mixed = [*replay[:2], *make_batch([cam], per_cam=6)[4:]]
+    assert store.write_results(mixed) == [DUPLICATE, DUPLICATE, STORED, STORED]
     assert store.count_events(cam) == 6
     assert [client.hgetall(result_key(cam, f.frame_id)) for f in batch] == before["hashes"]
     assert [client.get(map_key(cam, f.frame_id)) for f in batch] == before["maps"]
     assert client.xrange(events_key(cam))[:4] == before["events"]
     assert [client.zscore(scores_key(cam), f.frame_id) for f in batch] == [f.score for f in batch]
-    assert store.write_result(batch[0]) is False
+    assert store.write_result(batch[0]) is DUPLICATE
 
 
 def test_ttls(redis_server: RedisServer, unique: str) -> None:
@@ -137,7 +140,7 @@ def test_ttls(redis_server: RedisServer, unique: str) -> None:
 
 def test_frame_without_map(store: ResultStore, unique: str) -> None:
     cam = f"n{unique}"
-    assert store.write_result(FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad"))
+    assert store.write_result(FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad")) is STORED
     stored = store.get_result(cam, "f1")
     assert stored is not None and stored.label == 1 and stored.map_min is None
     assert store.get_map(cam, "f1") is None
@@ -161,7 +164,7 @@ def test_script_cache_loss_is_recovered(store: ResultStore, unique: str) -> None
     cam = f"l{unique}"
     store.write_results(make_batch([cam], 2))
     store.client.script_flush()
-    assert store.write_results(make_batch([cam], 3)) == [False, False, True]
+    assert store.write_results(make_batch([cam], 3)) == [DUPLICATE, DUPLICATE, STORED]
     assert store.count_events(cam) == 3
 
 
@@ -173,3 +176,17 @@ def test_events_stream_is_capped(redis_server: RedisServer, unique: str) -> None
         store.write_results(frames)
         # MAXLEN ~ trims whole stream nodes (100 entries by default), so the cap is approximate.
         assert 10 <= store.count_events(cam) <= 110
+
+
+def test_a_reused_frame_id_with_other_bytes_is_a_conflict_and_changes_nothing(store: ResultStore, unique: str) -> None:
+    cam = f"x{unique}"
+    first = FrameResult(cam, "f1", score=0.2, threshold=0.5, method="clip-ad", digest="a" * 32)
+    assert store.write_result(first) is STORED
+    before = store.client.hgetall(result_key(cam, "f1"))
+    again = FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad", digest="a" * 32)
+    other = FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad", digest="b" * 32)
+    unknown = FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad")  # a writer that records none
+    assert store.write_results([again, other, unknown]) == [DUPLICATE, CONFLICT, DUPLICATE]
+    assert store.client.hgetall(result_key(cam, "f1")) == before
+    assert store.count_events(cam) == 1
+    assert store.stored_digests([(cam, "f1"), (cam, "f2")]) == ["a" * 32, None]

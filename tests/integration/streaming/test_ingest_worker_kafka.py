@@ -1,0 +1,204 @@
+"""The ingest loop alone on a real broker: what the Kafka client cannot read, positions outside the log, and dead
+letters that must not be written twice.
+
+Serving is replaced by the worker's own ``submit`` argument (the seam through which the Serve handle is passed in
+production), so each test decides which frames finish and when; Kafka is the real noida-db broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_topic, stream_config
+
+from services.config import ZsadConfig
+from services.frame_path.decoding import FrameAck, FrameRequest
+from services.frame_path.ingest import IngestWorker
+from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, encode_headers
+from services.local_stack.service_processes import KafkaBroker, RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+class RawHeaderName(str):
+    """A header name that kafka-python writes as the given raw bytes (the client refuses non-UTF-8 names
+    otherwise), to put on the wire a record that an independent producer could send."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> RawHeaderName:
+        name = super().__new__(cls, "zsad-raw")
+        name.raw = raw
+        return name
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+class Serving:
+    """Records what was submitted; frames whose offset is held wait until released."""
+
+    def __init__(self, held: set[tuple[int, int]] | None = None) -> None:
+        self.submitted: list[tuple[int, int]] = []
+        self.held = held or set()
+        self.release = asyncio.Event()
+
+    async def submit(self, request: FrameRequest) -> FrameAck:
+        self.submitted.append((request.partition, request.offset))
+        if (request.partition, request.offset) in self.held:
+            await self.release.wait()
+        return FrameAck(request.camera, request.frame_id, request.partition, request.offset, status="stored")
+
+
+def send(config: ZsadConfig, partition: int, value: bytes, frame_id: str, headers: list[Any] | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    try:
+        camera = next(iter(config.cameras))
+        headers = encode_headers(frame_id, 1.0e9, "image/jpeg") if headers is None else headers
+        producer.send(config.kafka.frames_topic, key=camera.encode(), value=value, headers=headers,
+                      partition=partition).get(timeout=30)  # fmt: skip
+    finally:
+        producer.close()
+
+
+def commit(config: ZsadConfig, offsets: dict[int, int]) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        topic = config.kafka.frames_topic
+        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+    finally:
+        consumer.close()
+
+
+async def run_until(worker: IngestWorker, done: Callable[[], bool], timeout_s: float = 60.0) -> asyncio.Task[None]:
+    """Start the worker's loop and wait for ``done``; returns the running task."""
+    task = asyncio.ensure_future(worker.run())
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not done():
+        if task.done():
+            task.result()  # the loop died: show why
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out; worker stats: {worker.stats()}")
+        await asyncio.sleep(0.05)
+    return task
+
+
+async def stop(worker: IngestWorker, task: Awaitable[None]) -> None:
+    await worker.stop(drain_timeout_s=5.0)
+    await task
+
+
+def letters(config: ZsadConfig, expected: int) -> list[tuple[str, str]]:
+    """``(reason, source)`` of every dead letter, waiting for ``expected`` of them and a little longer."""
+    records = read_topic(config.kafka, config.kafka.dlq_topic, expected=expected + 1, timeout_s=3.0)
+    return sorted((dict(r.headers)[H_DLQ_REASON].decode(), dict(r.headers)[H_DLQ_SOURCE].decode()) for r in records)
+
+
+@pytest.fixture
+def config(noida_broker: KafkaBroker, redis_server: RedisServer, unique: str) -> ZsadConfig:
+    return stream_config(noida_broker, redis_server, unique, {f"cam-{unique}": {"method": "clip-ad"}}, partitions=2,
+                         num_actors=1, max_in_flight=4)  # fmt: skip
+
+
+def test_an_unparseable_record_is_dead_lettered_once_and_skipped_while_the_other_partition_flows(
+    config: ZsadConfig,
+) -> None:
+    for index in range(3):
+        send(config, 0, frame_bytes(index), f"p0-{index}")
+    send(config, 0, b"not an image", "p0-text")  # a bad frame just before the unreadable record
+    send(config, 0, frame_bytes(9), "p0-raw", headers=[(RawHeaderName(b"zsad-\xff\xfe"), b"x")])  # offset 4
+    for index in range(3):
+        send(config, 0, frame_bytes(10 + index), f"p0-after-{index}")
+        send(config, 1, frame_bytes(20 + index), f"p1-{index}")
+    serving = Serving()
+    worker = IngestWorker(config, [0, 1], serving.submit, name="t")
+
+    async def scenario() -> None:
+        task = await run_until(worker, lambda: worker.committed == {0: 8, 1: 3})
+        await asyncio.sleep(1.0)  # a loop that still failed would now restart and write the letters again
+        await stop(worker, task)
+
+    asyncio.run(scenario())
+    topic = config.kafka.frames_topic
+    assert letters(config, expected=2) == [("not_an_image", f"{topic}:0:3"), ("unparseable_record", f"{topic}:0:4")]
+    assert sorted(serving.submitted) == [(0, 0), (0, 1), (0, 2), (0, 5), (0, 6), (0, 7), (1, 0), (1, 1), (1, 2)]
+    assert committed_offsets(config) == end_offsets(config) == {0: 8, 1: 3}
+    stats = worker.stats()
+    assert stats["counts"]["unparseable"] == 1 and stats["dead_letter_reasons"] == {
+        "not_an_image": 1, "unparseable_record": 1,
+    }  # fmt: skip
+    assert stats["error"] == "" and stats["stopped_partitions"] == {}
+
+
+def test_a_dead_letter_is_not_written_again_by_the_next_reader_of_its_partition(config: ZsadConfig) -> None:
+    send(config, 0, frame_bytes(1), "held")  # offset 0 stays in flight, so the commit point cannot pass it
+    send(config, 0, b"not an image", "bad")  # offset 1: dead-lettered while 0 is pending
+    send(config, 0, frame_bytes(2), "good")
+    holding = Serving(held={(0, 0)})
+    first = IngestWorker(config, [0], holding.submit, name="first")
+    tp = TopicPartition(config.kafka.frames_topic, 0)
+
+    def letter_committed() -> bool:
+        consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id)
+        try:
+            committed = consumer.committed(tp, metadata=True)
+        finally:
+            consumer.close()
+        return committed is not None and json.loads(committed.metadata or "{}").get("dead_lettered") == [1]
+
+    async def crash_then_resume() -> IngestWorker:
+        task = await run_until(first, letter_committed)
+        task.cancel()  # the actor dies: nothing drains, offset 0 was never finished
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert committed_offsets(config)[0] == 0
+        second = IngestWorker(config, [0], Serving().submit, name="second")  # the restarted actor's new worker
+        task = await run_until(second, lambda: second.committed.get(0) == 3)
+        await stop(second, task)
+        return second
+
+    second = asyncio.run(crash_then_resume())
+    assert letters(config, expected=1) == [("not_an_image", f"{config.kafka.frames_topic}:0:1")]
+    assert second.stats()["counts"]["dead_letter_replays_skipped"] == 1
+    assert "dead_lettered" not in second.stats()["counts"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "read_from_p0", "committed_p0"),
+    [("earliest", [0, 1, 2, 3, 4], 5), ("latest", [], 5), ("fail", [], 100)],
+)
+def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
+    config: ZsadConfig, policy: str, read_from_p0: list[int], committed_p0: int
+) -> None:
+    config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"on_offset_out_of_range": policy})})
+    for index in range(5):
+        send(config, 0, frame_bytes(index), f"p0-{index}")
+    for index in range(3):
+        send(config, 1, frame_bytes(10 + index), f"p1-{index}")
+    commit(config, {0: 100, 1: 0})  # as after a broker that lost the partition's records
+    serving = Serving()
+    audit: list[dict[str, str]] = []
+    worker = IngestWorker(config, [0, 1], serving.submit, name="t", audit=audit.append)
+
+    async def scenario() -> None:
+        task = await run_until(worker, lambda: worker.committed.get(1) == 3 and worker.committed.get(0) in (5, None)
+                               and (policy == "fail" or worker.committed.get(0) == 5))  # fmt: skip
+        await asyncio.sleep(0.5)
+        await stop(worker, task)
+
+    asyncio.run(scenario())
+    assert sorted(offset for partition, offset in serving.submitted if partition == 0) == read_from_p0
+    assert sorted(offset for partition, offset in serving.submitted if partition == 1) == [0, 1, 2]
+    assert committed_offsets(config) == {0: committed_p0, 1: 3}
+    assert worker.stats()["counts"]["offset_resets"] == 1
+    target = {"earliest": "0", "latest": "5", "fail": "100"}[policy]
+    assert audit == [{"action": "offset_out_of_range", "actor": "t", "partition": "0", "from_offset": "100",
+                      "to_offset": target, "log_start": "0", "log_end": "5", "policy": policy}]  # fmt: skip
+    assert (0 in worker.stats()["stopped_partitions"]) == (policy == "fail")
