@@ -16,6 +16,7 @@ import numpy as np
 from zsad_core.data import BaseDataset, ProtocolSample, to_protocol
 from zsad_core.methods import ZeroShotMethod
 from zsad_core.metrics import EvaluationReport, evaluate
+from zsad_core.metrics.evaluate import merge_reports
 
 # MVTec-AD's texture classes; AnoCLIP switches to its texture prompts for them, as the official code does.
 TEXTURE_CLASSES = frozenset({"carpet", "grid", "leather", "tile", "wood", "woven", "stone"})
@@ -82,10 +83,10 @@ def evaluate_method(
         An :class:`EvaluationRun`.
     """
     size = method.image_size
-    all_maps, all_masks, scores, labels, names, paths, order = [], [], [], [], [], [], []
+    reports, scores, labels, names, paths, order = [], [], [], [], [], []
     for class_name in classes or dataset.class_names:
         method.setup(class_name, domain_of(class_name))
-        class_maps, class_masks = [], []
+        class_maps, class_masks, class_scores, class_labels = [], [], [], []
         for chunk, batch in _batches(dataset, dataset.indices(class_name), size, resolution, batch_size):
             order.extend(int(i) for i in chunk)
             result = method.predict([item.model_image for item in batch])
@@ -93,24 +94,26 @@ def evaluate_method(
                                                 strict=True):
                 class_maps.append(item.eval_map(anomaly_map))
                 class_masks.append(item.mask)
-                scores.append(float(score))
-                labels.append(item.label)
-                names.append(class_name)
+                class_scores.append(float(score))
+                class_labels.append(item.label)
                 paths.append(item.path)
             if progress is not None:
                 progress(len(batch))
-        all_maps.append(_stack(class_maps, class_name))
-        all_masks.append(None if any(m is None for m in class_masks) else _stack(class_masks, class_name))
-    has_masks = all(m is not None for m in all_masks)
-    report = evaluate(
-        _concat(all_maps) if has_masks else None,
-        _concat(all_masks) if has_masks else None,
-        np.asarray(scores, dtype=np.float32),
-        np.asarray(labels),
-        names,
-        aupro_variant=aupro_variant,
-        normalize=normalize,
-    )
+        has_masks = all(mask is not None for mask in class_masks)
+        # This class's maps are dropped when the next class starts: only its metric row is kept.
+        reports.append(evaluate(
+            _stack(class_maps, class_name) if has_masks else None,
+            _stack(class_masks, class_name) if has_masks else None,
+            np.asarray(class_scores, dtype=np.float32),
+            np.asarray(class_labels),
+            [class_name] * len(class_scores),
+            aupro_variant=aupro_variant,
+            normalize=normalize,
+        ))  # fmt: skip
+        scores += class_scores
+        labels += class_labels
+        names += [class_name] * len(class_scores)
+    report = merge_reports(reports)  # a class without masks leaves every class without pixel metrics, as before
     return EvaluationRun(report, np.asarray(scores), np.asarray(labels), np.asarray(order), paths, names)
 
 
@@ -119,10 +122,3 @@ def _stack(arrays: list[np.ndarray], class_name: str) -> np.ndarray:
     if len(shapes) != 1:
         raise ValueError(f"class {class_name!r} mixes image sizes {sorted(shapes)}; use resolution='protocol'")
     return np.stack(arrays)
-
-
-def _concat(per_class: list[np.ndarray]) -> np.ndarray:
-    shapes = {a.shape[1:] for a in per_class}
-    if len(shapes) != 1:
-        raise ValueError(f"classes have different map sizes {sorted(shapes)}; use resolution='protocol'")
-    return np.concatenate(per_class)

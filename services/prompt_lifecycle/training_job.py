@@ -228,17 +228,19 @@ def build_method(spec: TrainJobSpec, device: str | torch.device = "cpu") -> Zero
     ``pretrained=False`` the backbone itself is random, and the driver's evaluation is only meaningful on the
     backbone the prompts were trained against.
     """
+    import torch
+
     from zsad_core import load_method
-    from zsad_core.training import seed_everything
 
     overrides: dict[str, Any] = {}
     if spec.image_size is not None:
         overrides["image_size"] = spec.image_size
     if spec.lr is not None:
         overrides["lr"] = spec.lr
-    seed_everything(_method_seed(spec))
-    return load_method(spec.method, backbone=spec.backbone, pretrained=spec.pretrained,
-                       backbone_weights=spec.backbone_weights, device=str(device), **overrides)
+    with torch.random.fork_rng(devices=[]):  # seeded for this build only: the caller's RNG is left as it was
+        torch.manual_seed(_method_seed(spec))
+        return load_method(spec.method, backbone=spec.backbone, pretrained=spec.pretrained,
+                           backbone_weights=spec.backbone_weights, device=str(device), **overrides)
 
 
 def average_gradients(optimizer: torch.optim.Optimizer, world_size: int) -> None:
