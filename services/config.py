@@ -23,14 +23,11 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
 from zsad_core.errors import ZsadError
+from zsad_core.method_names import method_names
 
 if TYPE_CHECKING:
     from zsad_core.imageio import ImageLimits
 
-# Method names a camera may ask for. The registry in zsad_core fills up as methods land, and importing it
-# builds torch modules, so the config checks names against this list and the serving layer checks that the
-# chosen ones are registered when it loads them.
-METHOD_NAMES: tuple[str, ...] = ("winclip", "clip-ad", "clip-ad+", "anoclip", "anoclip+", "vcp-clip", "vip2-clip")
 DEFAULTS_FILE = "defaults.yaml"
 OffsetResetPolicy = Literal["earliest", "latest", "fail"]
 MiB = 1024 * 1024
@@ -153,7 +150,7 @@ class CameraConfig(_Section):
     """How one camera's frames are inspected.
 
     Attributes:
-        method: a method name from :data:`METHOD_NAMES`.
+        method: a method name from :func:`zsad_core.method_names.method_names`.
         class_name: product name used in the text prompts ("object" when unknown).
         domain: ``object`` or ``texture`` (domain-aware prompts).
         prompt_version: a prompt artifact version, an alias (``champion``), or ``None`` for the method's
@@ -197,8 +194,9 @@ class CameraConfig(_Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value not in METHOD_NAMES:
-            raise ValueError(f"unknown method {value!r}; methods are {list(METHOD_NAMES)}")
+        known = method_names()  # built-in and installed third-party names, without importing torch
+        if value not in known:
+            raise ValueError(f"unknown method {value!r}; methods are {known}")
         return value
 
 

@@ -17,7 +17,8 @@ from zsad_core.data import BaseDataset, ProtocolSample
 from zsad_core.data.loading import protocol_loader
 from zsad_core.methods import ZeroShotMethod
 from zsad_core.metrics import EvaluationReport, evaluate
-from zsad_core.report import ClassCurves, class_curves
+from zsad_core.metrics.class_curves import ClassCurves, class_curves
+from zsad_core.metrics.evaluate import merge_reports
 
 # MVTec-AD's texture classes; AnoCLIP switches to its texture prompts for them, as the official code does.
 TEXTURE_CLASSES = frozenset({"carpet", "grid", "leather", "tile", "wood", "woven", "stone"})
@@ -92,12 +93,11 @@ def evaluate_method(
         An :class:`EvaluationRun`.
     """
     size = method.image_size
-    all_maps, all_masks, scores, labels, names, paths, order = [], [], [], [], [], [], []
+    reports, scores, labels, names, paths, order = [], [], [], [], [], []
     class_curves_by_name: dict[str, ClassCurves] = {}
     for class_name in classes or dataset.class_names:
         method.setup(class_name, domain_of(class_name))
-        class_maps, class_masks = [], []
-        first = len(scores)
+        class_maps, class_masks, class_scores, class_labels = [], [], [], []
         for chunk, batch in _batches(dataset, dataset.indices(class_name), size, resolution, batch_size,
                                      num_workers):
             order.extend(int(i) for i in chunk)
@@ -106,28 +106,32 @@ def evaluate_method(
                                                 strict=True):
                 class_maps.append(item.eval_map(anomaly_map))
                 class_masks.append(item.mask)
-                scores.append(float(score))
-                labels.append(item.label)
-                names.append(class_name)
+                class_scores.append(float(score))
+                class_labels.append(item.label)
                 paths.append(item.path)
             if progress is not None:
                 progress(len(batch))
-        all_maps.append(_stack(class_maps, class_name))
-        all_masks.append(None if any(m is None for m in class_masks) else _stack(class_masks, class_name))
+        has_masks = all(mask is not None for mask in class_masks)
+        maps = _stack(class_maps, class_name) if has_masks else None
+        masks = _stack(class_masks, class_name) if has_masks else None
+        # This class's maps are dropped when the next class starts: only its metric row (and curves) are kept.
+        reports.append(evaluate(
+            maps,
+            masks,
+            np.asarray(class_scores, dtype=np.float32),
+            np.asarray(class_labels),
+            [class_name] * len(class_scores),
+            aupro_variant=aupro_variant,
+            normalize=normalize,
+        ))  # fmt: skip
         if curves:
-            class_curves_by_name[class_name] = class_curves(
-                all_maps[-1] if all_masks[-1] is not None else None, all_masks[-1], np.asarray(scores[first:]),
-                np.asarray(labels[first:]))
-    has_masks = all(m is not None for m in all_masks)
-    report = evaluate(
-        _concat(all_maps) if has_masks else None,
-        _concat(all_masks) if has_masks else None,
-        np.asarray(scores, dtype=np.float32),
-        np.asarray(labels),
-        names,
-        aupro_variant=aupro_variant,
-        normalize=normalize,
-    )
+            class_curves_by_name[class_name] = class_curves(maps, masks, np.asarray(class_scores),
+                                                            np.asarray(class_labels))  # fmt: skip
+        del maps, masks, class_maps, class_masks
+        scores += class_scores
+        labels += class_labels
+        names += [class_name] * len(class_scores)
+    report = merge_reports(reports)  # a class without masks leaves every class without pixel metrics, as before
     return EvaluationRun(report, np.asarray(scores), np.asarray(labels), np.asarray(order), paths, names,
                          class_curves_by_name)
 
@@ -137,10 +141,3 @@ def _stack(arrays: list[np.ndarray], class_name: str) -> np.ndarray:
     if len(shapes) != 1:
         raise ValueError(f"class {class_name!r} mixes image sizes {sorted(shapes)}; use resolution='protocol'")
     return np.stack(arrays)
-
-
-def _concat(per_class: list[np.ndarray]) -> np.ndarray:
-    shapes = {a.shape[1:] for a in per_class}
-    if len(shapes) != 1:
-        raise ValueError(f"classes have different map sizes {sorted(shapes)}; use resolution='protocol'")
-    return np.concatenate(per_class)

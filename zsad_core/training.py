@@ -9,7 +9,6 @@ the papers' protocol (S x S squash, masks resized then > 0.5), with joint image/
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,13 +44,6 @@ class TrainingOptions:
     num_workers: int = 0
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch so a run is reproducible on the same machine."""
-    random.seed(seed)
-    np.random.seed(seed)  # the legacy global RNG is still used by some libraries
-    torch.manual_seed(seed)
-
-
 def _augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Joint geometric augmentation plus a photometric jitter of the image alone."""
     turns = int(rng.integers(4))
@@ -84,7 +76,10 @@ class PromptTrainer:
         self.epochs = options.epochs or config.epochs
         self.batch_size = options.batch_size or config.batch_size
         self.seed = config.seed if options.seed is None else options.seed
-        seed_everything(self.seed)
+        # Random ops of the method while it trains (prompt dropout) draw from torch's global RNG. The trainer keeps
+        # its own state and swaps it in for each epoch (:meth:`train_epoch`), so a run is reproducible without
+        # reseeding the caller's process.
+        self._torch_rng = torch.Generator().manual_seed(self.seed).get_state()
         self.optimizer = method.configure_optimizer()
         self.epoch = 0
         self.steps = 0
@@ -119,19 +114,25 @@ class PromptTrainer:
         """
         self.method.train()
         losses = []
-        for batch in self._batches():
-            if self.options.max_steps is not None and self.steps >= self.options.max_steps:
-                break
-            loss = self.method.loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{self.method.name}: loss became {loss.item()} at step {self.steps}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-            self.steps += 1
-            if progress is not None:
-                progress(int(batch["labels"].numel()))
+        device = torch.device(self.method.backbone.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.set_rng_state(self._torch_rng)
+            if device.type == "cuda":
+                torch.cuda.manual_seed(self.seed + self.epoch)  # the GPU's dropout masks, per epoch
+            for batch in self._batches():
+                if self.options.max_steps is not None and self.steps >= self.options.max_steps:
+                    break
+                loss = self.method.loss(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{self.method.name}: loss became {loss.item()} at step {self.steps}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+                self.steps += 1
+                if progress is not None:
+                    progress(int(batch["labels"].numel()))
+            self._torch_rng = torch.get_rng_state()
         self.method.eval()
         self.epoch += 1
         return {"epoch": self.epoch, "loss": float(np.mean(losses)) if losses else math.nan, "steps": self.steps}

@@ -46,17 +46,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace, frames: int) -> int:
-    from services.cli import cmd_stack as stack
-    from services.cli.options import STACK_CONFIG
-    from services.cli.summaries import camera_summary, format_summary
+    from services.cli.options import STACK_CONFIG, STACK_DIR
+    from services.cli.summaries import camera_summary, format_stack_state, format_summary
     from services.config import load_config
     from services.frame_path.producer import FrameProducer, produce
     from services.frame_path.result_store import ResultStore
+    from services.local_stack.control import running_stack, start_stack, stop_stack
 
-    state = stack.running_stack()
+    state = running_stack(STACK_DIR)
     started_here = state is None or state.status == "failed"
     if started_here:
-        stack.cmd_up(argparse.Namespace(config=args.config, external=False, foreground=False))
+        print("starting the local stack ...", flush=True)
+        print(format_stack_state(start_stack(Path(args.config) if args.config else None, stack_dir=STACK_DIR)))
     else:
         print("using the running local stack")
     try:
@@ -93,7 +94,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         total = sum(last[camera] - before[camera] for camera in cameras)
         elapsed = time.monotonic() - started
         print(f"\n{total} frames scored and stored in {elapsed:.0f} s ({total / elapsed:.1f} frames/s end to end)")
-        state = stack.running_stack()
+        state = running_stack(STACK_DIR)
         if state is not None:
             print(f"Ray dashboard: {state.dashboard_url} (Serve app, ingest actors, metrics)")
         print(f"look closer: zsad results --camera {cameras[0]} --worst 5; zsad show --camera {cameras[0]} "
@@ -101,7 +102,8 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         return 0
     finally:
         if started_here and not args.keep:
-            stack.cmd_down(argparse.Namespace())
+            stop_stack(STACK_DIR)
+            print("stopped the local stack")
 
 
 def _offline(args: argparse.Namespace, frames: int) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from services.cli.options import add_method_options, method_from_args, write_json
+from services.cli.options import add_method_options, add_training_options, method_from_args, write_json
 
 # Decoding workers: enough to keep one accelerator fed, never all cores (the model's own threads need some).
 DEFAULT_WORKERS = min(4, (os.cpu_count() or 1) // 2)
@@ -51,16 +51,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     train = commands.add_parser("train-local", help="train a learnable method's prompts in this process")
     add_method_options(train, default_method="vcp-clip")
-    train.add_argument("--dataset", required=True, help="auxiliary training data (with masks)")
+    add_training_options(train, eval_required=False)
     train.add_argument("--out", required=True, help="directory of the new prompt artifact")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--seed", type=int)
     train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS,
                        help="processes decoding training images ahead of the optimiser (0 inline)")
-    train.add_argument("--eval-dataset", help="held-out data evaluated after training (metrics go in the manifest)")
     train.set_defaults(func=cmd_train_local)
 
     reproduce = commands.add_parser("reproduce", help="the papers' protocol on every dataset under a folder, "
@@ -192,16 +188,16 @@ def cmd_train_local(args: argparse.Namespace) -> int:
     method = method_from_args(args)
     options = TrainingOptions(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                               augment=not args.no_augment, max_steps=args.max_steps, num_workers=args.num_workers)
-    dataset = build_dataset(args.dataset)
+    dataset = build_dataset(args.train_data)
     epochs = args.epochs or method.config.epochs
     with tqdm(total=epochs * len(dataset), desc=f"train {method.name}", unit="img", file=sys.stderr) as bar:
         history = train_method(method, dataset, options, progress=bar.update,
                                on_epoch_end=lambda log: bar.write(f"epoch {log['epoch']}: loss {log['loss']:.4f}"))
-    extra: dict[str, Any] = {"training_data": args.dataset, "history": history}
-    if args.eval_dataset:
-        run = evaluate_method(method, build_dataset(args.eval_dataset))
+    extra: dict[str, Any] = {"training_data": args.train_data, "history": history}
+    if args.eval_data:
+        run = evaluate_method(method, build_dataset(args.eval_data))
         print(run.report.format_table())
-        extra["metrics"] = {"dataset": args.eval_dataset, **run.report.to_dict()["mean"]}
+        extra["metrics"] = {"dataset": args.eval_data, **run.report.to_dict()["mean"]}
     print(f"artifact written to {save_prompts(method, args.out, extra)}")
     return 0
 

@@ -80,10 +80,10 @@ def _os_user() -> str:
 
 def _stack() -> StackState | None:
     """The local stack's state when it is up."""
-    from services.local_stack.stack_process import StackState, process_alive
+    from services.local_stack.control import running_stack
 
-    state = StackState.read(STACK_DIR)
-    return state if state is not None and state.status == "ready" and process_alive(state.pid) else None
+    state = running_stack(STACK_DIR)
+    return state if state is not None and state.status == "ready" else None
 
 
 def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:

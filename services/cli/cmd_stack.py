@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from services.cli.options import STACK_DIR, add_config_option, config_from_args
-from zsad_core.errors import ZsadError
-
-if TYPE_CHECKING:
-    from services.local_stack.stack_process import StackState
-
-START_TIMEOUT_S = 240.0
-STOP_TIMEOUT_S = 90.0
-
-
-class StackError(ZsadError, RuntimeError):
-    """The local stack did not start, is not running, or did not stop."""
-
-    reason = "stack"
+from services.cli.summaries import format_stack_state
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -67,93 +49,35 @@ def register(commands: argparse._SubParsersAction) -> None:
     produce.set_defaults(func=cmd_produce)
 
 
-def running_stack() -> StackState | None:
-    """The local stack's state, or ``None`` when none was started here or its process is gone."""
-    from services.local_stack.stack_process import StackState, process_alive
-
-    state = StackState.read(STACK_DIR)
-    if state is not None and state.status != "failed" and not process_alive(state.pid):
-        return None  # a stale file of a stack that died without cleaning up
-    return state
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the stack in the background (or the foreground) and print where everything is."""
-    from services.local_stack.stack_process import STATE_NAME, main
+    from services.local_stack.control import running_stack, start_stack
+    from services.local_stack.stack_process import LOG_NAME, run_stack
 
-    state = running_stack()
+    config = Path(args.config) if args.config else None
+    if args.foreground:
+        return run_stack(config, STACK_DIR, external=args.external)
+    state = running_stack(STACK_DIR)
     if state is not None and state.status in ("ready", "starting"):
         print(f"the local stack is already running (pid {state.pid})")
-        _print_state(state)
-        return 0
-    if state is not None and state.status == "stopping":
-        raise StackError(f"the local stack (pid {state.pid}) is still stopping; run `zsad up` again when it is gone")
-    STACK_DIR.mkdir(parents=True, exist_ok=True)
-    (STACK_DIR / STATE_NAME).unlink(missing_ok=True)
-    command = ["--dir", str(STACK_DIR)] + (["--config", args.config] if args.config else [])
-    command += ["--external"] if args.external else []
-    if args.foreground:
-        return main(command)
-    log_path = STACK_DIR / "stack.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - our own module, argv list
-            [sys.executable, "-m", "services.local_stack.stack_process", *command],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    print(f"starting the local stack (pid {process.pid}, log {log_path}) ...", flush=True)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        state = running_stack()
-        if state is not None and state.status == "ready":
-            _print_state(state)
-            return 0
-        if state is not None and state.status == "failed":
-            raise StackError(f"the local stack failed to start: {state.error} (log {log_path})")
-        if process.poll() is not None:
-            raise StackError(f"the stack process exited with code {process.returncode}; log {log_path}")
-        time.sleep(0.5)
-    cmd_down(argparse.Namespace())  # stop what did start
-    raise StackError(f"the local stack was not ready after {START_TIMEOUT_S:.0f} s; log {log_path}")
-
-
-def _print_state(state) -> None:
-    print(f"dashboard   {state.dashboard_url}  (Ray's token authentication: the token is in ~/.ray/auth_token)")
-    print(f"serve       {state.serve_url}  (GET: ingest status)")
-    print(f"metrics     {state.metrics_url}  (Prometheus text; the dashboard's Metrics tab)")
-    print(f"kafka       {state.kafka_bootstrap}")
-    print(f"redis       {state.redis_url}  (password in {state.config_path}, mode 0600)")
-    print(f"config      {state.config_path}")
-    print("next: zsad produce --camera cam1 --synthetic --count 100; zsad status; zsad results --camera cam1")
+    else:
+        print(f"starting the local stack (log {STACK_DIR / LOG_NAME}) ...", flush=True)
+    print(format_stack_state(start_stack(config, args.external, stack_dir=STACK_DIR)))
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """SIGTERM the stack process and wait until it has stopped everything."""
-    from services.local_stack.stack_process import CONFIG_NAME, STATE_NAME, StackState, process_alive, runs
+    """Stop the stack and everything it started."""
+    from services.local_stack.control import running_stack, stop_stack
 
-    state = StackState.read(STACK_DIR)
-    if state is None:
+    if running_stack(STACK_DIR) is not None:
+        print("stopping the local stack ...", flush=True)
+    stopped = stop_stack(STACK_DIR)
+    if stopped is None:
         print("no local stack is running")
         return 0
-    if not runs(state.pid, "services.local_stack.stack_process"):  # gone, or its PID now belongs to another program
-        state.pid = -1
-    if state.pid > 0:
-        os.kill(state.pid, signal.SIGTERM)
-        print(f"stopping the local stack (pid {state.pid}) ...", flush=True)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while state.pid > 0 and process_alive(state.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    killed = state.pid > 0 and process_alive(state.pid)
-    if killed:
-        os.kill(state.pid, signal.SIGKILL)
-    markers = {"redis": "redis-server", "noida": "noida-db"}
-    for name, pid in state.children.items():  # left behind if the stack process died before stopping them
-        if pid and runs(pid, markers.get(name, name)):
-            os.kill(pid, signal.SIGTERM)
-            print(f"stopped orphaned {name} (pid {pid})")
-    for name in (STATE_NAME, CONFIG_NAME):  # the stack removes them itself unless it died
-        (STACK_DIR / name).unlink(missing_ok=True)
-    if killed:
-        raise StackError(f"the stack did not stop within {STOP_TIMEOUT_S:.0f} s and was killed")
+    for name in stopped.orphans:
+        print(f"stopped orphaned {name}")
     print("stopped")
     return 0
 
@@ -168,11 +92,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Per-camera counts and latencies from Redis; ingest actors from the running app."""
     from services.cli.summaries import camera_summary, format_summary
     from services.frame_path.result_store import ResultStore
+    from services.local_stack.control import running_stack
 
     config = config_from_args(args)
     store = ResultStore.from_config(config)
     rows = [camera_summary(store, camera) for camera in config.cameras]
-    state = running_stack()
+    state = running_stack(STACK_DIR)
     ingest = None
     if state is not None and state.status == "ready":
         try:

@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from services.cli.options import add_config_option, config_from_args
+from services.cli.options import add_backbone_options, add_config_option, add_training_options, config_from_args
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad train``."""
     train = commands.add_parser("train", help="train a learnable method's prompts with Ray Train")
-    train.add_argument("--method", default="vcp-clip", help="vcp-clip, vip2-clip or clip-ad+")
-    train.add_argument("--train-data", required=True, help="auxiliary training data with masks (dataset spec)")
-    train.add_argument("--eval-data", required=True, help="held-out data evaluated after training (dataset spec)")
-    train.add_argument("--epochs", type=int, help="default: the method's official number")
+    add_backbone_options(train, default_method="vcp-clip")
+    add_training_options(train, eval_required=True)
     train.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
     train.add_argument("--gpu", action="store_true", help="one GPU per worker")
     train.add_argument("--lr", type=float, help="the method's main learning rate instead of the official one")
-    train.add_argument("--batch-size", type=int, help="per-worker batch size instead of the official one")
-    train.add_argument("--seed", type=int, help="default: the method's seed")
-    train.add_argument("--backbone", help="CLIP backbone arch[:tag] instead of the method's official one")
-    train.add_argument("--backbone-weights", help="local CLIP weight file (.safetensors preferred)")
-    train.add_argument("--random-weights", action="store_true",
-                       help="random CLIP weights (no download; for smoke tests: maps are not meaningful)")
-    train.add_argument("--image-size", type=int, help="model input size instead of the method's official one")
     train.add_argument("--name", help="run name; re-running with the same name resumes it (default: derived from "
                                       "the training options)")
     train.add_argument("--storage", default="runs/train", help="where Ray Train keeps runs and checkpoints")

@@ -8,20 +8,40 @@ from pathlib import Path
 from typing import Any
 
 
-def add_method_options(parser: argparse.ArgumentParser, default_method: str = "winclip") -> None:
-    """``--method``, weights and backbone options, identical for infer, eval and train-local."""
+def add_backbone_options(parser: argparse.ArgumentParser, default_method: str = "winclip") -> None:
+    """``--method`` and the backbone it runs on: the options every command that builds a method has."""
     parser.add_argument("--method", default=default_method, help="method name (zsad methods lists them)")
-    parser.add_argument("--weights", help="prompt artifact directory of a learnable method")
     parser.add_argument("--backbone", help="CLIP backbone arch[:tag] instead of the method's official one")
     parser.add_argument("--backbone-weights", help="local CLIP weight file (.safetensors preferred)")
     parser.add_argument("--random-weights", action="store_true",
                         help="random CLIP weights (no download; for smoke tests: maps are not meaningful)")
     parser.add_argument("--image-size", type=int, help="model input size instead of the method's official one")
+
+
+def add_method_options(parser: argparse.ArgumentParser, default_method: str = "winclip") -> None:
+    """The backbone options plus weights and prompt options, identical for infer, eval and train-local."""
+    add_backbone_options(parser, default_method)
+    parser.add_argument("--weights", help="prompt artifact directory of a learnable method")
     parser.add_argument("--class-name", default="object", help="product name for class-aware prompts")
     parser.add_argument("--domain", choices=["object", "texture"], default="object")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a method config field (JSON value), repeatable")
+
+
+def add_training_options(parser: argparse.ArgumentParser, *, eval_required: bool) -> None:
+    """The data and loop options of ``zsad train`` and ``zsad train-local``, with the same names in both.
+
+    Why the aliases: ``--dataset``/``--eval-dataset`` were ``train-local``'s names before the two commands shared
+    their options; command lines written then still work.
+    """
+    parser.add_argument("--train-data", "--dataset", dest="train_data", required=True,
+                        help="auxiliary training data with masks (dataset spec)")
+    parser.add_argument("--eval-data", "--eval-dataset", dest="eval_data", required=eval_required,
+                        help="held-out data evaluated after training (dataset spec; metrics go in the manifest)")
+    parser.add_argument("--epochs", type=int, help="default: the method's official number")
+    parser.add_argument("--batch-size", type=int, help="batch size (per worker) instead of the official one")
+    parser.add_argument("--seed", type=int, help="default: the method's seed")
 
 
 def method_from_args(args: argparse.Namespace) -> Any:

@@ -1,4 +1,5 @@
-"""The live summary of ``zsad demo`` and ``zsad status``: per camera, frames, anomalies and latencies.
+"""The live summary of ``zsad demo`` and ``zsad status``: per camera, frames, anomalies and latencies; and where
+the local stack's endpoints are.
 
 Read from Redis (the results are the truth, whatever ingest believes): the score set counts stored frames,
 the event stream gives the recent results' labels and end-to-end latencies (capture to Redis write).
@@ -7,10 +8,14 @@ the event stream gives the recent results' labels and end-to-end latencies (capt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.frame_path.result_store import ResultStore
+
+if TYPE_CHECKING:
+    from services.local_stack.stack_process import StackState
 
 RECENT_EVENTS = 1000
 
@@ -50,3 +55,16 @@ def format_summary(rows: list[CameraSummary], rates: dict[str, float] | None = N
             f"{row.p50_ms:>9.0f}{row.p95_ms:>9.0f}{row.p99_ms:>9.0f}"
         )
     return "\n".join(lines)
+
+
+def format_stack_state(state: StackState) -> str:
+    """The running local stack's endpoints, and what to run next."""
+    return "\n".join([
+        f"dashboard   {state.dashboard_url}  (Ray's token authentication: the token is in ~/.ray/auth_token)",
+        f"serve       {state.serve_url}  (GET: ingest status)",
+        f"metrics     {state.metrics_url}  (Prometheus text; the dashboard's Metrics tab)",
+        f"kafka       {state.kafka_bootstrap}",
+        f"redis       {state.redis_url}  (password in {state.config_path}, mode 0600)",
+        f"config      {state.config_path}",
+        "next: zsad produce --camera cam1 --synthetic --count 100; zsad status; zsad results --camera cam1",
+    ])  # fmt: skip

@@ -122,10 +122,6 @@ class IngestController:
         """Change the number of ingest actors; partitions are reassigned after a drain."""
         return await self.supervisor.scale(num_actors)
 
-    async def ingest_actors(self) -> list[Any]:
-        """Handles of the current ingest actors (failure tests kill one)."""
-        return list(self.supervisor.actors)
-
     async def __call__(self, request: Any) -> dict[str, Any]:
         """HTTP ``GET``: the ingest status."""
         return await self.status()

@@ -2,7 +2,7 @@
 
 Why a long-lived process of its own: the Ray head started with ``ray.init(address="local")`` belongs to the
 process that started it, and so do the broker and Redis children. ``zsad up`` spawns ``python -m
-services.local_stack.stack_process`` in a new session, waits for it to say ``ready`` in :data:`STATE_FILE`, and returns;
+services.local_stack.stack_process`` in a new session, waits for it to say ``ready`` in its state file, and returns;
 ``zsad down`` sends it SIGTERM, and it stops everything in order: the application first (the ingest actors
 drain and commit), then Serve and Ray, then the broker and Redis. Only what this stack started is stopped
 (``ray stop`` would stop every Ray cluster on the machine).
@@ -226,18 +226,16 @@ class LocalStack:
         (self.stack_dir / STATE_NAME).unlink(missing_ok=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The stack process: start, then wait for SIGTERM/SIGINT and stop."""
-    parser = argparse.ArgumentParser(prog="python -m services.local_stack.stack_process")
-    parser.add_argument("--config")
-    parser.add_argument("--dir", default=str(STACK_DIR))
-    parser.add_argument("--external", action="store_true")
-    args = parser.parse_args(argv)
+def run_stack(config: Path | None = None, stack_dir: Path = STACK_DIR, *, external: bool = False) -> int:
+    """Be the stack process: start everything, then wait for SIGTERM/SIGINT and stop it all.
+
+    ``zsad up --foreground`` runs this in the terminal; :func:`services.local_stack.control.start_stack` runs
+    it in a process of its own through :func:`main`.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("ZSAD_OFFLINE", "1")
-    stack_dir = Path(args.dir)
     stack_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(load_config(args.config), stack_dir, external=args.external)
+    stack = LocalStack(load_config(config), stack_dir, external=external)
     # Until Ray is up, a SIGTERM unwinds start(), which stops whatever was already started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
@@ -255,6 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     log.info("stopping")
     stack.stop()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m services.local_stack.stack_process``: :func:`run_stack` with its arguments from ``argv``."""
+    parser = argparse.ArgumentParser(prog="python -m services.local_stack.stack_process")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--dir", type=Path, default=STACK_DIR)
+    parser.add_argument("--external", action="store_true")
+    args = parser.parse_args(argv)
+    return run_stack(args.config, args.dir, external=args.external)
 
 
 if __name__ == "__main__":

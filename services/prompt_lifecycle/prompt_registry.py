@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 from safetensors import SafetensorError, safe_open
 
-from services.config import METHOD_NAMES
 from zsad_core.errors import IncompatibleWeightsError, ZsadError
+from zsad_core.method_names import method_names
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -254,8 +254,9 @@ class PromptRegistry:
         manifest = _read_manifest(source)
         _check_weights(source / WEIGHTS_FILE, manifest["sha256"])
         method = manifest["method"]
-        if method not in METHOD_NAMES:
-            raise RegistryError(f"{source}: unknown method {method!r}; methods are {list(METHOD_NAMES)}")
+        known = method_names()
+        if method not in known:
+            raise RegistryError(f"{source}: unknown method {method!r}; methods are {known}")
         if manifest["schema_version"] != SCHEMA_VERSION:
             raise RegistryError(f"{source}: schema version {manifest['schema_version']!r} is not {SCHEMA_VERSION}")
         measured = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}

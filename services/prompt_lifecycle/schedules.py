@@ -4,9 +4,13 @@ Why apart from the scheduler actor (:mod:`.scheduler_actor`): ``zsad schedule ad
 without Ray, and the actor checks again, with the same functions, what it reads back from Redis before it submits
 anything, so a record written to Redis by hand cannot start anything but a valid ``zsad`` command.
 
-What may run: one ``zsad`` sub-command with its arguments, checked by the CLI's own parser when the schedule is
-added. Ray Jobs runs an entrypoint through a shell, so the entrypoint is built here from that argument list with
-every argument shlex-quoted (:func:`entrypoint`): no text a client stores is ever run as shell code.
+What may run: one of the sub-commands declared in :data:`SCHEDULABLE_COMMANDS` with its arguments, checked
+against that declaration when the schedule is added. Why a declaration of its own instead of the CLI's parser:
+the scheduler actor checks every command again before it submits it, and importing the CLI there would load every
+command's module into the actor and make this package depend on the layer above it (a unit test checks that
+the declaration accepts exactly the options of the CLI's parser for those sub-commands). Ray Jobs runs an
+entrypoint through a shell, so the entrypoint is built here from that argument list with every argument
+shlex-quoted (:func:`entrypoint`): no text a client stores is ever run as shell code.
 
 Times are UTC: cron expressions are evaluated in UTC, and the scheduled time (minute resolution, the finest a
 five-field cron expression has) names the run: ``zsad-<name>-<YYYYmmddTHHMM>`` (:func:`submission_id`).
@@ -21,6 +25,7 @@ Redis layout (tiny traffic, no hash tags):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import io
@@ -29,7 +34,7 @@ import logging
 import re
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -92,35 +97,117 @@ def check_cron(expression: str) -> str:
     return normalised
 
 
+@dataclass(frozen=True)
+class CommandOption:
+    """One option of a schedulable sub-command, as far as checking a command line needs it.
+
+    Attributes:
+        names: the option strings (``--train-data`` and its aliases).
+        takes_value: False for a flag (``--register``), True for an option with one value.
+        value_type: converts the value; a value it refuses makes the command invalid (``--epochs two``).
+        required: the sub-command refuses to run without it.
+    """
+
+    names: tuple[str, ...]
+    takes_value: bool = True
+    value_type: Callable[[str], Any] = str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class SchedulableCommand:
+    """A ``zsad`` sub-command that a schedule may run, with every option it accepts."""
+
+    options: tuple[CommandOption, ...] = field(default_factory=tuple)
+
+    def option(self, name: str) -> CommandOption | None:
+        """The option called ``name`` (or with ``name`` as an alias), if the sub-command has it."""
+        return next((option for option in self.options if name in option.names), None)
+
+
+def _flag(name: str) -> CommandOption:
+    return CommandOption((name,), takes_value=False)
+
+
+# ``zsad train`` (the Ray Train job: retraining is what schedules are for) and ``zsad version`` (a harmless run
+# that shows a schedule works end to end).
+SCHEDULABLE_COMMANDS: dict[str, SchedulableCommand] = {
+    "version": SchedulableCommand(),
+    "train": SchedulableCommand(
+        (
+            CommandOption(("--method",)),
+            CommandOption(("--backbone",)),
+            CommandOption(("--backbone-weights",)),
+            _flag("--random-weights"),
+            CommandOption(("--image-size",), value_type=int),
+            CommandOption(("--train-data", "--dataset"), required=True),
+            CommandOption(("--eval-data", "--eval-dataset"), required=True),
+            CommandOption(("--epochs",), value_type=int),
+            CommandOption(("--batch-size",), value_type=int),
+            CommandOption(("--seed",), value_type=int),
+            CommandOption(("--lr",), value_type=float),
+            CommandOption(("--workers",), value_type=int),
+            _flag("--gpu"),
+            CommandOption(("--name",)),
+            CommandOption(("--storage",)),
+            CommandOption(("--max-failures",), value_type=int),
+            _flag("--no-baseline"),
+            _flag("--register"),
+            CommandOption(("--ray-address",)),
+            CommandOption(("--config",)),
+        )
+    ),
+}
+RAY_ADDRESS_OPTION = "--ray-address"
+
+
+def _command_parser() -> argparse.ArgumentParser:
+    """An argparse parser of the declared sub-commands: the same syntax rules as the CLI's (``--opt=value``,
+    ``--help`` is not a run, a missing required option is an error)."""
+    parser = argparse.ArgumentParser(prog="zsad")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, declared in SCHEDULABLE_COMMANDS.items():
+        sub = commands.add_parser(name)
+        for option in declared.options:
+            if option.takes_value:
+                sub.add_argument(*option.names, type=option.value_type, required=option.required)
+            else:
+                sub.add_argument(*option.names, action="store_true")
+    return parser
+
+
 def check_command(args: Sequence[str]) -> list[str]:
-    """The ``zsad`` arguments a schedule will run, checked with the CLI's own parser.
+    """The ``zsad`` arguments a schedule will run, checked against :data:`SCHEDULABLE_COMMANDS`.
 
     Returns the arguments, plus ``--ray-address auto`` for a command that has that option and was not given it:
     a scheduled run must use the cluster it runs on (the Jobs API gives its driver ``RAY_ADDRESS``), while
     ``zsad train`` without the option starts a Ray cluster of its own.
 
     Raises:
-        ScheduleError: no sub-command, an option where the sub-command should be, or arguments the sub-command
-            refuses (argparse's message is included).
+        ScheduleError: no sub-command, an option where the sub-command should be, a sub-command that is not
+            schedulable, or arguments the sub-command refuses (argparse's message is included).
     """
-    from services.cli.main import build_parser
-
     command = list(args)
     if not command or command[0].startswith("-"):
         raise ScheduleError(
             "a schedule runs one zsad sub-command: give it after '--', e.g. "
             "'-- train --method vcp-clip --train-data ... --eval-data ...'"
         )
+    if command[0] not in SCHEDULABLE_COMMANDS:
+        raise ScheduleError(
+            f"not a valid zsad command: zsad {shlex.join(command)}: schedules run "
+            f"{' or '.join(sorted(SCHEDULABLE_COMMANDS))}, not {command[0]!r}"
+        )
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
-            parsed = build_parser().parse_args(command)
+            parsed = _command_parser().parse_args(command)
     except SystemExit:
         lines = errors.getvalue().strip().splitlines()
         why = lines[-1] if lines else "it asks for help, it is not a run"
         raise ScheduleError(f"not a valid zsad command: zsad {shlex.join(command)}: {why}") from None
-    if hasattr(parsed, "ray_address") and parsed.ray_address is None:
-        command += ["--ray-address", "auto"]
+    if SCHEDULABLE_COMMANDS[command[0]].option(RAY_ADDRESS_OPTION) and parsed.ray_address is None:
+        command += [RAY_ADDRESS_OPTION, "auto"]
     return command
 
 

@@ -17,8 +17,12 @@ Checkpoint layout (one directory per epoch, written by the workers into the same
 On a multi-node cluster the storage path and the data paths must be visible to every node (a shared file
 system), as Ray Train requires for a local ``storage_path``.
 
-Test hook: :data:`FAIL_AT_EPOCH_ENV` makes rank 0 fail once, after reporting that epoch (see
-:func:`_maybe_inject_failure`).
+Epoch callbacks (:data:`EpochCallback`, the ``epoch_callbacks`` of :func:`run_training`) run on every worker
+after each epoch's checkpoint is reported: progress hooks, and fault injection. A callback that raises fails the
+worker group exactly as a crashed worker does, so Ray restarts it from the latest checkpoint (up to
+``max_failures``); that is how the recovery path is exercised. Callbacks travel to the workers pickled (Ray's
+cloudpickle), so they must be picklable and importable there, or registered with
+``ray.cloudpickle.register_pickle_by_value``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,7 +54,6 @@ if TYPE_CHECKING:
 # Workers log with `logging`: Ray Train patches `print` in its workers to log *and* print, showing each line twice.
 logger = logging.getLogger(__name__)
 
-FAIL_AT_EPOCH_ENV = "ZSAD_TRAIN_FAIL_AT_EPOCH"
 STATE_FILE = "trainer_state.pt"
 PROGRESS_FILE = "progress.json"
 RNG_FILE = "data_rng_rank{rank}.json"
@@ -225,17 +228,19 @@ def build_method(spec: TrainJobSpec, device: str | torch.device = "cpu") -> Zero
     ``pretrained=False`` the backbone itself is random, and the driver's evaluation is only meaningful on the
     backbone the prompts were trained against.
     """
+    import torch
+
     from zsad_core import load_method
-    from zsad_core.training import seed_everything
 
     overrides: dict[str, Any] = {}
     if spec.image_size is not None:
         overrides["image_size"] = spec.image_size
     if spec.lr is not None:
         overrides["lr"] = spec.lr
-    seed_everything(_method_seed(spec))
-    return load_method(spec.method, backbone=spec.backbone, pretrained=spec.pretrained,
-                       backbone_weights=spec.backbone_weights, device=str(device), **overrides)
+    with torch.random.fork_rng(devices=[]):  # seeded for this build only: the caller's RNG is left as it was
+        torch.manual_seed(_method_seed(spec))
+        return load_method(spec.method, backbone=spec.backbone, pretrained=spec.pretrained,
+                           backbone_weights=spec.backbone_weights, device=str(device), **overrides)
 
 
 def average_gradients(optimizer: torch.optim.Optimizer, world_size: int) -> None:
@@ -316,21 +321,25 @@ def _save(trainer: PromptTrainer, progress: Progress, directory: Path, rank: int
         (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
 
 
-def _maybe_inject_failure(fail_at_epoch: int | None, epoch: int, rank: int, run_dir: Path) -> None:
-    """TEST HOOK: rank 0 raises once, right after reporting epoch ``fail_at_epoch``.
+@dataclass(frozen=True)
+class EpochEnd:
+    """What an epoch callback learns about the epoch a worker just reported (checkpoint included).
 
-    The driver reads :data:`FAIL_AT_EPOCH_ENV` and passes it in the loop config (Ray workers do not inherit
-    environment variables the driver sets after Ray started). A marker file in the run directory makes the
-    failure happen on the first attempt only, so the restarted attempt, resumed from the epoch's checkpoint,
-    finishes the run. Unset (the default), it does nothing.
+    Attributes:
+        epoch: the epoch just finished (1-based).
+        rank, world_size: this worker and the size of its group.
+        run_dir: the run's directory on the storage path (shared by every attempt of the run).
+        log: the epoch's log as reported (``epoch``, ``steps``, ``loss``).
     """
-    if fail_at_epoch != epoch or rank != 0:
-        return
-    marker = run_dir / f".injected-failure-epoch{epoch}"
-    if marker.exists():
-        return
-    marker.touch()
-    raise RuntimeError(f"{FAIL_AT_EPOCH_ENV}={epoch}: injected failure after reporting epoch {epoch}")
+
+    epoch: int
+    rank: int
+    world_size: int
+    run_dir: Path
+    log: dict[str, Any]
+
+
+EpochCallback = Callable[[EpochEnd], None]
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -372,16 +381,9 @@ def _train_loop(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             _save(trainer, progress, Path(directory), rank)
             ray.train.report(log, checkpoint=Checkpoint.from_directory(directory))
-        _maybe_inject_failure(config["fail_at_epoch"], trainer.epoch, rank, Path(config["run_dir"]))
-
-
-def _fail_at_epoch() -> int | None:
-    value = os.environ.get(FAIL_AT_EPOCH_ENV, "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise TrainJobError(f"{FAIL_AT_EPOCH_ENV} must be an epoch number, got {value!r}")
-    return int(value)
+        finished = EpochEnd(trainer.epoch, rank, world_size, Path(config["run_dir"]), dict(log))
+        for callback in config["epoch_callbacks"]:
+            callback(finished)
 
 
 def check_spec(spec: TrainJobSpec) -> None:
@@ -399,7 +401,7 @@ def check_spec(spec: TrainJobSpec) -> None:
     build_dataset(spec.eval_data)
 
 
-def _fit(spec: TrainJobSpec) -> Any:
+def _fit(spec: TrainJobSpec, epoch_callbacks: Sequence[EpochCallback]) -> Any:
     """Run the Ray Train job; returns its ``Result`` (the caller owns the Ray connection)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
@@ -409,7 +411,7 @@ def _fit(spec: TrainJobSpec) -> Any:
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir),
-                           "fail_at_epoch": _fail_at_epoch()},
+                           "epoch_callbacks": list(epoch_callbacks)},
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu),
         run_config=RunConfig(name=spec.run_name, storage_path=str(run_dir.parent),
                              failure_config=FailureConfig(max_failures=spec.max_failures)),
@@ -455,7 +457,9 @@ def _percent(metrics: dict[str, Any], key: str) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def run_training(spec: TrainJobSpec, config: ZsadConfig | None = None) -> TrainOutcome:
+def run_training(
+    spec: TrainJobSpec, config: ZsadConfig | None = None, *, epoch_callbacks: Sequence[EpochCallback] = ()
+) -> TrainOutcome:
     """Train ``spec`` with Ray Train, evaluate on the held-out data, save (and optionally register) the artifact.
 
     Ray must be initialised by the caller (``zsad train`` does it); a run directory that already holds
@@ -465,6 +469,7 @@ def run_training(spec: TrainJobSpec, config: ZsadConfig | None = None) -> TrainO
         spec: the job.
         config: the system configuration; its ``redis`` and ``registry`` sections are used when
             ``spec.register_artifact`` (None: the embedded defaults).
+        epoch_callbacks: called on every worker after each reported epoch (see the module docstring).
 
     Raises:
         TrainJobError: bad spec, or the run failed more than ``spec.max_failures`` times.
@@ -474,7 +479,7 @@ def run_training(spec: TrainJobSpec, config: ZsadConfig | None = None) -> TrainO
     from zsad_core.artifacts import save_prompts
 
     check_spec(spec)
-    result = _fit(spec)
+    result = _fit(spec, epoch_callbacks)
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
         progress = Progress(**json.loads((Path(directory) / PROGRESS_FILE).read_text()))

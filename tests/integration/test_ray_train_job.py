@@ -8,23 +8,20 @@ cross-dataset protocol. One local Ray serves the whole module.
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from ray import cloudpickle
 
 from services.cli.main import main
 from services.frame_path.result_store import connect
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.prompt_registry import PromptRegistry
-from services.prompt_lifecycle.training_job import (
-    FAIL_AT_EPOCH_ENV,
-    PROGRESS_FILE,
-    STATE_FILE,
-    TrainJobSpec,
-    run_training,
-)
+from services.prompt_lifecycle.training_job import PROGRESS_FILE, STATE_FILE, EpochEnd, TrainJobSpec, run_training
 from zsad_core.artifacts import load_prompts
 from zsad_core.methods import load_method
 
@@ -33,6 +30,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY = {"backbone": "zsad-tiny-vit", "pretrained": False, "image_size": 64}
 TRAIN_DATA = "synthetic:classes=woven+wood,per_class=6,size=64"
 EVAL_DATA = "synthetic:seed=7,classes=stone+disc,per_class=4,size=64"
+
+
+# The Ray Train workers need this module's callback class; they get it by value, not by importing tests/.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class FailOnceAfterEpoch:
+    """Rank 0 raises right after reporting ``epoch``, on the first attempt only (a marker file in the run
+    directory remembers it), so the restarted attempt resumes from that epoch's checkpoint and finishes."""
+
+    epoch: int
+
+    def marker(self, run_dir: Path) -> Path:
+        return run_dir / f".injected-failure-epoch{self.epoch}"
+
+    def __call__(self, finished: EpochEnd) -> None:
+        if finished.epoch != self.epoch or finished.rank != 0 or self.marker(finished.run_dir).exists():
+            return
+        self.marker(finished.run_dir).touch()
+        raise RuntimeError(f"injected failure after reporting epoch {finished.epoch}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,19 +93,16 @@ def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Pa
     assert 0.0 <= outcome.baseline_metrics["pixel_auroc"] <= 1.0
 
 
-def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_rerun_resumes_by_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(FAIL_AT_EPOCH_ENV, "1")
+def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_rerun_resumes_by_name(tmp_path: Path) -> None:
     job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
-    outcome = run_training(job)
+    failure = FailOnceAfterEpoch(1)
+    outcome = run_training(job, epoch_callbacks=[failure])
 
-    assert (job.run_dir / ".injected-failure-epoch1").exists()  # the first attempt did fail
+    assert failure.marker(job.run_dir).exists()  # the first attempt did fail
     assert outcome.attempt_starts == [0, 1]  # the second attempt started from the epoch-1 checkpoint
     assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4), (3, 6)]
     assert outcome.epochs_done == 3 and len(checkpoint_dirs(job)) == 3
 
-    monkeypatch.delenv(FAIL_AT_EPOCH_ENV)
     again = run_training(job.model_copy(update={"epochs": 4}))
     assert again.attempt_starts == [0, 1, 3] and [log["epoch"] for log in again.history] == [1, 2, 3, 4]
     assert again.artifact_dir != outcome.artifact_dir  # artifacts are immutable: each run writes a new one

@@ -1,7 +1,9 @@
 """The explicit registry of methods and the ``load_method`` factory.
 
-Methods register themselves with :func:`register_method` when their module is imported; the built-in ones are
-imported on first use of the registry, so discovery never depends on import order elsewhere.
+Methods register themselves with :func:`register_method` when their module is imported. The built-in ones
+(:data:`zsad_core.method_names.BUILTIN_METHODS`) are imported on first use of the registry, and third-party ones
+(the ``zsad.methods`` entry points, see :mod:`zsad_core.method_names`) when they are listed or first asked for,
+so discovery never depends on import order elsewhere.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone, parse_backbone_name
+from zsad_core.errors import ZsadError
+from zsad_core.method_names import BUILTIN_METHODS, plugin_entry_points
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 
-BUILTIN_MODULES: tuple[str, ...] = ("winclip", "clip_ad", "anoclip", "vcp_clip", "vip2_clip")
+
+class MethodPluginError(ZsadError, RuntimeError):
+    """A ``zsad.methods`` entry point could not be loaded or did not register the method it names."""
+
+    reason = "method_plugin"
 
 
 @dataclass(frozen=True)
@@ -46,19 +54,39 @@ def register_method(
 
 
 def _ensure_builtins() -> None:
-    for module in BUILTIN_MODULES:
+    for module in sorted({builtin.module for builtin in BUILTIN_METHODS.values()}):
         importlib.import_module(f"zsad_core.methods.{module}")
 
 
+def _load_plugins(names: set[str] | None = None) -> None:
+    """Import the entry points of third-party methods not registered yet (only ``names`` when given)."""
+    for name, entry in plugin_entry_points().items():
+        if name in METHODS or (names is not None and name not in names):
+            continue
+        try:
+            entry.load()
+        except Exception as exc:
+            raise MethodPluginError(
+                f"method plugin {name!r} ({entry.value}) failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+        if name not in METHODS:
+            raise MethodPluginError(
+                f"method plugin {name!r} ({entry.value}) loaded but registered no method of that name; "
+                f"it must use @register_method({name!r}, ...)"
+            )
+
+
 def list_methods() -> list[str]:
-    """Names of all registered methods, sorted."""
+    """Names of all registered methods, built-in and third-party, sorted."""
     _ensure_builtins()
+    _load_plugins()
     return sorted(METHODS)
 
 
 def get_method_spec(name: str) -> MethodSpec:
     """The :class:`MethodSpec` of ``name``; unknown names raise with the list of valid ones."""
     _ensure_builtins()
+    _load_plugins({name})
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name]

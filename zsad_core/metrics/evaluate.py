@@ -151,6 +151,34 @@ def evaluate(
     return EvaluationReport(per_class=per_class, mean=mean, aupro_variant=aupro_variant, normalize=normalize)
 
 
+def merge_reports(reports: Sequence[EvaluationReport]) -> EvaluationReport:
+    """One report of several disjoint sets of classes (each evaluated on its own), with the macro mean recomputed.
+
+    Why: a caller that scores a dataset class by class (:func:`zsad_core.evaluation.evaluate_method`) keeps only
+    one class's maps in memory; since every metric is per class, merging the rows afterwards gives the report
+    that :func:`evaluate` would give on the whole dataset.
+
+    Raises:
+        ValueError: no reports, a class in two reports, or reports of different AUPRO variants or normalisations.
+    """
+    if not reports:
+        raise ValueError("no reports to merge")
+    settings = {(report.aupro_variant, report.normalize) for report in reports}
+    if len(settings) != 1:
+        raise ValueError(f"reports of different settings cannot be merged: {sorted(settings)}")
+    per_class: dict[str, dict[str, float]] = {}
+    for report in reports:
+        twice = sorted(set(per_class) & set(report.per_class))
+        if twice:
+            raise ValueError(f"classes {twice} are in more than one report")
+        per_class |= report.per_class
+    keys = [key for key in METRIC_KEYS if all(key in report.mean for report in reports)]
+    mean = {key: _nanmean([row[key] for row in per_class.values()]) for key in keys}
+    (aupro_variant, normalize), = settings
+    return EvaluationReport(per_class={name: {key: row[key] for key in keys} for name, row in per_class.items()},
+                            mean=mean, aupro_variant=aupro_variant, normalize=normalize)  # fmt: skip
+
+
 def _resolve_metrics(metrics: Iterable[str] | None, has_maps: bool, has_scores: bool) -> set[str]:
     available = set(PIXEL_METRICS if has_maps else ()) | set(IMAGE_METRICS if has_scores else ())
     if metrics is None:

@@ -16,7 +16,8 @@ from zsad_core import load_method
 from zsad_core.data import build_dataset
 from zsad_core.evaluation import evaluate_method
 from zsad_core.metrics import aupro
-from zsad_core.report import MAX_CURVE_POINTS, PANEL_SIDE, PLOT_SIZE, class_curves, write_report
+from zsad_core.metrics.class_curves import MAX_CURVE_POINTS, class_curves
+from zsad_core.report import PANEL_SIDE, PLOT_SIZE, write_report
 from zsad_core.training import TrainingOptions, train_method
 
 

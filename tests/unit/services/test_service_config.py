@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.config import METHOD_NAMES, ConfigError, ZsadConfig, default_config_path, load_config
+from services.config import ConfigError, ZsadConfig, default_config_path, load_config
+from zsad_core.method_names import method_names
 from zsad_core.preprocess import ImageLimits
 
 
@@ -153,5 +154,5 @@ def test_security_settings_pass_through(tmp_path: Path) -> None:
 
 
 def test_every_default_method_is_known() -> None:
-    assert {cam.method for cam in load_config().cameras.values()} <= set(METHOD_NAMES)
+    assert {cam.method for cam in load_config().cameras.values()} <= set(method_names())
     assert isinstance(load_config(), ZsadConfig)
