@@ -261,6 +261,8 @@ class IngestConfig(_Section):
         max_retries: attempts at scoring or storing a frame before it is dead-lettered.
         actor_num_cpus: CPUs Ray reserves per ingest actor and for the ingest controller; 0 lets them share
             the model replicas' machines (one box), a fraction places them on CPU nodes of a cluster.
+        decode_budget_pixels: decoded pixels one actor's decodes may hold at once (3 bytes each); a frame
+            that needs more is decoded alone. The default fits one frame at ``limits.max_pixels``.
     """
 
     num_actors: PositiveInt = 1
@@ -268,6 +270,7 @@ class IngestConfig(_Section):
     poll_timeout_ms: PositiveInt = 200
     max_retries: Annotated[int, Field(ge=0)] = 3
     actor_num_cpus: float = Field(0.0, ge=0.0)
+    decode_budget_pixels: PositiveInt = 64_000_000
 
 
 class LimitsConfig(_Section):
