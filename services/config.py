@@ -271,6 +271,8 @@ class IngestConfig(_Section):
             (nothing unread is skipped; frames already stored are no-ops), ``latest`` skips to the end (no
             re-scoring, but unread frames are lost), ``fail`` stops that partition until an operator acts. Each
             reset is logged, counted (``zsad_offset_resets``) and audited.
+        decode_budget_pixels: decoded pixels one actor's decodes may hold at once (3 bytes each); a frame
+            that needs more is decoded alone. The default fits one frame at ``limits.max_pixels``.
     """
 
     num_actors: PositiveInt = 1
@@ -279,6 +281,7 @@ class IngestConfig(_Section):
     max_retries: Annotated[int, Field(ge=0)] = 3
     actor_num_cpus: float = Field(0.0, ge=0.0)
     on_offset_out_of_range: OffsetResetPolicy = "earliest"
+    decode_budget_pixels: PositiveInt = 64_000_000
 
 
 class LimitsConfig(_Section):

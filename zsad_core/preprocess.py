@@ -14,16 +14,17 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from zsad_core.imageio import (  # re-exported: the decoding guards were first published from this module
     DEFAULT_LIMITS,
     ImageLimits,
+    Interpolation,
     decode_image,
     encode_jpeg,
     encode_png,
     probe_image,
     read_image,
+    resize_rgb,
 )
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
 ]
 
 ResizeMode = Literal["squash", "letterbox", "center_crop"]
-Interpolation = Literal["bicubic", "bilinear"]
-
-_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
 @dataclass(frozen=True)
@@ -89,13 +87,6 @@ class PreprocessConfig:
     fill: int = 0
 
 
-def _pil_resize(image: np.ndarray, width: int, height: int, interpolation: Interpolation) -> np.ndarray:
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    resized = Image.fromarray(image).resize((width, height), _PIL_FILTERS[interpolation])
-    return np.asarray(resized)
-
-
 def resize_image(image: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, Geometry]:
     """Resize one RGB uint8 image to ``cfg.image_size`` by the configured policy.
 
@@ -105,18 +96,18 @@ def resize_image(image: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, 
     size = cfg.image_size
     height, width = image.shape[:2]
     if cfg.resize == "squash":
-        return _pil_resize(image, size, size, cfg.interpolation), Geometry(height, width, 0, 0, size, size)
+        return resize_rgb(image, size, size, cfg.interpolation), Geometry(height, width, 0, 0, size, size)
     if cfg.resize == "letterbox":
         scale = size / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         canvas = np.full((size, size, 3), cfg.fill, dtype=np.uint8)
         top, left = (size - new_h) // 2, (size - new_w) // 2
-        canvas[top : top + new_h, left : left + new_w] = _pil_resize(image, new_w, new_h, cfg.interpolation)
+        canvas[top : top + new_h, left : left + new_w] = resize_rgb(image, new_w, new_h, cfg.interpolation)
         return canvas, Geometry(height, width, top, left, top + new_h, left + new_w)
     # center_crop: like torchvision Resize(S) on the shorter side, then CenterCrop(S) (open_clip's eval).
     scale = size / min(height, width)
     new_w, new_h = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
-    resized = _pil_resize(image, new_w, new_h, cfg.interpolation)
+    resized = resize_rgb(image, new_w, new_h, cfg.interpolation)
     top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)
     crop = (
         int(top / scale),

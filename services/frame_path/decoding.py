@@ -1,7 +1,9 @@
 """What travels between ingest and serving: a validated, decoded frame, and the acknowledgement of its result.
 
 Ingest turns each Kafka record into a :class:`FrameRequest` with :func:`decode_record` or fails with a
-:class:`~zsad_core.errors.ZsadError` whose ``reason`` becomes the dead-letter reason. Serving answers each
+:class:`~zsad_core.errors.ZsadError` whose ``reason`` becomes the dead-letter reason. A request carries the
+model's input, not the frame: the camera's region squashed to the method's input size (a few hundred KB at
+most, whatever the camera sends), with the geometry that places a map back on the frame. Serving answers each
 request with a :class:`FrameAck` after the Redis write. Both are plain dataclasses of numbers, strings and
 one numpy array, so Ray moves them between processes without torch and without anything a client controls
 being unpickled (the client's bytes stay bytes until :func:`decode_record` has checked them).
@@ -18,9 +20,10 @@ from typing import Literal, Protocol
 import numpy as np
 
 from services.config import CameraConfig, UnknownCameraError
+from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.records import FrameHeaders
 from zsad_core.errors import ZsadError
-from zsad_core.imageio import ImageLimits, decode_image, probe_image
+from zsad_core.imageio import FrameGeometry, ImageLimits, decode_model_input, plan_model_input, probe_image
 
 AckStatus = Literal["stored", "duplicate", "conflict", "failed"]
 _FORMAT_OF_CONTENT_TYPE = {"image/jpeg": "JPEG", "image/png": "PNG"}
@@ -59,15 +62,18 @@ class KafkaRecord(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class FrameRequest:
-    """A frame ready for a model: RGB pixels (ROI applied) and where it came from.
+    """A frame ready for a model: its model input (ROI applied) and where it came from.
 
     Attributes:
         camera, frame_id, capture_ts: from the validated headers.
         partition, offset: the Kafka position, stored with the result for audit and replay.
-        image: ``(H, W, 3)`` uint8 RGB.
+        image: ``(S, S, 3)`` uint8 RGB, the camera's region squashed to the method's input side S (any
+            ``(H, W, 3)`` array is accepted too: the method squashes it itself).
         read_ts, decoded_ts: when ingest read and finished decoding it (stage latencies).
         content_digest: of the record's bytes (:func:`content_digest`): a re-delivery carries the same one, a
             different frame that reuses the id does not.
+        geometry: the frame's size, the region and scale ``image`` was cut at; ``None`` when ``image`` is the
+            frame itself.
     """
 
     camera: str
@@ -79,6 +85,7 @@ class FrameRequest:
     read_ts: float = 0.0
     decoded_ts: float = 0.0
     content_digest: str = ""
+    geometry: FrameGeometry | None = None
 
 
 @dataclass(frozen=True)
@@ -113,13 +120,25 @@ class FrameAck:
 
 
 def decode_record(
-    record: KafkaRecord, cameras: Mapping[str, CameraConfig], limits: ImageLimits, *, read_ts: float | None = None
+    record: KafkaRecord,
+    cameras: Mapping[str, CameraConfig],
+    limits: ImageLimits,
+    *,
+    input_sizes: Mapping[str, int],
+    budget: DecodeBudget,
+    read_ts: float | None = None,
 ) -> FrameRequest:
-    """Validate and decode one record of the frames topic.
+    """Validate and decode one record of the frames topic into the model input of its camera.
 
-    Checks, in order and before any pixel is decoded where possible: key and headers
-    (:class:`~services.frame_path.records.FrameHeaders`), the camera is configured, the payload passes the image limits,
-    the declared content type matches the bytes; then decodes and crops the camera's ROI.
+    Checks, in order and before any pixel is decoded: key and headers
+    (:class:`~services.frame_path.records.FrameHeaders`), the camera is configured, the payload passes the image
+    limits, the declared content type matches the bytes, the camera's ROI lies inside the frame. Then, holding
+    the frame's decoded pixels from ``budget``, decodes it (at reduced scale where the model input allows;
+    truncation is found here) and squashes the ROI to the camera's input size.
+
+    Args:
+        input_sizes: model input side per camera (:func:`model_input_sizes`).
+        budget: the decoded pixels this actor's decodes may hold at once.
 
     Raises:
         ZsadError: a subclass whose ``reason`` names the failure (``bad_headers``, ``unknown_camera``,
@@ -132,10 +151,13 @@ def decode_record(
     if camera is None:
         raise UnknownCameraError(f"camera {headers.camera!r} is not configured (cameras: {sorted(cameras)})")
     data = record.value or b""
-    fmt, _, _ = probe_image(data, limits)
+    fmt, width, height = probe_image(data, limits)
     if fmt != _FORMAT_OF_CONTENT_TYPE[headers.content_type]:
         raise ContentTypeMismatchError(f"header says {headers.content_type}, the payload is {fmt}")
-    image = crop_roi(decode_image(data, limits), camera.roi)
+    _check_roi(camera.roi, width, height)
+    geometry = plan_model_input(fmt, width, height, input_sizes[headers.camera], camera.roi)
+    with budget.hold(geometry.decoded_pixels):
+        image = decode_model_input(data, geometry, limits)
     return FrameRequest(
         camera=headers.camera,
         frame_id=headers.frame_id,
@@ -145,8 +167,30 @@ def decode_record(
         image=image,
         read_ts=read_ts,
         decoded_ts=time.time(),
+        geometry=geometry,
         content_digest=content_digest(data),
     )
+
+
+def model_input_sizes(cameras: Mapping[str, CameraConfig]) -> dict[str, int]:
+    """The model input side of each camera: its ``image_size``, else its method's official one.
+
+    Only a camera without ``image_size`` needs the method registry, which imports torch (about 1 GB in an
+    ingest process); setting ``image_size`` on every camera keeps ingest free of it.
+    """
+    sizes = {name: camera.image_size for name, camera in cameras.items() if camera.image_size is not None}
+    unset = {name: camera for name, camera in cameras.items() if camera.image_size is None}
+    if unset:
+        from zsad_core.methods import get_method_config
+
+        sizes |= {name: get_method_config(camera.method, **camera.options).image_size for name, camera in unset.items()}
+    return sizes
+
+
+def _check_roi(roi: tuple[int, int, int, int] | None, frame_w: int, frame_h: int) -> None:
+    if roi is not None and (roi[0] + roi[2] > frame_w or roi[1] + roi[3] > frame_h):
+        x, y, width, height = roi
+        raise RoiOutsideFrameError(f"roi [x={x}, y={y}, w={width}, h={height}] exceeds the {frame_w}x{frame_h} frame")
 
 
 def content_digest(payload: bytes) -> str:
@@ -163,8 +207,6 @@ def crop_roi(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.nda
     """
     if roi is None:
         return image
+    _check_roi(roi, image.shape[1], image.shape[0])
     x, y, width, height = roi
-    frame_h, frame_w = image.shape[:2]
-    if x + width > frame_w or y + height > frame_h:
-        raise RoiOutsideFrameError(f"roi [x={x}, y={y}, w={width}, h={height}] exceeds the {frame_w}x{frame_h} frame")
     return np.ascontiguousarray(image[y : y + height, x : x + width])

@@ -35,7 +35,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from services.config import OffsetResetPolicy, ZsadConfig
-from services.frame_path.decoding import FrameAck, FrameRequest, ModelUnavailableError, decode_record
+from services.frame_path.decode_budget import DecodeBudget
+from services.frame_path.decoding import (
+    FrameAck,
+    FrameRequest,
+    ModelUnavailableError,
+    decode_record,
+    model_input_sizes,
+)
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.offsets import OffsetTracker
 from services.frame_path.records import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
@@ -155,6 +162,8 @@ class IngestWorker:
         # from the commit metadata on connect), so a re-read record is finished without a second dead letter.
         self.lettered: dict[int, set[int]] = {}
         self._limits = config.limits.image_limits()
+        self._input_sizes = model_input_sizes(config.cameras)
+        self._decode_budget = DecodeBudget(config.ingest.decode_budget_pixels)
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-kafka")
         self._decoders = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-decode")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -455,7 +464,15 @@ class IngestWorker:
         read_ts = time.time()
         try:
             request = await loop.run_in_executor(
-                self._decoders, lambda: decode_record(record, self.config.cameras, self._limits, read_ts=read_ts)
+                self._decoders,
+                lambda: decode_record(
+                    record,
+                    self.config.cameras,
+                    self._limits,
+                    input_sizes=self._input_sizes,
+                    budget=self._decode_budget,
+                    read_ts=read_ts,
+                ),
             )
         except ZsadError as exc:
             await self._dead_letter(record, exc, generation)

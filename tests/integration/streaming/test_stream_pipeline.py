@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import ray
 from ray import serve
@@ -34,6 +35,7 @@ from services.frame_path.records import H_DLQ_REASON, encode_headers
 from services.frame_path.result_store import ResultStore
 from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from zsad_core.imageio import decode_image, encode_jpeg, encode_png
 
 pytestmark = pytest.mark.integration
 
@@ -323,3 +325,42 @@ def test_scaling_the_ingest_actors_reassigns_partitions_and_loses_nothing(
     with pytest.raises(Exception, match="positive"):
         deployment.controller().scale.remote(0).result(timeout_s=30)
     assert len(deployment.status()["actors"]) == 3  # a refused scale stops nothing
+
+
+def test_frames_are_judged_by_decoding_and_large_ones_are_scored_at_model_size(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    camera = f"cam-{unique}"
+    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2)
+    jpeg, png = frame_bytes(7), encode_png(decode_image(frame_bytes(8)))
+    large = np.full((3000, 4000, 3), 90, np.uint8)
+    large[1000:2000, 1500:2500] = (200, 40, 40)
+    camera_metadata = bytes(range(64))  # appended after the end of the image, as some cameras do
+    good = {
+        "jpeg-with-metadata": (jpeg + camera_metadata, "image/jpeg"),
+        "png-with-metadata": (png + camera_metadata, "image/png"),
+        "large-jpeg": (encode_jpeg(large), "image/jpeg"),
+        "large-png": (encode_png(large), "image/png"),
+    }
+    cut_jpeg, cut_png = jpeg[: len(jpeg) // 2] + b"\xff\xd9", png[: len(png) // 2] + png[-12:]  # + end marker
+    bad = {"jpeg-cut-with-eoi": (cut_jpeg, "image/jpeg"), "png-cut-with-iend": (cut_png, "image/png")}
+    assert png[-12:-8] == b"\x00\x00\x00\x00" and png[-8:-4] == b"IEND"
+    with FrameProducer.from_config(config) as producer:
+        raw = producer._producer
+        for frame_id, (payload, content_type) in {**good, **bad}.items():
+            raw.send(config.kafka.frames_topic, key=camera.encode(), value=payload,
+                     headers=encode_headers(frame_id, 1.0e9, content_type))  # fmt: skip
+        producer.flush()
+
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    wait_until(lambda: deployment.results(camera) >= len(good), 120, "the complete frames")
+    letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=len(bad), timeout_s=20.0)
+    reasons = {dict(r.headers)["zsad-frame-id"].decode(): dict(r.headers)[H_DLQ_REASON].decode() for r in letters}
+    assert reasons == {"jpeg-cut-with-eoi": "truncated", "png-cut-with-iend": "truncated"}
+    for frame_id in good:
+        assert deployment.store.get_map(camera, frame_id).shape == (MODEL_SIDE, MODEL_SIDE)
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == len(good) + len(bad), 15,
+               "every offset committed")  # fmt: skip
+    assert deployment.results(camera) == len(good)
