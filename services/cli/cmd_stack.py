@@ -36,6 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--external", action="store_true",
                     help="use the config's Kafka and Redis instead of starting local ones (only Ray + the app)")
     up.add_argument("--foreground", action="store_true", help="run in this terminal until Ctrl-C")
+    up.add_argument("--rotate-redis-password", action="store_true",
+                    help="replace the local Redis password kept across restarts (clients need the new config)")
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the local stack started by `zsad up`")
@@ -92,6 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     (STACK_DIR / STATE_NAME).unlink(missing_ok=True)
     command = ["--dir", str(STACK_DIR)] + (["--config", args.config] if args.config else [])
     command += ["--external"] if args.external else []
+    command += ["--rotate-redis-password"] if args.rotate_redis_password else []
     if args.foreground:
         return main(command)
     log_path = STACK_DIR / "stack.log"
@@ -195,11 +198,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Send frames of one camera (``--synthetic`` or ``--images DIR``) at ``--fps``."""
-    from services.frame_path.producer import FrameProducer, ensure_topics, produce
+    from services.frame_path.producer import FrameProducer, ensure_topics, produce, record_limit
 
     config = config_from_args(args)
     config.camera(args.camera)  # an unknown id fails here (UnknownCameraError, exit 2) with the configured ones
-    ensure_topics(config.kafka)
+    ensure_topics(config.kafka, max_message_bytes=record_limit(config.limits))
     source = "synthetic" if args.synthetic else Path(args.images)
     with FrameProducer.from_config(config) as producer:
         stats = produce(producer, args.camera, source, fps=args.fps, count=args.count, size=args.size, seed=args.seed)
