@@ -210,7 +210,8 @@ def produce(
 
     Raises:
         FrameTooLargeError: a frame is above ``limits.max_bytes``, or the broker refused its size (a topic
-            created with a smaller ``max.message.bytes``); the frames before it were sent.
+            created with a smaller ``max.message.bytes``); the frames before it were sent. After a refusal by
+            the broker the producer cannot send again (kafka-python's idempotent producer treats it as fatal).
     """
     if count is not None and count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
