@@ -32,12 +32,9 @@ def test_an_empty_file_gets_a_new_password(tmp_path: Path) -> None:
 
 
 def test_persistent_redis_writes_an_fsynced_append_only_file(tmp_path: Path) -> None:
-    server = RedisServer(data_dir=tmp_path, password="pw")
-    server.port = 6399
-    command = server.command()
-    assert command[command.index("--appendonly") + 1] == "no"
-    server.persistent = True
-    command = server.command()
+    command = RedisServer(data_dir=tmp_path, password="pw").command()
+    assert command[command.index("--appendonly") + 1] == "no"  # the test fixtures keep nothing
+    command = RedisServer(data_dir=tmp_path, password="pw", persistent=True).command()
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "everysec"
     assert command[command.index("--dir") + 1] == str(tmp_path.resolve())
