@@ -94,7 +94,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     (STACK_DIR / STATE_NAME).unlink(missing_ok=True)
     command = ["--dir", str(STACK_DIR)] + (["--config", args.config] if args.config else [])
     command += ["--external"] if args.external else []
-    command += ["--rotate-redis-password"] if args.rotate_redis_password else []
+    # getattr: `zsad demo` calls this with a Namespace of its own that has no such option.
+    command += ["--rotate-redis-password"] if getattr(args, "rotate_redis_password", False) else []
     if args.foreground:
         return main(command)
     log_path = STACK_DIR / "stack.log"

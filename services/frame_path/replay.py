@@ -181,6 +181,10 @@ class _InspectorConnection:
         self.joined = False
 
     def __enter__(self) -> Any:
+        from services.local_stack.stack_process import prepare_local_ray_driver
+
+        if self.ray_address is not None:
+            prepare_local_ray_driver(self.ray_address)  # before Ray is imported
         import ray
         from ray import serve
 

@@ -161,6 +161,22 @@ def redis_password(stack_dir: Path, *, rotate: bool = False) -> str:
     return password
 
 
+def prepare_local_ray_driver(address: str) -> None:
+    """Call before this process imports Ray to join the local stack's cluster at ``address``.
+
+    Why: Ray rewrites 127.0.0.1 in ``ray.init(address=...)`` to the machine's IP, where the stack's loopback
+    node does not listen (the driver then waits for ever), unless multi-node clusters are switched off as in
+    the stack itself. And a Ray 2.60 head enables token authentication by default, which a driver must then
+    use too (the token is in ``~/.ray/auth_token``); a mode set in the environment wins, as it did for the
+    stack started from the same environment. Addresses that are not loopback are left alone: a driver of a
+    multi-node cluster must announce a reachable IP.
+    """
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host in (HOST, "localhost", "::1"):
+        os.environ[RAY_CLUSTER_ENV] = "0"
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _port(preferred: int) -> int:
     return preferred if not port_in_use(preferred) else free_port()
 
