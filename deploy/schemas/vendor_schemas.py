@@ -38,6 +38,7 @@ KUBERNETES_KINDS = [
     ("secret-v1.json", "v1", "Secret"),
     ("namespace-v1.json", "v1", "Namespace"),
     ("persistentvolumeclaim-v1.json", "v1", "PersistentVolumeClaim"),
+    ("networkpolicy-networking-v1.json", "networking.k8s.io/v1", "NetworkPolicy"),
 ]
 KUBERAY_CRDS = ["ray.io_rayservices.yaml", "ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml"]
 PROMETHEUS_OPERATOR_CRDS = ["monitoring.coreos.com_podmonitors.yaml"]

@@ -92,6 +92,12 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
     A process that already holds a Ray connection (a notebook, a test) uses it, as ``zsad train`` does; otherwise
     ``--ray-address`` or the local stack's cluster is joined for the call.
     """
+    from services.local_stack.stack_process import prepare_local_ray_driver
+
+    stack = _stack()
+    address = args.ray_address or (stack.ray_address if stack is not None else None)
+    if address is not None:
+        prepare_local_ray_driver(address)  # before Ray is imported: the local stack's node is loopback-only
     import ray
 
     from services.prompt_lifecycle.scheduler_actor import ensure_scheduler
@@ -99,8 +105,6 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
     if ray.is_initialized():
         ensure_scheduler(config.redis)
         return "the scheduler runs on this process's Ray cluster"
-    stack = _stack()
-    address = args.ray_address or (stack.ray_address if stack is not None else None)
     if address is None:
         return (
             "no Ray cluster found (zsad up, or --ray-address): the schedule is stored and runs once the "

@@ -18,6 +18,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--external", action="store_true",
                     help="use the config's Kafka and Redis instead of starting local ones (only Ray + the app)")
     up.add_argument("--foreground", action="store_true", help="run in this terminal until Ctrl-C")
+    up.add_argument("--rotate-redis-password", action="store_true",
+                    help="replace the local Redis password kept across restarts (clients need the new config)")
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the local stack started by `zsad up`")
@@ -56,13 +58,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     config = Path(args.config) if args.config else None
     if args.foreground:
-        return run_stack(config, STACK_DIR, external=args.external)
+        return run_stack(config, STACK_DIR, external=args.external, rotate_redis_password=args.rotate_redis_password)
     state = running_stack(STACK_DIR)
     if state is not None and state.status in ("ready", "starting"):
         print(f"the local stack is already running (pid {state.pid})")
     else:
         print(f"starting the local stack (log {STACK_DIR / LOG_NAME}) ...", flush=True)
-    print(format_stack_state(start_stack(config, args.external, stack_dir=STACK_DIR)))
+    state = start_stack(config, args.external, stack_dir=STACK_DIR, rotate_redis_password=args.rotate_redis_password)
+    print(format_stack_state(state))
     return 0
 
 
@@ -120,11 +123,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Send frames of one camera (``--synthetic`` or ``--images DIR``) at ``--fps``."""
-    from services.frame_path.producer import FrameProducer, ensure_topics, produce
+    from services.frame_path.producer import FrameProducer, ensure_topics, produce, record_limit
 
     config = config_from_args(args)
     config.camera(args.camera)  # an unknown id fails here (UnknownCameraError, exit 2) with the configured ones
-    ensure_topics(config.kafka)
+    ensure_topics(config.kafka, max_message_bytes=record_limit(config.limits))
     source = "synthetic" if args.synthetic else Path(args.images)
     with FrameProducer.from_config(config) as producer:
         stats = produce(producer, args.camera, source, fps=args.fps, count=args.count, size=args.size, seed=args.seed)

@@ -4,6 +4,11 @@ Why here and not only in tests: ``zsad produce`` drives the local demo and load 
 path a camera gateway would use, so the contract of :mod:`services.frame_path.records` is exercised end to end.
 Delivery settings favour not losing frames over latency: ``acks="all"``, a short linger so frames that
 arrive together share a request, and no compression (JPEG/PNG are already compressed).
+
+Size: industrial cameras send PNGs of 5-30 MB, while Kafka's defaults stop at about 1 MiB. Every hop is sized
+from ``limits.max_bytes`` (:func:`record_limit`): the topics' ``max.message.bytes`` (:func:`ensure_topics`), the
+producer's ``max_request_size``, and the consumers' fetch sizes. A frame above ``limits.max_bytes`` is refused
+here with :class:`FrameTooLargeError` before it is sent, since ingest would only dead-letter it.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import TopicAlreadyExistsError, for_code
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError, for_code
 from kafka.producer.future import FutureRecordMetadata
 
-from services.config import KafkaConfig, ZsadConfig
+from services.config import KafkaConfig, LimitsConfig, ZsadConfig
 from services.frame_path.records import ContentType, DeadLetter, FrameHeaders, new_frame_id, sniff_content_type
+from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,20 @@ MiB = 1024 * 1024
 # broken broker within a second or so instead of at the end.
 _MAX_PENDING = 256
 Source = Literal["synthetic"] | str | Path
+# Room above the largest frame for the key, the headers and the record batch's own fields.
+RECORD_OVERHEAD_BYTES = MiB
+TOPIC_MAX_MESSAGE_BYTES = "max.message.bytes"
+
+
+class FrameTooLargeError(ZsadError, ValueError):
+    """A frame is larger than the configured maximum, or than what the broker's topic accepts."""
+
+    reason = "too_large"
+
+
+def record_limit(limits: LimitsConfig) -> int:
+    """The largest Kafka record a frame of at most ``limits.max_bytes`` becomes: the size every hop must accept."""
+    return limits.max_bytes + RECORD_OVERHEAD_BYTES
 
 
 class FrameProducer:
@@ -40,7 +61,9 @@ class FrameProducer:
     Args:
         kafka: connection settings and topic names.
         linger_ms: how long the client waits to fill a request.
-        max_request_size: largest record accepted locally; the broker's own limit applies too.
+        max_frame_bytes: largest image accepted by :meth:`send_frame` (``limits.max_bytes``).
+        max_request_size: largest request sent; default room for one frame of ``max_frame_bytes`` with its
+            headers. The topic's ``max.message.bytes`` applies too.
         **producer_kwargs: further kafka-python ``KafkaProducer`` settings (they win over the above).
     """
 
@@ -49,10 +72,14 @@ class FrameProducer:
         kafka: KafkaConfig | None = None,
         *,
         linger_ms: int = 5,
-        max_request_size: int = 33 * MiB,
+        max_frame_bytes: int = LimitsConfig().max_bytes,
+        max_request_size: int | None = None,
         **producer_kwargs: Any,
     ):
         self.kafka = kafka or KafkaConfig()
+        self.max_frame_bytes = max_frame_bytes
+        if max_request_size is None:
+            max_request_size = max_frame_bytes + RECORD_OVERHEAD_BYTES
         settings: dict[str, Any] = {
             **self.kafka.client_kwargs(),
             "client_id": f"{self.kafka.client_id}-producer",
@@ -67,7 +94,7 @@ class FrameProducer:
     @classmethod
     def from_config(cls, config: ZsadConfig, **producer_kwargs: Any) -> FrameProducer:
         """A producer whose size limit follows ``config.limits.max_bytes`` (plus room for headers)."""
-        return cls(config.kafka, max_request_size=config.limits.max_bytes + MiB, **producer_kwargs)
+        return cls(config.kafka, max_frame_bytes=config.limits.max_bytes, **producer_kwargs)
 
     def send_frame(
         self,
@@ -91,8 +118,14 @@ class FrameProducer:
 
         Raises:
             BadHeadersError: an id or the timestamp breaks the contract (checked here, before sending).
+            FrameTooLargeError: the image is larger than ``max_frame_bytes``.
             ValueError: no content type was given and the bytes are neither JPEG nor PNG.
         """
+        if len(image_bytes) > self.max_frame_bytes:
+            raise FrameTooLargeError(
+                f"frame of {camera} has {len(image_bytes):,} bytes, above the limit of {self.max_frame_bytes:,} "
+                "(limits.max_bytes)"
+            )
         meta = FrameHeaders.create(
             camera,
             frame_id or new_frame_id(),
@@ -174,6 +207,11 @@ def produce(
 
     Returns:
         The :class:`ProduceStats` once every frame is acknowledged.
+
+    Raises:
+        FrameTooLargeError: a frame is above ``limits.max_bytes``, or the broker refused its size (a topic
+            created with a smaller ``max.message.bytes``); the frames before it were sent. After a refusal by
+            the broker the producer cannot send again (kafka-python's idempotent producer treats it as fatal).
     """
     if count is not None and count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
@@ -193,11 +231,22 @@ def produce(
         pending.append(producer.send_frame(camera, data, content_type=kind))
         sent, sent_bytes = sent + 1, sent_bytes + len(data)
         while pending and (len(pending) > _MAX_PENDING or pending[0].is_done):
-            partitions.add(pending.popleft().get(timeout=30).partition)
+            partitions.add(_acknowledged(pending.popleft(), producer.kafka.frames_topic))
     producer.flush()
     while pending:
-        partitions.add(pending.popleft().get(timeout=30).partition)
+        partitions.add(_acknowledged(pending.popleft(), producer.kafka.frames_topic))
     return ProduceStats(sent, sent_bytes, time.monotonic() - start, frozenset(partitions))
+
+
+def _acknowledged(future: FutureRecordMetadata, topic: str) -> int:
+    """The partition a sent frame landed on; a size refusal by the broker becomes a :class:`FrameTooLargeError`."""
+    try:
+        return future.get(timeout=30).partition
+    except MessageSizeTooLargeError as exc:
+        raise FrameTooLargeError(
+            f"the broker refused a frame as too large for topic {topic}: the topic's max.message.bytes is below "
+            f"limits.max_bytes (topics created by `zsad up` are sized for it; raise it on a topic made elsewhere)"
+        ) from exc
 
 
 def _synthetic_frames(
@@ -237,12 +286,22 @@ def _folder_frames(folder: Path, count: int | None) -> Iterator[tuple[bytes, Con
         yield data, sniff_content_type(data)
 
 
-def ensure_topics(kafka: KafkaConfig, *, dlq_partitions: int = 1, timeout_ms: int = 10_000) -> dict[str, int]:
+def ensure_topics(
+    kafka: KafkaConfig,
+    *,
+    dlq_partitions: int = 1,
+    max_message_bytes: int | None = None,
+    timeout_ms: int = 10_000,
+) -> dict[str, int]:
     """Create the frames and dead-letter topics if they do not exist; safe to call any number of times.
 
     Args:
         kafka: bootstrap servers, security, topic names, partitions and replication factor of the frames topic.
         dlq_partitions: partitions of the dead-letter topic (its traffic is small).
+        max_message_bytes: the topics' ``max.message.bytes`` (:func:`record_limit`; a dead letter carries the
+            whole frame, so both topics get it). Existing topics reporting a smaller value are raised to it where
+            the broker allows (a refusal is logged). ``None`` leaves the broker's default (about 1 MiB on Apache
+            Kafka and noida-db).
         timeout_ms: how long the broker may take.
 
     Returns:
@@ -252,10 +311,13 @@ def ensure_topics(kafka: KafkaConfig, *, dlq_partitions: int = 1, timeout_ms: in
     Raises:
         kafka.errors.KafkaError: creation failed for another reason than "already exists".
     """
+    topic_configs = {} if max_message_bytes is None else {TOPIC_MAX_MESSAGE_BYTES: str(max_message_bytes)}
     wanted = {
-        kafka.frames_topic: {"num_partitions": kafka.partitions, "replication_factor": kafka.replication_factor},
-        kafka.dlq_topic: {"num_partitions": dlq_partitions, "replication_factor": kafka.replication_factor},
-    }
+        kafka.frames_topic: {"num_partitions": kafka.partitions, "replication_factor": kafka.replication_factor,
+                             "topic_configs": topic_configs},
+        kafka.dlq_topic: {"num_partitions": dlq_partitions, "replication_factor": kafka.replication_factor,
+                          "topic_configs": topic_configs},
+    }  # fmt: skip
     admin = KafkaAdminClient(
         **kafka.client_kwargs(), client_id=f"{kafka.client_id}-admin", request_timeout_ms=timeout_ms
     )
@@ -267,6 +329,11 @@ def ensure_topics(kafka: KafkaConfig, *, dlq_partitions: int = 1, timeout_ms: in
                 raise error(f"cannot create topic {topic['name']!r}: {topic.get('error_message')}")
         admin.wait_for_topics(list(wanted))
         counts = {entry["name"]: len(entry["partitions"]) for entry in admin.describe_topics(list(wanted))}
+        if max_message_bytes is not None:
+            try:
+                _raise_message_limit(admin, list(wanted), max_message_bytes)
+            except KafkaError as exc:  # e.g. no AlterConfigs permission: large frames then fail with a clear error
+                log.warning("could not raise %s of %s: %s", TOPIC_MAX_MESSAGE_BYTES, list(wanted), exc)
     finally:
         admin.close()
     if counts.get(kafka.frames_topic) != kafka.partitions:
@@ -277,3 +344,28 @@ def ensure_topics(kafka: KafkaConfig, *, dlq_partitions: int = 1, timeout_ms: in
             kafka.partitions,
         )
     return counts
+
+
+def _raise_message_limit(admin: KafkaAdminClient, topics: list[str], max_message_bytes: int) -> None:
+    """Raise ``max.message.bytes`` of topics that report a smaller one (made before, or by another tool).
+
+    A topic whose broker reports no such setting (Tansu has no limit) is left alone.
+    """
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics], config_filter="all"
+    )
+    too_small = []
+    for topic, entries in described.get("topic", {}).items():
+        current = entries.get(TOPIC_MAX_MESSAGE_BYTES, {}).get("value")
+        if current is not None and int(current) < max_message_bytes:
+            too_small.append(topic)
+    if not too_small:
+        return
+    log.info("raising %s of %s to %d", TOPIC_MAX_MESSAGE_BYTES, too_small, max_message_bytes)
+    outcome = admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, {TOPIC_MAX_MESSAGE_BYTES: str(max_message_bytes)})
+         for topic in too_small]
+    )  # fmt: skip
+    failed = {topic: result for topic, result in outcome.get("topic", {}).items() if result != "OK"}
+    if failed:
+        raise KafkaError(f"cannot raise {TOPIC_MAX_MESSAGE_BYTES} to {max_message_bytes}: {failed}")

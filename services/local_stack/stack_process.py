@@ -9,6 +9,11 @@ drain and commit), then Serve and Ray, then the broker and Redis. Only what this
 
 With ``--external`` the stack starts only Ray and the application and uses the brokers and Redis of the
 configuration, which is how the same code meets a real Kafka and Redis.
+
+What survives ``zsad down`` and ``zsad up``: Redis keeps its append-only file in ``<stack dir>/redis`` and its
+password in ``<stack dir>/redis.password`` (mode 0600, replaced only by ``--rotate-redis-password``), and the
+broker keeps its topics and committed offsets in ``<stack dir>/noida``; results and offsets then stay consistent.
+Everything listens on 127.0.0.1 only, Ray included (see :func:`_start_ray_and_app`).
 """
 
 from __future__ import annotations
@@ -34,9 +39,13 @@ from services.local_stack.service_processes import HOST, NoidaBroker, RedisServe
 
 log = logging.getLogger(__name__)
 
+# Ray's switch for multi-node clusters, read when Ray is imported (ray._private.ray_constants).
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 STACK_DIR = Path("runs/stack")
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.yaml"
+REDIS_AUTH_FILE = "redis.password"
 LOG_NAME = "stack.log"
 DASHBOARD_PORT = 8265
 SERVE_PORT = 8000
@@ -127,6 +136,47 @@ def write_config(config: ZsadConfig, path: Path) -> None:
         yaml.safe_dump(document, handle, sort_keys=False)
 
 
+def redis_password(stack_dir: Path, *, rotate: bool = False) -> str:
+    """The local Redis password: generated on the first start, then the same one on every restart.
+
+    Why stored: Redis keeps its data across restarts, and clients holding the old configuration (a running
+    ``zsad produce``, a notebook) must keep working; a new password on every ``zsad up`` would lock them out of
+    the same data. ``rotate`` replaces it. The file is created with mode 0600 and written atomically.
+    """
+    path = stack_dir / REDIS_AUTH_FILE
+    if not rotate:
+        try:
+            stored = path.read_text().strip()
+        except FileNotFoundError:
+            stored = ""
+        if stored:
+            return stored
+    password = secrets.token_urlsafe(24)
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
+    temporary.replace(path)
+    return password
+
+
+def prepare_local_ray_driver(address: str) -> None:
+    """Call before this process imports Ray to join the local stack's cluster at ``address``.
+
+    Why: Ray rewrites 127.0.0.1 in ``ray.init(address=...)`` to the machine's IP, where the stack's loopback
+    node does not listen (the driver then waits for ever), unless multi-node clusters are switched off as in
+    the stack itself. And a Ray 2.60 head enables token authentication by default, which a driver must then
+    use too (the token is in ``~/.ray/auth_token``); a mode set in the environment wins, as it did for the
+    stack started from the same environment. Addresses that are not loopback are left alone: a driver of a
+    multi-node cluster must announce a reachable IP.
+    """
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host in (HOST, "localhost", "::1"):
+        os.environ[RAY_CLUSTER_ENV] = "0"
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _port(preferred: int) -> int:
     return preferred if not port_in_use(preferred) else free_port()
 
@@ -134,10 +184,13 @@ def _port(preferred: int) -> int:
 class LocalStack:
     """Starts and stops the pieces in order; :func:`main` runs it as the stack process."""
 
-    def __init__(self, config: ZsadConfig, stack_dir: Path, *, external: bool = False) -> None:
+    def __init__(
+        self, config: ZsadConfig, stack_dir: Path, *, external: bool = False, rotate_redis_password: bool = False
+    ) -> None:
         self.config = config
         self.stack_dir = stack_dir
         self.external = external
+        self.rotate_redis_password = rotate_redis_password
         self.redis: RedisServer | None = None
         self.broker: NoidaBroker | None = None
         self.state = StackState(os.getpid(), "starting", time.time(), str(stack_dir / CONFIG_NAME))
@@ -159,7 +212,8 @@ class LocalStack:
         self.state.write(self.stack_dir)
 
     def _start_local_services(self) -> None:
-        self.redis = RedisServer(data_dir=self.stack_dir / "redis", password=secrets.token_urlsafe(24)).start()
+        password = redis_password(self.stack_dir, rotate=self.rotate_redis_password)
+        self.redis = RedisServer(data_dir=self.stack_dir / "redis", password=password, persistent=True).start()
         self.broker = NoidaBroker(data_dir=self.stack_dir / "noida").start()
         self.config = self.config.model_copy(
             update={
@@ -174,14 +228,19 @@ class LocalStack:
         self.state.write(self.stack_dir)
 
     def _start_ray_and_app(self) -> None:
+        # Ray binds its GCS, raylet, worker and metrics ports on the node's IP, or on every interface; with a
+        # loopback node IP they bind 127.0.0.1. Ray turns a loopback `_node_ip_address` back into the machine's
+        # IP unless "Ray clusters" are disabled (which only means that no other node can join this one). Ray
+        # reads the variable when it is imported, and every Ray process started from here inherits it.
+        os.environ[RAY_CLUSTER_ENV] = "0"
         import ray
         from ray import serve
 
-        from services.frame_path.producer import ensure_topics
+        from services.frame_path.producer import ensure_topics, record_limit
         from services.frame_path.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
         from services.prompt_lifecycle.scheduler_actor import ensure_scheduler
 
-        ensure_topics(self.config.kafka)
+        ensure_topics(self.config.kafka, max_message_bytes=record_limit(self.config.limits))
         dashboard_port = _port(DASHBOARD_PORT)
         context = ray.init(
             address="local",
@@ -189,6 +248,7 @@ class LocalStack:
             dashboard_host=HOST,
             dashboard_port=dashboard_port,
             logging_level="WARNING",
+            _node_ip_address=HOST,
         )
         serve_port = _port(SERVE_PORT)
         serve.start(http_options={"host": HOST, "port": serve_port})
@@ -226,7 +286,13 @@ class LocalStack:
         (self.stack_dir / STATE_NAME).unlink(missing_ok=True)
 
 
-def run_stack(config: Path | None = None, stack_dir: Path = STACK_DIR, *, external: bool = False) -> int:
+def run_stack(
+    config: Path | None = None,
+    stack_dir: Path = STACK_DIR,
+    *,
+    external: bool = False,
+    rotate_redis_password: bool = False,
+) -> int:
     """Be the stack process: start everything, then wait for SIGTERM/SIGINT and stop it all.
 
     ``zsad up --foreground`` runs this in the terminal; :func:`services.local_stack.control.start_stack` runs
@@ -235,7 +301,7 @@ def run_stack(config: Path | None = None, stack_dir: Path = STACK_DIR, *, extern
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("ZSAD_OFFLINE", "1")
     stack_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(load_config(config), stack_dir, external=external)
+    stack = LocalStack(load_config(config), stack_dir, external=external, rotate_redis_password=rotate_redis_password)
     # Until Ray is up, a SIGTERM unwinds start(), which stops whatever was already started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
@@ -261,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--dir", type=Path, default=STACK_DIR)
     parser.add_argument("--external", action="store_true")
+    parser.add_argument("--rotate-redis-password", action="store_true")
     args = parser.parse_args(argv)
-    return run_stack(args.config, args.dir, external=args.external)
+    return run_stack(args.config, args.dir, external=args.external, rotate_redis_password=args.rotate_redis_password)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import pytest
 from kafka import KafkaProducer
 from stream_helpers import read_topic
 
-from services.config import KafkaConfig
-from services.frame_path.producer import FrameProducer, ensure_topics, produce
+from services.config import KafkaConfig, LimitsConfig
+from services.frame_path.producer import FrameProducer, FrameTooLargeError, ensure_topics, produce, record_limit
 from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, BadHeadersError, DeadLetter, FrameHeaders
-from services.local_stack.service_processes import KafkaBroker
+from services.local_stack.service_processes import KafkaBroker, NoidaBroker
 from zsad_core.preprocess import decode_image, encode_png
 
 pytestmark = pytest.mark.integration
@@ -109,3 +109,31 @@ def test_bad_record_is_dead_lettered_with_reason_and_source(kafka: KafkaConfig, 
     assert headers["zsad-frame-id"] == b"x y"
     assert headers[H_DLQ_REASON] == b"bad_headers"
     assert headers[H_DLQ_SOURCE] == f"{kafka.frames_topic}:{record.partition}:{record.offset}".encode()
+
+
+def test_large_frames_pass_once_the_topics_are_sized_and_larger_ones_are_refused(
+    broker: KafkaBroker, kafka: KafkaConfig, unique: str, tmp_path: Path
+) -> None:
+    """A 5 MB PNG (cameras send 5-30 MB) crosses the broker; above limits.max_bytes the producer refuses it."""
+    camera = f"cam-{unique}"
+    noise = np.random.default_rng(1).integers(0, 256, (1000, 1750, 3), dtype=np.uint8)
+    png = encode_png(noise)
+    assert len(png) > 5_000_000
+    (tmp_path / "big.png").write_bytes(png)
+    limits = LimitsConfig(max_bytes=6 * 1024 * 1024)
+    if isinstance(broker, NoidaBroker):
+        # The fixture's topics have the broker's default limit (about 1 MiB): the refusal is a clear error.
+        with (
+            FrameProducer(kafka, max_frame_bytes=limits.max_bytes) as producer,
+            pytest.raises(FrameTooLargeError, match=r"max\.message\.bytes"),
+        ):
+            produce(producer, camera, tmp_path)
+    ensure_topics(kafka, max_message_bytes=record_limit(limits))  # raises the limit of the existing topics
+    with FrameProducer(kafka, max_frame_bytes=limits.max_bytes) as producer:
+        stats = produce(producer, camera, tmp_path)
+        with pytest.raises(FrameTooLargeError, match="above the limit"):
+            producer.send_frame(camera, b"\x89PNG\r\n\x1a\n" + bytes(limits.max_bytes))
+    assert stats.frames == 1 and stats.bytes == len(png)
+    records = read_topic(kafka, kafka.frames_topic, expected=1)
+    assert [record.value for record in records] == [png]
+    assert FrameHeaders.from_kafka(records[0].key, records[0].headers).content_type == "image/png"

@@ -344,6 +344,33 @@ def test_podmonitor_selects_the_ray_pods_on_the_metrics_port() -> None:
         assert ports["metrics"] == 8080, where
 
 
+
+def test_network_policies_keep_ray_ports_inside_the_namespace() -> None:
+    """Every Ray pod is selected; from other namespaces only the operator's and Prometheus' ports are open."""
+    policies = manifests("NetworkPolicy")
+    assert len(policies) == 3
+    cross_namespace_ports = set()
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        selector = spec["podSelector"]["matchLabels"]
+        assert selector.get("ray.io/is-ray-node") == "yes"
+        own_labels = {key: value for key, value in selector.items() if not key.startswith("ray.io/")}
+        for name, ray_spec in ray_cluster_specs():
+            for group_name, group in pod_groups(ray_spec):
+                labels = group["template"]["metadata"]["labels"]
+                assert own_labels.items() <= labels.items(), f"{name}/{group_name} is not covered"
+        for rule in spec["ingress"]:
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer, "no address range may reach the Ray pods"
+                if "namespaceSelector" in peer:
+                    assert peer["namespaceSelector"].get("matchLabels"), "an empty selector means every namespace"
+                    assert rule.get("ports"), "another namespace gets named ports only"
+                    cross_namespace_ports |= {port["port"] for port in rule["ports"]}
+                else:
+                    assert peer == {"podSelector": {}}  # this namespace's pods
+    assert cross_namespace_ports == {8265, 52365, 8000, 8080}
+
 # --- Ray Serve configs ---------------------------------------------------------------------------------------------
 
 
