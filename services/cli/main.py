@@ -11,7 +11,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from services.cli import cmd_demo, cmd_inference, cmd_registry, cmd_results, cmd_schedule, cmd_stack, cmd_train
+from services.cli import (
+    cmd_camera,
+    cmd_demo,
+    cmd_inference,
+    cmd_registry,
+    cmd_results,
+    cmd_schedule,
+    cmd_stack,
+    cmd_train,
+)
 from zsad_core.errors import ZsadError
 from zsad_core.version import __version__
 
@@ -32,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
-    for module in (cmd_inference, cmd_demo, cmd_results, cmd_registry, cmd_stack, cmd_train, cmd_schedule):
+    for module in (cmd_inference, cmd_demo, cmd_results, cmd_registry, cmd_camera, cmd_stack, cmd_train, cmd_schedule):
         module.register(commands)
     return parser
 
