@@ -69,6 +69,10 @@ class PipelineMetrics:
                 "zsad_drift_statistic", "PSI of the recent image scores against the calibration set.",
                 tag_keys=("camera",),
             ),
+            "threshold": Gauge(
+                "zsad_camera_threshold", "The image or pixel threshold a camera is served with.",
+                tag_keys=("camera", "kind"),
+            ),
             "drift_alarm": Gauge("zsad_drift_alarm", "1 while a camera's scores have drifted.", tag_keys=("camera",)),
             "prompt": Gauge(
                 "zsad_prompt_version_info", "1 for the prompt version a camera is served with.",
@@ -126,3 +130,9 @@ class PipelineMetrics:
         """The latest drift statistic of a camera's rolling score window and whether it counts as drift."""
         self._metrics["drift_statistic"].set(statistic, tags={"camera": camera})
         self._metrics["drift_alarm"].set(1 if drifted else 0, tags={"camera": camera})
+
+    def thresholds(self, camera: str, image: float, pixel: float | None) -> None:
+        """The thresholds a replica applies to a camera now (after a calibration or a settings change)."""
+        self._metrics["threshold"].set(image, tags={"camera": camera, "kind": "image"})
+        if pixel is not None:
+            self._metrics["threshold"].set(pixel, tags={"camera": camera, "kind": "pixel"})

@@ -71,11 +71,14 @@ def test_every_required_alert_exists_and_has_a_firing_test() -> None:
 def test_rules_and_dashboard_read_only_exported_metrics() -> None:
     exported = exported_names()
     assert {"ray_zsad_image_score_bucket", "ray_zsad_drift_statistic", "ray_zsad_drift_alarm",
-            "ray_zsad_decisions_total"} <= exported  # fmt: skip
+            "ray_zsad_decisions_total", "ray_zsad_camera_threshold"} <= exported  # fmt: skip
     expressions = [rule["expr"] for rule in rules()]
     expressions += re.findall(r'"expr": "((?:[^"\\]|\\.)*)"', DASHBOARD.read_text())
     used = {name for expr in expressions for name in re.findall(r"\bray_zsad_\w+", expr)}
     assert used and used <= exported, sorted(used - exported)
+    panels = {"ray_zsad_decisions_total", "ray_zsad_image_score_bucket", "ray_zsad_camera_threshold",
+              "ray_zsad_drift_statistic"}  # fmt: skip
+    assert panels <= used
     assert "ray_serve_deployment_replica_healthy" in " ".join(expressions)
 
 
