@@ -26,7 +26,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad calibrate``, ``zsad calibration ...`` and ``zsad camera ...``."""
     calibrate = commands.add_parser("calibrate", help="set a camera's thresholds from known-good (and bad) images")
     _camera_option(calibrate)
-    calibrate.add_argument("--good", required=True, metavar="DIR", help="folder of known-good frames")
+    goods = calibrate.add_mutually_exclusive_group(required=True)
+    goods.add_argument("--good", metavar="DIR", help="folder of known-good frames")
+    goods.add_argument("--from-stream", type=int, metavar="N",
+                       help="the newest N frames of the camera marked good (read back from Kafka)")  # fmt: skip
     calibrate.add_argument("--bad", metavar="DIR", help="folder of known-bad frames: F1-max thresholds")
     calibrate.add_argument("--bad-masks", metavar="DIR",
                            help="masks of the bad frames (<stem>.png, non-zero = defect): pixel F1-max")  # fmt: skip
@@ -117,7 +120,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         decision = calibrate_camera(
             store,
             args.camera,
-            good=args.good,
+            good=args.good if args.good is not None else args.from_stream,
             bad=args.bad,
             bad_masks=args.bad_masks,
             false_reject=args.false_reject,
@@ -157,7 +160,7 @@ def _print_decision(camera: str, decision: CalibrationDecision) -> None:
     if decision.image.rule == "false_reject" and decision.image.false_reject_bound > decision.image.target_false_reject:
         print(f"  ({evidence['goods_needed_for_target']} goods would bound the false-reject rate by the target "
               f"at {decision.image.confidence:.0%} confidence)")  # fmt: skip
-    pixel_what = "pixels" if evidence["pixel_rule"] == "pixel_f1_max" else "good frames showing a region"
+    pixel_what = "pixels" if evidence["pixel_rule"] == "pixel_f1_max" else "frames (their highest map value)"
     print(f"  pixel threshold {decision.pixel.threshold:.6g}: {_why(decision.pixel, pixel_what)}")
 
 

@@ -96,6 +96,42 @@ def read_folder(folder: str | Path, limits: ImageLimits) -> LabelledImages:
     return LabelledImages(str(root), tuple(p.name for p in files), images)
 
 
+def read_marked_goods(config: ZsadConfig, camera: str, n: int) -> LabelledImages:
+    """The newest ``n`` frames of ``camera`` an operator marked good, read back from Kafka as full frames.
+
+    Frames whose result or Kafka record has expired since the mark are skipped; at least one must remain.
+
+    Raises:
+        CalibrationInputError: no frame of the camera is marked good, or none of the marked ones is still there.
+        ImageError: a frame fails the configuration's frame limits.
+    """
+    from services.decisions.operator_marks import marked_frames
+    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
+    from services.frame_path.result_store import ResultStore
+    from zsad_core.imageio import decode_image
+
+    if n < 1:
+        raise CalibrationInputError(f"--from-stream needs a positive number of frames, got {n}")
+    store = ResultStore.from_config(config)
+    try:
+        names, images = [], []
+        for frame_id in marked_frames(store.client, camera, "good", n):
+            result = store.get_result(camera, frame_id)
+            if result is None:
+                continue
+            try:
+                data = fetch_frame(config.kafka, result.partition, result.offset, frame_id, camera=camera)
+            except FrameUnavailableError:
+                continue
+            names.append(frame_id)
+            images.append(decode_image(data, config.limits.image_limits()))
+    finally:
+        store.close()
+    if not images:
+        raise CalibrationInputError(f"no frame of {camera} marked good is still stored (results and Kafka records)")
+    return LabelledImages(f"stream:{camera}", tuple(names), tuple(images))
+
+
 def with_masks(bads: LabelledImages, mask_folder: str | Path, limits: ImageLimits) -> LabelledImages:
     """``bads`` with the mask of each image: the ``.png`` of the same stem in ``mask_folder``, non-zero = defect.
 
@@ -262,7 +298,7 @@ def calibrate_camera(
     store: CameraSettingsStore,
     camera: str,
     *,
-    good: str | Path,
+    good: str | Path | int,
     bad: str | Path | None = None,
     bad_masks: str | Path | None = None,
     false_reject: float = 0.01,
@@ -270,6 +306,8 @@ def calibrate_camera(
     device: str = "cpu",
 ) -> CalibrationDecision:
     """Read, check and score the calibration images of ``camera`` and decide its thresholds; writes nothing.
+
+    ``good`` is a folder, or a number N: the newest N frames an operator marked good (:func:`read_marked_goods`).
 
     The camera's current settings (ROI, followed prompt version) come from ``store``; the caller records the
     decision with :meth:`~services.decisions.camera_settings.CameraSettingsStore.record_calibration`.
@@ -284,7 +322,7 @@ def calibrate_camera(
     configured = config.camera(camera)
     settings = store.settings(camera)
     limits = config.limits.image_limits()
-    goods = read_folder(good, limits)
+    goods = read_marked_goods(config, camera, good) if isinstance(good, int) else read_folder(good, limits)
     bads = read_folder(bad, limits) if bad is not None else None
     if bad_masks is not None:
         if bads is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from services.cli.main import main
 from services.config import ZsadConfig, load_config
 from services.decisions.camera_settings import CameraSettings, CameraSettingsFollower, CameraSettingsStore
 from services.decisions.operator_marks import MarkError, mark_frame, marked_frames
-from services.frame_path.result_store import result_key
-from services.local_stack.service_processes import RedisServer
+from services.frame_path.producer import FrameProducer, ensure_topics
+from services.frame_path.result_store import FrameResult, ResultStore, result_key
+from services.local_stack.service_processes import NoidaBroker, RedisServer
 from services.prompt_lifecycle.prompt_registry import PromptRegistry
 from zsad_core.data.synthetic import SyntheticDataset
 from zsad_core.imageio import encode_png
@@ -247,3 +249,42 @@ def test_operator_marks(client: redis.Redis, unique: str) -> None:
     assert marked_frames(client, camera, "bad", 1) == ["f2"]
     with pytest.raises(MarkError, match="one of"):
         mark_frame(client, camera, "f1", "maybe")
+
+
+def test_calibrate_from_frames_marked_good_in_the_stream(
+    tmp_path, config_path, store, client, noida_broker: NoidaBroker, unique, capsys
+) -> None:
+    document = yaml.safe_load(config_path.read_text())
+    document["kafka"] = {"bootstrap_servers": [noida_broker.bootstrap_servers], "frames_topic": f"frames-{unique}",
+                         "dlq_topic": f"frames-{unique}.dlq", "partitions": 1}  # fmt: skip
+    config_path.write_text(yaml.safe_dump(document))
+    config = load_config(config_path)
+    ensure_topics(config.kafka)
+    goods = SyntheticDataset(seed=3, classes=1, per_class=12, size=FRAME, anomaly_ratio=0)
+    results, folder = [], tmp_path / "same-goods"
+    folder.mkdir()
+    with FrameProducer.from_config(config) as producer:
+        for index in range(12):
+            data = encode_png(goods[index].image)
+            sent = producer.send_frame("cam1", data, frame_id=f"f{index}", capture_ts=time.time()).get(timeout=10)
+            results.append(FrameResult("cam1", f"f{index}", score=0.1, threshold=0.5, method="anoclip",
+                                       partition=sent.partition, offset=sent.offset))  # fmt: skip
+            if index < 10:
+                (folder / f"f{index:02d}.png").write_bytes(data)
+    writer = ResultStore(client)
+    writer.write_results(results)
+    for index in range(12):
+        mark_frame(client, "cam1", f"f{index}", "good" if index != 11 else "bad", at=float(index))
+    client.delete(result_key("cam1", "f10"))  # expired since it was marked: skipped
+
+    assert run("calibrate", "--camera", "cam1", "--from-stream", "50", "--config", str(config_path)) == 0
+    assert "10 good frames from stream:cam1" in capsys.readouterr().out
+    streamed = store.calibration("cam1")
+    assert streamed.evidence["image"]["n_good"] == 10 and streamed.evidence["frame_size"] == [FRAME, FRAME]
+    assert run("calibrate", "--camera", "cam1", "--good", str(folder), "--config", str(config_path)) == 0
+    from_folder = store.calibration("cam1")
+    assert from_folder.version == "c2"
+    # The same ten frames in another order: batches differ, so scores agree to float precision only.
+    assert from_folder.evidence["good_scores"] == pytest.approx(streamed.evidence["good_scores"], abs=1e-6)
+    assert from_folder.image_threshold == pytest.approx(streamed.image_threshold, abs=1e-6)
+    assert from_folder.pixel_threshold == pytest.approx(streamed.pixel_threshold, abs=1e-6)
