@@ -177,6 +177,8 @@ class CameraSettingsStore:
     def update(self, camera: str, changes: dict[str, Any], *, actor: str, reason: str) -> CameraSettings:
         """Store a new settings version: the current one with ``changes`` (fields of :data:`SETTABLE`) applied.
 
+        A threshold set by hand detaches the settings from their calibration record (``calibration`` is cleared).
+
         Raises:
             UnknownCameraError: the camera is not configured.
             CameraSettingsError: an unknown field, an invalid value, or a prompt version the registry lacks.
@@ -185,6 +187,8 @@ class CameraSettingsStore:
         if unknown:
             raise CameraSettingsError(f"cannot set {unknown}; settable fields are {list(SETTABLE)}")
         checked = self._checked(camera, changes)
+        if {"threshold", "pixel_threshold"} & set(changes):
+            checked["calibration"] = None  # the thresholds no longer come from a calibration record
 
         def plan(pipe: Pipeline) -> list[_Move]:
             current = self._current_settings(pipe, camera)

@@ -146,6 +146,10 @@ def test_calibrate_then_roll_back_with_exact_history_and_audit(tmp_path, config_
     assert run("calibration", "list", "--camera", "cam1", "--config", str(config_path)) == 0
     listing = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in listing] == [["c1", "current"], ["c2", "-"]]
+    assert run("camera", "set", "--camera", "cam1", "--threshold", "0.9", "--config", str(config_path)) == 0
+    by_hand = store.settings("cam1")
+    assert (by_hand.version, by_hand.threshold, by_hand.calibration) == ("s4", 0.9, None)
+    assert by_hand.pixel_threshold == first.pixel_threshold
 
 
 @pytest.mark.parametrize(
