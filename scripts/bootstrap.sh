@@ -25,12 +25,17 @@ if [ "$want" != "$have" ]; then
     echo "$want" > "$STAMP"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "[bootstrap] installing Debian's redis-server"
+# Debian packages: redis-server for the local stack and the integration tests; prometheus for promtool, which
+# checks and unit-tests deploy/prometheus/zsad-alerts.yml.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "[bootstrap] installing Debian's ${missing[*]}"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "[bootstrap] ready: $VENV ($("$VENV/bin/python" --version)), $(redis-server --version | cut -d' ' -f1-3)"

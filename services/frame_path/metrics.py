@@ -14,6 +14,10 @@ from typing import Any
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
 STAGES = ("decode", "queue", "inference", "store")
+# Image scores of the methods lie in [0, 1]; twenty equal buckets show a camera's score distribution next to its
+# threshold and make a drift visible on the dashboard.
+SCORE_BOUNDARIES = [round(0.05 * step, 2) for step in range(1, 20)]
+DECISIONS = ("pass", "reject", "paused")
 
 
 class PipelineMetrics:
@@ -54,6 +58,22 @@ class PipelineMetrics:
                 "zsad_prompt_load_failures", "Prompt versions a replica refused to load (it kept the old one).",
                 tag_keys=("method", "reason"),
             ),
+            "image_score": Histogram(
+                "zsad_image_score", "Image scores of stored frames.", boundaries=SCORE_BOUNDARIES, tag_keys=("camera",),
+            ),
+            "decisions": Counter(
+                "zsad_decisions", "Frames by decision: pass, reject (score at or above the threshold), paused.",
+                tag_keys=("camera", "decision"),
+            ),
+            "drift_statistic": Gauge(
+                "zsad_drift_statistic", "PSI of the recent image scores against the calibration set.",
+                tag_keys=("camera",),
+            ),
+            "threshold": Gauge(
+                "zsad_camera_threshold", "The image or pixel threshold a camera is served with.",
+                tag_keys=("camera", "kind"),
+            ),
+            "drift_alarm": Gauge("zsad_drift_alarm", "1 while a camera's scores have drifted.", tag_keys=("camera",)),
             "prompt": Gauge(
                 "zsad_prompt_version_info", "1 for the prompt version a camera is served with.",
                 tag_keys=("camera", "method", "version"),
@@ -147,3 +167,20 @@ class PipelineMetrics:
     def model_failures(self, replica: str, batches: int) -> None:
         """Consecutive batches on which the replica's model failed for every frame."""
         self._metrics["model_failures"].set(batches, tags={"replica": replica})
+
+    def decided(self, camera: str, decision: str, score: float | None = None) -> None:
+        """A frame's decision (one of :data:`DECISIONS`) and, when it was scored, its image score."""
+        self._metrics["decisions"].inc(1, tags={"camera": camera, "decision": decision})
+        if score is not None:
+            self._metrics["image_score"].observe(score, tags={"camera": camera})
+
+    def drift(self, camera: str, statistic: float, drifted: bool) -> None:
+        """The latest drift statistic of a camera's rolling score window and whether it counts as drift."""
+        self._metrics["drift_statistic"].set(statistic, tags={"camera": camera})
+        self._metrics["drift_alarm"].set(1 if drifted else 0, tags={"camera": camera})
+
+    def thresholds(self, camera: str, image: float, pixel: float | None) -> None:
+        """The thresholds a replica applies to a camera now (after a calibration or a settings change)."""
+        self._metrics["threshold"].set(image, tags={"camera": camera, "kind": "image"})
+        if pixel is not None:
+            self._metrics["threshold"].set(pixel, tags={"camera": camera, "kind": "pixel"})
