@@ -34,6 +34,7 @@ _SYNTHETIC_OPTIONS: dict[str, Callable[[str], Any]] = {
     "size": int,
     "anomaly_ratio": float,
     "kinds": lambda text: text.split("+"),
+    "split": str,
 }
 USAGE = "mvtec:PATH, visa:PATH, folder:PATH, synthetic, synthetic:key=value,... or synthetic:PATH"
 
