@@ -47,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--save-overlays", help="write overlays of the worst and best cases here")
     evaluate.add_argument("--overlays-per-kind", type=int, default=3)
     evaluate.add_argument("--report", help="write ROC/PR/PRO curves, score histograms, overlays and index.html here")
+    _add_shot_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
     train = commands.add_parser("train-local", help="train a learnable method's prompts in this process")
@@ -69,6 +70,45 @@ def register(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--batch-size", type=int, default=8)
     reproduce.add_argument("--json", help="write the report as JSON here")
     reproduce.set_defaults(func=cmd_reproduce)
+
+
+def _add_shot_options(parser: argparse.ArgumentParser) -> None:
+    """Few-shot options of ``zsad eval`` (defaults: see ``zsad_core.few_shot``)."""
+    shots = parser.add_argument_group("few-shot references (the papers' protocol: k good train images per class)")
+    shots.add_argument("--shots", type=_non_negative, default=0, help="references per class; 0 = zero-shot")
+    shots.add_argument("--shot-seed", type=int, nargs="+", default=[0], metavar="S",
+                       help="seeds of the reference draws; metrics are averaged over them")
+    shots.add_argument("--reference-dataset",
+                       help="where references are drawn from (default: --dataset with split=train)")
+    shots.add_argument("--shot-distance", choices=["cosine", "l2"], default="cosine")
+    shots.add_argument("--shot-feature", choices=["raw", "projected"], default="raw",
+                       help="residual-stream tokens or joint-space tokens of the method's taps")
+    shots.add_argument("--shot-fusion", choices=["mean", "harmonic"], default="mean", help="map fusion")
+    shots.add_argument("--shot-score", choices=["mean", "few_shot_max"], default="mean", help="image-score fusion")
+    shots.add_argument("--shot-weight", type=_fraction, default=0.5, help="few-shot share of both fusions, in [0, 1]")
+    shots.add_argument("--max-patches", type=_positive, default=16384,
+                       help="coreset bound of the reference memory (greedy k-center above it)")
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -125,23 +165,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zsad_core.data import build_dataset
     from zsad_core.evaluation import evaluate_method
 
+    if args.shots and args.save_overlays:
+        print("zsad: --save-overlays draws zero-shot maps; it cannot be combined with --shots", file=sys.stderr)
+        return 2
     method = method_from_args(args)
     spec = dataset_spec(args.dataset, args.data_root)
     dataset = build_dataset(spec)
-    with tqdm(total=len(dataset), desc=f"{method.name} on {spec}", unit="img", file=sys.stderr) as bar:
-        run = evaluate_method(method, dataset, batch_size=args.batch_size, resolution=args.resolution,
-                              aupro_variant=args.aupro, normalize=args.normalize, classes=args.classes,
-                              progress=bar.update, num_workers=args.num_workers, curves=bool(args.report))
-    print(run.report.format_table())
+    options = {"batch_size": args.batch_size, "resolution": args.resolution, "aupro_variant": args.aupro,
+               "normalize": args.normalize, "classes": args.classes, "num_workers": args.num_workers,
+               "curves": bool(args.report)}
+    rounds = len(args.shot_seed) if args.shots else 1
+    with tqdm(total=len(dataset) * rounds, desc=f"{method.name} on {spec}", unit="img", file=sys.stderr) as bar:
+        if args.shots:
+            report, runs = _evaluate_shots(args, method, spec, dataset, {**options, "progress": bar.update})
+        else:
+            run = evaluate_method(method, dataset, progress=bar.update, **options)
+            report, runs = run.report, [run]
+    print(report.format_table())
+    few_shot: dict[str, Any] = {}
+    if args.shots:
+        print(f"{args.shots} shots, averaged over seeds {args.shot_seed}")
+        few_shot = {"shots": args.shots, "shot_seeds": args.shot_seed,
+                    "per_seed": {str(seed): run.report.to_dict()["mean"]
+                                 for seed, run in zip(args.shot_seed, runs, strict=True)}}
     if args.json:
         write_json(args.json, {"method": method.name, "backbone": method.backbone.identity,
-                               "dataset": spec, **run.report.to_dict()})
+                               "dataset": spec, **few_shot, **report.to_dict()})
     if args.save_overlays:
-        _save_extremes(method, dataset, run, Path(args.save_overlays), args.overlays_per_kind)
+        _save_extremes(method, dataset, runs[0], Path(args.save_overlays), args.overlays_per_kind)
     if args.report:
         from zsad_core.report import write_report
 
-        page = write_report(args.report, run, title=f"{method.name} on {spec}", method=method, dataset=dataset,
+        page = write_report(args.report, runs[0], title=f"{method.name} on {spec}", method=method, dataset=dataset,
                             per_kind=args.overlays_per_kind)
         print(f"report written to {page}")
     return 0
@@ -156,6 +211,21 @@ def dataset_spec(dataset: str, data_root: str | None) -> str:
     if ":" in dataset:
         raise DatasetError(f"--dataset {dataset!r} already names a path or options; drop --data-root or the suffix")
     return f"{dataset}:{data_root}"
+
+
+def _evaluate_shots(args: argparse.Namespace, method: Any, spec: str, dataset: Any,
+                    options: dict[str, Any]) -> tuple[Any, Any]:
+    """The papers' few-shot protocol: references from the train split, one evaluation per seed, averaged."""
+    from zsad_core.data import build_dataset
+    from zsad_core.evaluation import evaluate_few_shot
+    from zsad_core.few_shot import FusionOptions, MemoryOptions
+
+    references = (build_dataset(args.reference_dataset) if args.reference_dataset
+                  else build_dataset(spec, split="train"))
+    memory = MemoryOptions(feature=args.shot_feature, distance=args.shot_distance, max_patches=args.max_patches)
+    fusion = FusionOptions(map_fusion=args.shot_fusion, score_fusion=args.shot_score, weight=args.shot_weight)
+    return evaluate_few_shot(method, dataset, references, args.shots, args.shot_seed, memory=memory, fusion=fusion,
+                             **options)
 
 
 def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> None:

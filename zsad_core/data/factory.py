@@ -71,6 +71,7 @@ _SYNTHETIC_OPTIONS: dict[str, Callable[[str], Any]] = {
     "size": int,
     "anomaly_ratio": float,
     "kinds": lambda text: text.split("+"),
+    "split": str,
 }
 USAGE = (f"NAME:PATH with NAME one of {', '.join(_PATH_BUILDERS)}; synthetic, synthetic:key=value,... "
          "or synthetic:PATH")

@@ -387,6 +387,10 @@ def _solid_stain(
     return np.full(image.shape, colour, dtype=np.float32), area
 
 
+# Last element of the per-sample seed key: the test split keeps the stream it always had (1).
+_SPLIT_STREAMS = {"test": 1, "train": 2}
+
+
 class SyntheticDataset(BaseDataset):
     """Auxiliary data with masks: procedural textures, or a user's normal images, with synthetic defects.
 
@@ -402,6 +406,8 @@ class SyntheticDataset(BaseDataset):
         size: image side.
         anomaly_ratio: fraction of anomalous samples per class, in [0, 1].
         kinds: anomaly kinds to draw from; default all.
+        split: ``test`` (good and anomalous samples) or ``train``: good samples only, drawn from a separate
+            random stream, so few-shot references never repeat a test image (MVTec-AD's train/test layout).
 
     Use :meth:`from_normals` to build the dataset from a folder of normal images instead.
     """
@@ -415,13 +421,18 @@ class SyntheticDataset(BaseDataset):
         size: int = 128,
         anomaly_ratio: float = 0.5,
         kinds: Sequence[str] | None = None,
+        split: str = "test",
     ):
         names = _family_names(classes)
         if per_class < 1:
             raise DatasetError(f"per_class must be >= 1, got {per_class}")
+        if split not in _SPLIT_STREAMS:
+            raise DatasetError(f"split must be one of {list(_SPLIT_STREAMS)}, got {split!r}")
         self.textures = TextureGenerator(size)
         self.limits = DEFAULT_LIMITS
-        self._setup(seed, anomaly_ratio, kinds, {name: [None] * per_class for name in names})
+        self._stream = _SPLIT_STREAMS[split]
+        ratio = anomaly_ratio if split == "test" else 0.0
+        self._setup(seed, ratio, kinds, {name: [None] * per_class for name in names})
 
     @classmethod
     def from_normals(
@@ -446,6 +457,7 @@ class SyntheticDataset(BaseDataset):
         dataset = cls.__new__(cls)
         dataset.textures = TextureGenerator()
         dataset.limits = limits
+        dataset._stream = _SPLIT_STREAMS["test"]
         dataset._setup(seed, anomaly_ratio, kinds, _normal_files(root))
         return dataset
 
@@ -488,7 +500,7 @@ class SyntheticDataset(BaseDataset):
     def _load(self, index: int) -> Sample:
         class_index, name, local, label, source = self._slots[index]
         # Fixed-length keys: numpy's SeedSequence treats [a, b] and [a, b, 0] alike.
-        rng = np.random.default_rng([self.seed, class_index, local, 1])
+        rng = np.random.default_rng([self.seed, class_index, local, self._stream])
         if source is None:
             image, foreground = self.textures.generate_with_foreground(name, rng)
             path = f"synthetic://{name}/{local:05d}"

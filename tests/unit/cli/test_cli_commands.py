@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from services.cli.main import main
 from zsad_core.preprocess import encode_png
@@ -79,3 +80,20 @@ def test_train_local_writes_an_artifact_that_eval_loads(tmp_path, capsys):
     assert main(["eval", "--method", "clip-ad+", "--backbone", "zsad-tiny-vit", "--random-weights",
                  "--image-size", "96", "--weights", str(out), "--dataset", "synthetic:classes=1,per_class=2"]) == 2
     assert "incompatible_weights" in capsys.readouterr().err
+
+
+def test_eval_with_shots_averages_seeds_and_reports_the_same_metrics(tmp_path, capsys):
+    dataset = ["--dataset", "synthetic:classes=1,per_class=4,size=64"]
+    zero_shot, few_shot = tmp_path / "k0.json", tmp_path / "k2.json"
+    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--json", str(zero_shot)]) == 0
+    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--shots", "2", "--shot-seed", "0", "3",
+                 "--json", str(few_shot)]) == 0
+    assert "2 shots, averaged over seeds [0, 3]" in capsys.readouterr().out
+    baseline, report = json.loads(zero_shot.read_text()), json.loads(few_shot.read_text())
+    assert report["shots"] == 2 and set(report["per_seed"]) == {"0", "3"}
+    assert set(report["mean"]) == set(baseline["mean"])
+    per_seed = [report["per_seed"][seed]["pixel_auroc"] for seed in ("0", "3")]
+    assert report["mean"]["pixel_auroc"] == pytest.approx(sum(per_seed) / 2)
+    assert report["mean"]["pixel_auroc"] != baseline["mean"]["pixel_auroc"]
+    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--shots", "9"]) == 2
+    assert "4 good reference images, 9 shots" in capsys.readouterr().err

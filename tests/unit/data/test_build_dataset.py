@@ -58,7 +58,7 @@ def test_synthetic_path_spec_wraps_normal_images(tmp_path):
         ("synthetic:seed=x", {}, "seed"),
         ("synthetic:sead=3", {}, "sead"),
         ("synthetic:seed", {}, "key=value"),
-        ("synthetic:size=32", {"split": "test"}, "split"),
+        ("synthetic:size=32", {"split": "val"}, "split"),
     ],
 )
 def test_bad_specs_raise_dataset_error(spec, kwargs, message):

@@ -13,6 +13,7 @@ from zsad_core.data import (
     DatasetError,
     SyntheticDataset,
     TextureGenerator,
+    build_dataset,
     fractal_noise,
     perlin_noise,
 )
@@ -185,3 +186,15 @@ def test_from_normals_single_folder_and_class_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images"):
         SyntheticDataset.from_normals(str(tmp_path / "empty"))
+
+
+def test_train_split_holds_only_good_images_unlike_any_test_image():
+    test = SyntheticDataset(seed=3, classes=["disc"], per_class=4, size=64)
+    train = build_dataset("synthetic:seed=3,classes=disc,per_class=4,size=64", split="train")
+    assert train.labels.tolist() == [0, 0, 0, 0]
+    test_images = [sample.image for sample in test]
+    for sample in train:
+        assert not sample.mask.any()
+        assert not any(np.array_equal(sample.image, image) for image in test_images)
+    with pytest.raises(DatasetError, match="split"):
+        SyntheticDataset(split="val")
