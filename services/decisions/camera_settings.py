@@ -40,7 +40,9 @@ import redis
 from pydantic import ValidationError
 
 from services.config import CameraConfig, ZsadConfig
+from services.decisions.drift_watch import drift_reference
 from services.prompt_lifecycle.prompt_registry import PromotionResult, PromptRegistry, RegistryError, _now, _text
+from zsad_core.decisions import DriftReference
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
@@ -273,6 +275,17 @@ class CameraSettingsStore:
             raise CameraSettingsError(f"{camera} has no calibration {version!r}; calibrations: {known}")
         return CalibrationRecord(**json.loads(raw))
 
+    def drift_reference(self, settings: CameraSettings) -> DriftReference | None:
+        """The drift bins of the calibration that set ``settings``' thresholds (``None``: none, or no bins).
+
+        Raises:
+            CameraSettingsError: the calibration record is missing.
+            CalibrationError: its stored bins are malformed.
+        """
+        if settings.calibration is None:
+            return None
+        return drift_reference(self.calibration(settings.camera, settings.calibration).evidence)
+
     def calibrations(self, camera: str) -> list[CalibrationRecord]:
         """Every calibration record of ``camera`` ever stored, oldest first (rolled-back ones included)."""
         self.config.camera(camera)
@@ -484,8 +497,8 @@ class CameraSettingsFollower:
             settings = self.store.settings(camera)
             if camera in self._seen and self._seen[camera] == settings.version:
                 continue
-            self._seen[camera] = settings.version
             self.on_change(settings)
+            self._seen[camera] = settings.version  # only once applied: a failed apply is retried
 
 
 def _event_camera(data: object) -> str | None:

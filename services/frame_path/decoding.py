@@ -25,7 +25,7 @@ from services.frame_path.records import FrameHeaders
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import FrameGeometry, ImageLimits, decode_model_input, plan_model_input, probe_image
 
-AckStatus = Literal["stored", "duplicate", "conflict", "failed"]
+AckStatus = Literal["stored", "duplicate", "conflict", "failed", "skipped"]
 _FORMAT_OF_CONTENT_TYPE = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
@@ -95,7 +95,8 @@ class FrameAck:
     Attributes:
         status: ``stored`` (new result written), ``duplicate`` (an earlier delivery of the same bytes already
             stored it; nothing changed), ``conflict`` (the frame id has a result for other bytes; nothing
-            changed), or ``failed`` (the method raised on this frame; nothing stored).
+            changed), ``failed`` (the method raised on this frame; nothing stored), or ``skipped`` (the camera is
+            paused: not scored, nothing stored, done for ingest like a stored frame).
         prompt_version: the prompt version that scored it (``None``: zero-shot prompts).
         score, label: the result (``nan`` and -1 unless stored).
         error_reason, error_detail: why it failed.

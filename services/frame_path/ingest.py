@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from services.config import OffsetResetPolicy, ZsadConfig
+from services.decisions.camera_settings import CameraSettings
 from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.decoding import (
     FrameAck,
@@ -161,6 +162,8 @@ class IngestWorker:
         # Dead-lettered offsets not yet below a commit point, per partition. Kept across loop restarts (and seeded
         # from the commit metadata on connect), so a re-read record is finished without a second dead letter.
         self.lettered: dict[int, set[int]] = {}
+        # The cameras as decoding sees them: the configuration, with the ROI of the live settings once followed.
+        self.cameras = dict(config.cameras)
         self._limits = config.limits.image_limits()
         self._input_sizes = model_input_sizes(config.cameras)
         self._decode_budget = DecodeBudget(config.ingest.decode_budget_pixels)
@@ -174,6 +177,11 @@ class IngestWorker:
         self._idle_s = 0.0
         self._drain_timeout_s = 30.0
         self._committed_metadata: dict[int, str] = {}
+
+    def apply_settings(self, settings: CameraSettings) -> None:
+        """Crop ``settings.camera``'s next frames to the ROI of its live settings (the replica applies the rest)."""
+        configured = self.config.cameras[settings.camera]
+        self.cameras = {**self.cameras, settings.camera: configured.model_copy(update={"roi": settings.roi})}
 
     # -- the loop --------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -467,7 +475,7 @@ class IngestWorker:
                 self._decoders,
                 lambda: decode_record(
                     record,
-                    self.config.cameras,
+                    self.cameras,
                     self._limits,
                     input_sizes=self._input_sizes,
                     budget=self._decode_budget,
@@ -730,6 +738,7 @@ class IngestActor:
         self.config = config
         self.metrics = PipelineMetrics()
         self.worker = IngestWorker(config, partitions, submit, name=name, metrics=self.metrics, audit=self._audit)
+        self.follower = _follow_roi(config, self.worker)
         self._task: asyncio.Task[None] | None = None
         self._redis: Any = None
         self.crashes = 0  # consecutive: reset once a restarted loop is healthy
@@ -772,6 +781,7 @@ class IngestActor:
 
     async def stop(self, drain_timeout_s: float = 30.0) -> dict[str, Any]:
         """Stop, commit what finished and report the final stats."""
+        self.follower.stop()
         await self.worker.stop(drain_timeout_s)
         return await self.stats()
 
@@ -790,3 +800,20 @@ class IngestActor:
             last_error_age_s=round(time.time() - self.last_error_ts, 1) if self.last_error_ts else None,
         )
         return stats
+
+
+def _follow_roi(config: ZsadConfig, worker: IngestWorker) -> Any:
+    """Follow the cameras' live settings for their ROI (ingest crops before sending), as the replicas do."""
+    import redis
+
+    from services.decisions.camera_settings import CameraSettingsFollower, CameraSettingsStore
+    from services.frame_path.result_store import connect
+    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+
+    registry = PromptRegistry(config.registry.root, connect(config.redis), namespace=config.registry.namespace)
+    follower = CameraSettingsFollower(CameraSettingsStore(registry, config), config.cameras, worker.apply_settings)
+    try:
+        follower.refresh(follower.cameras)
+    except redis.RedisError as exc:
+        log.warning("%s: camera settings unreadable at start, cropping to the configured ROI: %s", worker.name, exc)
+    return follower.start()

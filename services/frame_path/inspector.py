@@ -4,10 +4,18 @@ Why a plain class: the Ray Serve deployment (:mod:`services.frame_path.serve_app
 around it, but what a replica computes — which method scores which camera, what goes to Redis, what a failed
 frame answers — is testable here without Ray. One replica builds each distinct backbone once and shares it
 between the methods that need it; cameras with identical settings share one method and batch together.
+
+Live camera settings (:mod:`services.decisions.camera_settings`) reach a replica through
+:meth:`InspectorCore.apply_settings`: thresholds, pixel threshold and minimum region area, pause, and the prompt
+version followed. Like a prompt swap, a change replaces whole tables in one assignment, and a batch reads them
+once at its start, so every frame of a batch is decided by one settings version. The ROI is applied by ingest
+(it crops before sending); the replica places regions with the geometry each frame carries, so a ROI change
+never misplaces a box.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,10 +31,14 @@ import numpy as np
 import torch
 
 from services.config import ConfigError, ZsadConfig
+from services.decisions.camera_settings import CameraSettings
+from services.decisions.drift_watch import DriftWatch
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
 from services.frame_path.metrics import PipelineMetrics
-from services.frame_path.result_store import FrameResult, ResultStore
+from services.frame_path.result_store import FrameResult, ResultStore, stored_map_values
+from services.prompt_lifecycle.prompt_registry import PromotionResult
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
+from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
 from zsad_core.methods import ZeroShotMethod, get_method_config, load_method, method_backbone_config
 
 log = logging.getLogger(__name__)
@@ -132,6 +144,8 @@ class InspectorCore:
         # Batches and prompt loads both run the shared backbone; they take turns (a load is a text-encoder pass).
         self._model_lock = threading.Lock()
         self._swap_lock = threading.Lock()  # one refresh at a time (the watcher thread, an operator's call)
+        # Guards reading the camera, method and settings tables together (a batch's snapshot) against a swap.
+        self._state_lock = threading.Lock()
         self._refusals: dict[MethodKey, str] = {}  # the last failure reported per key, not repeated
         self._backbones: dict[BackboneConfig, ClipBackbone] = {}
         self.methods: dict[MethodKey, LoadedMethod] = {}
@@ -141,6 +155,8 @@ class InspectorCore:
         # replica, or a restarted replica would score re-delivered frames differently.
         torch.manual_seed(0)
         self.camera_keys: dict[str, MethodKey] = {}
+        self.settings = {camera: CameraSettings.from_config(camera, cfg) for camera, cfg in config.cameras.items()}
+        self.drift: dict[str, DriftWatch] = {}  # cameras whose calibration holds a drift reference
         for camera_id, camera in config.cameras.items():
             key = MethodKey(
                 camera.method,
@@ -208,14 +224,19 @@ class InspectorCore:
             KeyError: a request names a camera that is not configured (ingest checks this first).
         """
         start = time.time()
-        methods = self.methods  # one version per batch: a swap replaces the dict, never changes this one
-        digests = self.store.stored_digests([(request.camera, request.frame_id) for request in requests])
-        known = {index: _known_status(request, digests[index]) for index, request in enumerate(requests)
-                 if digests[index] is not None}  # fmt: skip
+        # One version per batch: a swap replaces these tables, never changes the ones read here.
+        with self._state_lock:
+            camera_keys, methods, settings = self.camera_keys, self.methods, self.settings
+        paused = {index for index, request in enumerate(requests) if settings[request.camera].paused}
+        active = [index for index in range(len(requests)) if index not in paused]
+        digests = self.store.stored_digests([(requests[i].camera, requests[i].frame_id) for i in active])
+        known: dict[int, AckStatus] = {index: "skipped" for index in paused}
+        known |= {index: _known_status(requests[index], digest) for index, digest in zip(active, digests, strict=True)
+                  if digest is not None}  # fmt: skip
         groups: dict[MethodKey, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             if index not in known:
-                groups[self.camera_keys[request.camera]].append(index)
+                groups[camera_keys[request.camera]].append(index)
         outcomes: dict[int, _Outcome] = {}
         batch_sizes: dict[int, int] = {}
         for key, indices in groups.items():
@@ -225,15 +246,16 @@ class InspectorCore:
                 batch_sizes[index] = len(indices)
         infer_done = time.time()
         results = {
-            index: self._result(requests[index], outcome, infer_done, methods)
+            index: self._result(requests[index], outcome, infer_done, camera_keys, methods, settings)
             for index, outcome in outcomes.items()
             if not outcome.error
         }
         written = dict(zip(results, self.store.write_results(list(results.values())), strict=True))
         store_done = time.time()
+        self._watch_drift([result for index, result in results.items() if written[index].value == "stored"])
         acks = []
         for index, request in enumerate(requests):
-            key = self.camera_keys[request.camera]
+            key = camera_keys[request.camera]
             common = {
                 "camera": request.camera,
                 "frame_id": request.frame_id,
@@ -254,7 +276,7 @@ class InspectorCore:
             result = results[index]
             acks.append(FrameAck(status=written[index].value, score=result.score, label=result.label,
                                  store_s=store_done - infer_done, **common, **timings))  # fmt: skip
-        self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()))
+        self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()), camera_keys)
         return acks
 
     def _score_counted(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
@@ -305,14 +327,27 @@ class InspectorCore:
         return outcomes
 
     def _result(
-        self, request: FrameRequest, outcome: _Outcome, infer_ts: float, methods: dict[MethodKey, LoadedMethod]
+        self,
+        request: FrameRequest,
+        outcome: _Outcome,
+        infer_ts: float,
+        camera_keys: dict[str, MethodKey],
+        methods: dict[MethodKey, LoadedMethod],
+        settings: dict[str, CameraSettings],
     ) -> FrameResult:
-        key = self.camera_keys[request.camera]
+        key = camera_keys[request.camera]
+        decided_by = settings[request.camera]
+        regions = None
+        if decided_by.pixel_threshold is not None and outcome.anomaly_map is not None:
+            stored_map = stored_map_values(outcome.anomaly_map)  # what a reader of the result will see
+            found = extract_regions(stored_map, decided_by.pixel_threshold, _placement(request),
+                                    min_area=decided_by.min_area)  # fmt: skip
+            regions = encode_regions(found)
         return FrameResult(
             camera=request.camera,
             frame_id=request.frame_id,
             score=outcome.score,
-            threshold=self.config.cameras[request.camera].threshold,
+            threshold=decided_by.threshold,
             method=key.method,
             anomaly_map=outcome.anomaly_map,
             prompt_version=methods[key].prompt_version,
@@ -321,7 +356,93 @@ class InspectorCore:
             capture_ts=request.capture_ts,
             infer_ts=infer_ts,
             digest=request.content_digest,
+            settings_version=decided_by.version,
+            calibration_version=decided_by.calibration,
+            regions=regions,
         )
+
+    def _watch_drift(self, stored: list[FrameResult]) -> None:
+        """Feed newly stored scores to their cameras' drift windows; report the PSI, audit each new episode."""
+        drift = self.drift
+        scores: dict[str, list[float]] = defaultdict(list)
+        for result in stored:
+            if result.camera in drift:
+                scores[result.camera].append(result.score)
+        for camera, camera_scores in scores.items():
+            watch = drift[camera]
+            observation = watch.observe(camera_scores)
+            if observation is None:
+                continue
+            result = observation.result
+            if self.metrics is not None:
+                self.metrics.drift(camera, result.statistic, result.drifted)
+            if observation.episode_started:
+                log.warning("%s: scores drifted from calibration %s (PSI %.3f over %d scores)", camera,
+                            watch.calibration, result.statistic, result.window)  # fmt: skip
+                self._audit_drift(camera, watch, result.statistic, result.window)
+
+    def _audit_drift(self, camera: str, watch: DriftWatch, statistic: float, window: int) -> None:
+        import redis
+
+        entry = PromotionResult(
+            action="drift", method=self.camera_keys[camera].method, alias=f"{camera}:calibration",
+            from_version=watch.calibration, to_version=None, outcome="drifted", actor=self.replica,
+            reason=f"PSI {statistic:.3f} of the last {window} scores against calibration {watch.calibration}",
+            cause="score_drift",
+        )  # fmt: skip
+        try:
+            self.store.client.xadd(f"{self.config.registry.namespace}:audit", entry.audit_fields())
+        except redis.RedisError as exc:  # the results are stored; the metric still shows the drift
+            log.warning("%s: could not audit the drift: %s", camera, exc)
+
+    def apply_settings(self, settings: CameraSettings, drift_reference: DriftReference | None = None) -> None:
+        """Serve ``settings`` from the next batch on: thresholds, regions, pause and the prompt version followed.
+
+        Called by the replica's settings follower. A new prompt version is loaded on the shared backbone first;
+        one that fails to resolve or load leaves the current version serving (logged) while the rest of the
+        settings apply. ``drift_reference`` (the calibration's bins) restarts the camera's drift window when the
+        calibration changes; without one the camera is not watched.
+
+        Raises:
+            KeyError: the camera is not served by this replica.
+        """
+        camera = settings.camera
+        with self._swap_lock:
+            key = self.camera_keys[camera]
+            if settings.prompt_version != key.prompt_version:
+                key = self._follow(camera, key, settings.prompt_version)
+            with self._state_lock:
+                self.camera_keys = {**self.camera_keys, camera: key}
+                self.settings = {**self.settings, camera: settings}
+            watch = self.drift.get(camera)
+            if drift_reference is None or settings.calibration is None:
+                self.drift = {name: kept for name, kept in self.drift.items() if name != camera}
+            elif watch is None or watch.calibration != settings.calibration:
+                self.drift = {**self.drift, camera: DriftWatch(drift_reference, settings.calibration)}
+        if self.metrics is not None:
+            self.metrics.thresholds(camera, settings.threshold, settings.pixel_threshold)
+        log.info("%s: serving settings %s (threshold %s, pixel threshold %s, paused %s, prompts %s)", camera,
+                 settings.version, settings.threshold, settings.pixel_threshold, settings.paused,
+                 self.methods[key].prompt_version)  # fmt: skip
+
+    def _follow(self, camera: str, key: MethodKey, prompt_version: str | None) -> MethodKey:
+        """The method key of ``camera`` following ``prompt_version``, its method loaded; the old key on failure."""
+        followed = dataclasses.replace(key, prompt_version=prompt_version)
+        if followed not in self.methods:
+            try:
+                resolved = self._resolve(followed)
+                with self._model_lock:
+                    loaded = self._load(followed, resolved)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version
+                log.warning("%s: cannot follow prompt version %r, keeping %s: %s", camera, prompt_version,
+                            self.methods[key].prompt_version, exc)  # fmt: skip
+                return key
+            with self._state_lock:
+                self.methods = {**self.methods, followed: loaded}
+        if self.metrics is not None:
+            self.metrics.prompt_version(camera, key.method, self.methods[key].prompt_version, active=False)
+            self.metrics.prompt_version(camera, key.method, self.methods[followed].prompt_version)
+        return followed
 
     def _report(
         self,
@@ -331,6 +452,7 @@ class InspectorCore:
         infer_done: float,
         store_done: float,
         batch_sizes: set[int],
+        camera_keys: dict[str, MethodKey],
     ) -> None:
         if self.metrics is None:
             return
@@ -342,10 +464,13 @@ class InspectorCore:
         for request, ack in zip(requests, acks, strict=True):
             self.metrics.stage("queue", ack.queue_s)
             if ack.status == "stored":
-                method = self.camera_keys[request.camera].method
+                method = camera_keys[request.camera].method
                 self.metrics.stored(request.camera, method, ack.label == 1, store_done - request.capture_ts)
+                self.metrics.decided(request.camera, "reject" if ack.label == 1 else "pass", ack.score)
             elif ack.status == "duplicate":
                 self.metrics.duplicate(request.camera)
+            elif ack.status == "skipped":
+                self.metrics.decided(request.camera, "paused")
 
     def refresh_prompts(self, method: str | None = None) -> list[PromptSwap]:
         """Re-resolve the prompt versions the cameras follow and swap in the ones that changed.
@@ -388,7 +513,8 @@ class InspectorCore:
                                             _reason(exc), detail))  # fmt: skip
                 continue
             self._refusals.pop(key, None)
-            self.methods = {**self.methods, key: replacement}
+            with self._state_lock:
+                self.methods = {**self.methods, key: replacement}
             swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, resolved.version))
             log.info("%s %s: now serving %s (was %s)", key.method, key.prompt_version, resolved.version,
                      loaded.prompt_version)  # fmt: skip
@@ -400,7 +526,7 @@ class InspectorCore:
         return swaps
 
     def describe(self) -> dict[str, object]:
-        """What this replica serves: per camera its method, prompt version, threshold and input size."""
+        """What this replica serves: per camera its method, prompt version, settings and input size."""
         return {
             "device": self.device,
             "backbones": [config.name for config in self._backbones],
@@ -408,7 +534,11 @@ class InspectorCore:
                 camera: {
                     "method": key.method,
                     "prompt_version": self.methods[key].prompt_version,
-                    "threshold": self.config.cameras[camera].threshold,
+                    "settings_version": self.settings[camera].version,
+                    "calibration_version": self.settings[camera].calibration,
+                    "threshold": self.settings[camera].threshold,
+                    "pixel_threshold": self.settings[camera].pixel_threshold,
+                    "paused": self.settings[camera].paused,
                     "image_size": self.methods[key].module.image_size,
                 }
                 for camera, key in self.camera_keys.items()
@@ -420,6 +550,14 @@ def _known_status(request: FrameRequest, stored_digest: str) -> AckStatus:
     """A frame whose id has a result: the same bytes again (or bytes of unknown digest) or other bytes."""
     same = not stored_digest or not request.content_digest or stored_digest == request.content_digest
     return "duplicate" if same else "conflict"
+
+
+def _placement(request: FrameRequest) -> MapPlacement:
+    """Where the frame's map lies in the original frame: the region ingest cut, else the whole image."""
+    if request.geometry is None:
+        return MapPlacement.for_frame(request.image.shape[1], request.image.shape[0])
+    x, y, width, height = request.geometry.region
+    return MapPlacement(x, y, width, height)
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,7 +11,8 @@ the script may touch all four:
 * ``zsad:{cam}:result:{frame_id}``: hash with TTL, the frame's fields (:data:`RESULT_FIELDS`).
 * ``zsad:{cam}:map:{frame_id}``: string with TTL, the anomaly map as a 16-bit PNG; ``map_min`` and
   ``map_scale`` in the hash turn its integers back into floats.
-* ``zsad:{cam}:events``: stream capped near ``events_maxlen``, one entry per frame (the hash's fields).
+* ``zsad:{cam}:events``: stream capped near ``events_maxlen``, one entry per frame (the hash's fields), so a
+  consumer gets the decision, the score and the defect regions in one message.
 * ``zsad:{cam}:scores``: sorted set frame id -> score, trimmed to the ``scores_maxlen`` highest scores.
 """
 
@@ -31,12 +32,14 @@ from redis.exceptions import NoScriptError
 
 from services.config import RedisConfig, ZsadConfig
 from services.frame_path.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
+from zsad_core.decisions import Region, decode_regions
 from zsad_core.imageio import encode_png
 
 MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
-    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest",
+    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "decision", "settings_version",
+    "calibration_version", "regions",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
@@ -118,6 +121,21 @@ def encode_map(anomaly_map: np.ndarray) -> tuple[bytes, float, float]:
         ``(png, map_min, map_scale)``: ``value = map_min + level * map_scale`` decodes it, within
         ``map_scale / 2`` of the original (``map_scale`` is the range over 65535; 0 for a constant map).
     """
+    levels, low, scale = _quantise(anomaly_map)
+    return encode_png(levels), low, scale
+
+
+def stored_map_values(anomaly_map: np.ndarray) -> np.ndarray:
+    """The map exactly as :func:`decode_map` returns it once stored.
+
+    Why: defect regions are drawn on these values, so anyone recomputing them from the stored map and the
+    result's thresholds gets the same boxes, even for pixels within a quantisation step of the threshold.
+    """
+    levels, low, scale = _quantise(anomaly_map)
+    return (low + levels.astype(np.float64) * scale).astype(np.float32)
+
+
+def _quantise(anomaly_map: np.ndarray) -> tuple[np.ndarray, float, float]:
     values = np.asarray(anomaly_map, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         raise ValueError(f"an anomaly map must be a non-empty (H, W) array, got shape {values.shape}")
@@ -126,7 +144,7 @@ def encode_map(anomaly_map: np.ndarray) -> tuple[bytes, float, float]:
     low, high = float(values.min()), float(values.max())
     scale = (high - low) / MAP_LEVELS
     levels = np.zeros(values.shape, np.uint16) if scale == 0.0 else np.rint((values - low) / scale).astype(np.uint16)
-    return encode_png(levels), low, scale
+    return levels, low, scale
 
 
 def decode_map(png: bytes, map_min: float, map_scale: float) -> np.ndarray:
@@ -152,6 +170,10 @@ class FrameResult:
         capture_ts, infer_ts: seconds since the epoch when the frame was taken and scored.
         digest: of the frame's bytes; a later write of the same id with another digest is a conflict
             (``""``: unknown, never conflicts).
+        settings_version, calibration_version: the camera settings (``s<N>``) and the calibration record
+            (``c<N>``) that decided the frame; ``None`` for the configuration file's values, or no calibration.
+        regions: the defect regions at the camera's pixel threshold, encoded by
+            :func:`~zsad_core.decisions.encode_regions`; ``None`` when the camera has no pixel threshold.
     """
 
     camera: str
@@ -166,6 +188,9 @@ class FrameResult:
     capture_ts: float = 0.0
     infer_ts: float = 0.0
     digest: str = ""
+    settings_version: str | None = None
+    calibration_version: str | None = None
+    regions: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
@@ -181,12 +206,18 @@ class FrameResult:
         """1 if anomalous (score at or above the threshold), else 0."""
         return int(self.score >= self.threshold)
 
+    @property
+    def decision(self) -> str:
+        """``reject`` (anomalous) or ``pass``: the name of :attr:`label` in metrics and events."""
+        return "reject" if self.label else "pass"
+
 
 @dataclass(frozen=True)
 class StoredResult:
     """A frame's result as read back from Redis (result hash or event entry).
 
-    ``map_min``/``map_scale`` are ``None`` when no map was stored.
+    ``map_min``/``map_scale`` are ``None`` when no map was stored; ``regions`` is ``None`` when none were
+    computed (no pixel threshold, or a result written before regions existed), ``()`` when none were found.
     """
 
     camera: str
@@ -204,6 +235,10 @@ class StoredResult:
     map_min: float | None
     map_scale: float | None
     digest: str = ""
+    decision: str = ""
+    settings_version: str | None = None
+    calibration_version: str | None = None
+    regions: tuple[Region, ...] | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -225,6 +260,10 @@ class StoredResult:
             map_min=float(text["map_min"]) if text.get("map_min") else None,
             map_scale=float(text["map_scale"]) if text.get("map_scale") else None,
             digest=text.get("digest", ""),
+            decision=text.get("decision", ""),
+            settings_version=text.get("settings_version") or None,
+            calibration_version=text.get("calibration_version") or None,
+            regions=tuple(decode_regions(text["regions"])) if text.get("regions") else None,
         )
 
 
@@ -345,6 +384,10 @@ class ResultStore:
             "map_min": map_min,
             "map_scale": map_scale,
             "digest": result.digest,
+            "decision": result.decision,
+            "settings_version": result.settings_version or "",
+            "calibration_version": result.calibration_version or "",
+            "regions": result.regions if result.regions is not None else "",
         }
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [

@@ -44,6 +44,7 @@ class Inspector:
         import ray
         import torch
 
+        from services.decisions.camera_settings import CameraSettingsStore
         from services.frame_path.inspector import InspectorCore
         from services.frame_path.metrics import PipelineMetrics
         from services.frame_path.result_store import ResultStore
@@ -64,6 +65,7 @@ class Inspector:
                                   replica=replica)  # fmt: skip
         self.unhealthy_after = serving.unhealthy_after_model_failures
         self.watcher = PromptWatcher(self.core, registry, replica=replica, metrics=metrics).start()
+        self.follower = _follow_settings(CameraSettingsStore(registry, config), self.core)
         self.score.set_max_batch_size(serving.max_batch_size)
         self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
 
@@ -100,6 +102,25 @@ class Inspector:
 
     def __del__(self) -> None:
         self.watcher.stop()
+        self.follower.stop()
+
+
+def _follow_settings(store: Any, core: Any) -> Any:
+    """Start following the cameras' live settings (a thread beside the prompt watcher); the stored settings
+    are applied before the first batch when Redis answers, else as soon as it does."""
+    import redis
+
+    from services.decisions.camera_settings import CameraSettingsFollower
+
+    def apply(settings: Any) -> None:
+        core.apply_settings(settings, store.drift_reference(settings))
+
+    follower = CameraSettingsFollower(store, core.config.cameras, apply)
+    try:
+        follower.refresh(follower.cameras)
+    except redis.RedisError as exc:
+        log.warning("camera settings unreadable at start, serving the configured ones until Redis answers: %s", exc)
+    return follower.start()
 
 
 @serve.deployment(name="IngestController", logging_config=_QUIET)
