@@ -1,0 +1,143 @@
+"""Live camera settings on the real pipeline: the noida broker, a local Ray with Serve, redis-server.
+
+A settings change is stored with the store's typed function (what ``zsad camera set`` calls) while frames
+stream; the replicas and the ingest actors pick it up from the registry's channel, without a restart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from ray import serve
+from stream_helpers import committed_offsets, produce_frames, stream_config, wait_until
+
+from services.config import ZsadConfig
+from services.decisions.camera_settings import CameraSettingsStore
+from services.frame_path.result_store import ResultStore
+from services.frame_path.serve_app import app_from_config
+from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from zsad_core.decisions import MapPlacement, decode_regions, encode_regions, extract_regions
+
+pytestmark = pytest.mark.integration
+
+ROI = (16, 8, 64, 80)  # inside the helpers' 96 x 96 frames
+IN_FLIGHT = 16  # frames each of the two ingest actors may have sent and not yet seen acknowledged
+
+
+class _App:
+    """One deployed application, its result store and its camera settings store."""
+
+    def __init__(self, config: ZsadConfig) -> None:
+        self.config = config
+        self.name = f"zsad-{uuid.uuid4().hex[:8]}"
+        self.store = ResultStore.from_config(config)
+        registry = PromptRegistry(config.registry.root, self.store.client, namespace=config.registry.namespace)
+        self.settings = CameraSettingsStore(registry, config)
+        serve.run(app_from_config(config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
+
+    def call(self, deployment: str, method: str) -> Any:
+        handle = serve.get_deployment_handle(deployment, app_name=self.name)
+        return getattr(handle, method).remote().result(timeout_s=30)
+
+    def counts(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for actor in self.call("IngestController", "status")["actors"]:
+            for status, n in actor["counts"].items():
+                totals[status] = totals.get(status, 0) + n
+        return totals
+
+
+@pytest.fixture
+def apps(ray_serve: None) -> Iterator[list[_App]]:
+    made: list[_App] = []
+    yield made
+    for app in made:
+        serve.delete(app.name)
+
+
+def _deploy(apps: list[_App], broker: KafkaBroker, redis_server: RedisServer, unique: str, tmp_path: Any) -> _App:
+    camera = f"cam-{unique}"
+    registry = {"root": str(tmp_path), "namespace": f"test:{unique}:registry"}
+    config = stream_config(broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2,
+                           num_actors=2, max_in_flight=IN_FLIGHT, registry=registry)  # fmt: skip
+    app = _App(config)
+    apps.append(app)
+    return app
+
+
+def test_a_settings_change_mid_stream_applies_between_batches_without_a_restart(
+    noida_broker: KafkaBroker, redis_server: RedisServer, apps: list[_App], unique: str, tmp_path: Any
+) -> None:
+    app = _deploy(apps, noida_broker, redis_server, unique, tmp_path)
+    camera = next(iter(app.config.cameras))
+    ids = produce_frames(app.config, per_camera=300)[camera]
+    wait_until(lambda: app.store.count_results(camera) >= 40, 120, "the first results")
+    replica = app.call("Inspector", "replica_actor_name")
+    first = app.store.recent(camera, 1)[0]
+    pixel_threshold = float(np.median(app.store.get_map(camera, first.frame_id)))
+    new = {"threshold": first.score, "pixel_threshold": pixel_threshold, "min_area": 20, "roi": list(ROI)}
+    changed = app.settings.update(camera, new, actor="test", reason="tighter, with regions, cropped")
+    wait_until(lambda: app.store.count_results(camera) >= 300, 240, "every frame")
+
+    results = [app.store.get_result(camera, frame_id) for frame_id in ids]
+    assert all(result is not None for result in results) and app.store.count_events(camera) == 300
+    ordered = sorted(results, key=lambda r: (r.infer_ts, r.offset))
+    versions = [result.settings_version for result in ordered]
+    switch = versions.index(changed.version)
+    assert 40 <= switch < 300 and set(versions[:switch]) == {None} and set(versions[switch:]) == {"s1"}
+    for result in ordered[:switch]:
+        assert result.threshold == 0.5 and result.regions is None and result.calibration_version is None
+    for result in ordered[switch:]:
+        assert result.threshold == first.score and result.label == int(result.score >= first.score)
+        assert result.regions is not None
+    # Frames ingest had decoded before it saw the new ROI (at most the in-flight windows of both actors) keep
+    # their whole-frame crop, and their boxes are placed by that geometry; every later frame is cropped.
+    cropped = ordered[switch + 2 * IN_FLIGHT :]
+    placement = MapPlacement(*ROI)
+    assert len(cropped) >= 50 and sum(len(result.regions) for result in cropped) > 0
+    for result in cropped:
+        for region in result.regions:
+            assert ROI[0] <= region.x <= ROI[0] + ROI[2] - region.width
+            assert ROI[1] <= region.y <= ROI[1] + ROI[3] - region.height
+    for result in cropped[::10]:
+        expected = extract_regions(app.store.get_map(camera, result.frame_id), pixel_threshold, placement,
+                                   min_area=20)  # fmt: skip
+        assert list(result.regions) == decode_regions(encode_regions(expected))
+    assert app.call("Inspector", "replica_actor_name") == replica  # same replica, no restart
+    assert app.counts().get("stored") == 300
+
+
+def test_a_paused_camera_is_committed_and_counted_as_skipped(
+    noida_broker: KafkaBroker, redis_server: RedisServer, apps: list[_App], unique: str, tmp_path: Any
+) -> None:
+    app = _deploy(apps, noida_broker, redis_server, unique, tmp_path)
+    camera = next(iter(app.config.cameras))
+
+    def serving(paused: bool) -> bool:
+        return app.call("Inspector", "describe")["cameras"][camera]["paused"] is paused
+
+    def committed() -> int:
+        return sum(max(offset, 0) for offset in committed_offsets(app.config).values())
+
+    before = produce_frames(app.config, per_camera=100)[camera]
+    wait_until(lambda: app.store.count_results(camera) >= 100, 120, "the frames before the pause")
+    app.settings.update(camera, {"paused": True}, actor="test", reason="line stop")
+    wait_until(lambda: serving(paused=True), 30, "the replica to pause the camera")
+    paused = produce_frames(app.config, per_camera=100, start=100)[camera]
+    wait_until(lambda: app.counts().get("skipped", 0) >= 100 and committed() >= 200, 120, "the paused frames")
+    app.settings.update(camera, {"paused": False}, actor="test", reason="line runs")
+    wait_until(lambda: serving(paused=False), 30, "the replica to resume the camera")
+    after = produce_frames(app.config, per_camera=100, start=200)[camera]
+    wait_until(lambda: app.store.count_results(camera) >= 200 and committed() >= 300, 120, "the frames after it")
+
+    assert all(app.store.get_result(camera, frame_id) is not None for frame_id in before + after)
+    assert all(app.store.get_result(camera, frame_id) is None for frame_id in paused)
+    assert app.store.count_events(camera) == 200 and committed() == 300
+    counts = app.counts()
+    assert counts.get("stored") == 200 and counts.get("skipped") == 100 and "dead_lettered" not in counts
+    assert {app.store.get_result(camera, frame_id).settings_version for frame_id in after} == {"s2"}
