@@ -259,12 +259,18 @@ class InspectorCore:
 
     def _score_counted(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
         """:meth:`_score`, counting calls in a row in which no frame could be scored (:meth:`check_health`)."""
+        streak = self.model_failures
         try:
             outcomes = self._score(key, method, images)
         except ModelUnavailableError:
             self._count_model_failure(failed=True)
             raise
-        self._count_model_failure(failed=all(outcome.error for outcome in outcomes))
+        failed = all(outcome.error for outcome in outcomes)
+        self._count_model_failure(failed=failed)
+        if failed and streak > 0:
+            # A lone frame is blamed only while the model works on others: after a call in which nothing could be
+            # scored, it is the model's failure too (retried, not dead-lettered) until something scores again.
+            raise ModelUnavailableError(f"{key.method} failed on {len(images)} frame(s) after {streak} failed calls")
         return outcomes
 
     def _count_model_failure(self, *, failed: bool) -> None:
