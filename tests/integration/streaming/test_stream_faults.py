@@ -14,15 +14,21 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from kafka import KafkaProducer
-from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_topic, stream_config, wait_until
+from stream_helpers import (
+    Deployment,
+    committed_offsets,
+    end_offsets,
+    frame_bytes,
+    read_topic,
+    stream_config,
+    wait_until,
+)
 from test_ingest_worker_kafka import RawHeaderName
-from test_stream_pipeline import Deployment
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer
@@ -30,14 +36,6 @@ from services.frame_path.records import H_DLQ_REASON, encode_headers
 from services.local_stack.service_processes import KafkaBroker, RedisServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def deployments(ray_serve: None) -> Iterator[list[Deployment]]:
-    made: list[Deployment] = []
-    yield made
-    for deployment in made:
-        deployment.delete()
 
 
 def replica_pid(app: str, deployment: str) -> int:
