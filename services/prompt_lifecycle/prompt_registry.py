@@ -393,7 +393,7 @@ class PromptRegistry:
         versions = [_text(v) for v in self.client.zrange(self._versions_key(method), 0, -1)]
         if not versions:
             methods = sorted(_text(m) for m in self.client.smembers(f"{self.namespace}:methods"))
-            return f"no {self.kind.name} of {method!r} are registered; registered for: {methods or 'none'}"
+            return f"no versions of {method!r} are registered; {self.kind.name} exist for: {methods or 'none'}"
         aliases = ", ".join(f"{alias} -> {version}" for alias, version in self.aliases(method).items()) or "none set"
         return f"{method} has no version or alias {name!r}; versions: {', '.join(versions)}; aliases: {aliases}"
 
