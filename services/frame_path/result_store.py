@@ -36,7 +36,7 @@ from zsad_core.imageio import encode_png
 MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
-    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest",
+    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "reference_version",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
@@ -152,6 +152,7 @@ class FrameResult:
         capture_ts, infer_ts: seconds since the epoch when the frame was taken and scored.
         digest: of the frame's bytes; a later write of the same id with another digest is a conflict
             (``""``: unknown, never conflicts).
+        reference_version: the camera's few-shot reference set version that scored it, ``None`` for zero-shot.
     """
 
     camera: str
@@ -166,6 +167,7 @@ class FrameResult:
     capture_ts: float = 0.0
     infer_ts: float = 0.0
     digest: str = ""
+    reference_version: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
@@ -204,6 +206,7 @@ class StoredResult:
     map_min: float | None
     map_scale: float | None
     digest: str = ""
+    reference_version: str | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -225,6 +228,7 @@ class StoredResult:
             map_min=float(text["map_min"]) if text.get("map_min") else None,
             map_scale=float(text["map_scale"]) if text.get("map_scale") else None,
             digest=text.get("digest", ""),
+            reference_version=text.get("reference_version") or None,
         )
 
 
@@ -345,6 +349,7 @@ class ResultStore:
             "map_min": map_min,
             "map_scale": map_scale,
             "digest": result.digest,
+            "reference_version": result.reference_version or "",
         }
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [
