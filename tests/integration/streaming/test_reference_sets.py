@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from stream_helpers import FRAME_SIDE, MODEL_SIDE, frame_bytes, produce_frames, stream_config, wait_until
-from test_stream_pipeline import Deployment
+from stream_helpers import (
+    FRAME_SIDE,
+    MODEL_SIDE,
+    Deployment,
+    frame_bytes,
+    produce_frames,
+    stream_config,
+    wait_until,
+)
 
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameRequest
@@ -32,14 +38,6 @@ from zsad_core.preprocess import preprocess
 
 pytestmark = pytest.mark.integration
 METHOD = "clip-ad"
-
-
-@pytest.fixture
-def deployments(ray_serve: None) -> Iterator[list[Deployment]]:
-    made: list[Deployment] = []
-    yield made
-    for deployment in made:
-        deployment.delete()
 
 
 def core_config(
