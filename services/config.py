@@ -146,6 +146,22 @@ class RedisConfig(_Section):
         return value
 
 
+class FewShotConfig(_Section):
+    """How a camera's reference set joins its method's zero-shot result (:class:`zsad_core.few_shot.FusionOptions`).
+
+    Attributes:
+        map_fusion: ``mean`` or ``harmonic`` of the zero-shot and the nearest-neighbour maps.
+        score_fusion: ``mean`` of the zero-shot score and the few-shot map's peak, or ``few_shot_max`` (the peak).
+        weight: the few-shot share in both fusions.
+        sigma: Gaussian smoothing of the few-shot map in pixels.
+    """
+
+    map_fusion: Literal["mean", "harmonic"] = "mean"
+    score_fusion: Literal["mean", "few_shot_max"] = "mean"
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    sigma: float = Field(4.0, ge=0.0)
+
+
 class CameraConfig(_Section):
     """How one camera's frames are inspected.
 
@@ -161,6 +177,9 @@ class CameraConfig(_Section):
         image_size: model input side; ``None`` for the method's default.
         options: fields of the method's config to override (e.g. AnoCLIP's ``image_views: none``, which drops
             the 21 extra augmented views of the paper's image score); checked when a replica loads the method.
+        references: the camera's few-shot reference set, a version (``r2``) or an alias (``champion``) of the
+            reference registry; ``None`` scores zero-shot. An alias that is not set yet also scores zero-shot.
+        few_shot: how the reference set's map and score are fused with the method's.
     """
 
     method: str
@@ -172,6 +191,8 @@ class CameraConfig(_Section):
     result_ttl_s: PositiveInt | None = None
     image_size: PositiveInt | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    references: str | None = Field(None, min_length=1, max_length=128)
+    few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
 
     @field_validator("roi", mode="before")
     @classmethod

@@ -92,6 +92,16 @@ def check_compatible(method: ZeroShotMethod, manifest: dict[str, Any]) -> None:
         for key in _CHECKED_KEYS
         if manifest.get(key) != ours[key]
     ]
+    # Flags the weights were trained under (official quirks, activations): an artifact that recorded another
+    # value would load without error and score wrongly. Artifacts written before a flag existed do not record
+    # it and are not checked for it.
+    recorded = manifest.get("config") or {}
+    wrong += [
+        f"config {flag}: artifact {recorded[flag]!r} != model {ours['config'][flag]!r} (load it with "
+        f"{flag}={recorded[flag]!r})"
+        for flag in type(method.config).feature_flags
+        if flag in recorded and flag in ours["config"] and recorded[flag] != ours["config"][flag]
+    ]
     if wrong:
         raise IncompatibleWeightsError("prompt artifact does not fit this model: " + "; ".join(wrong))
 

@@ -93,7 +93,7 @@ def ingest_status(serve_url: str, timeout_s: float = 10.0) -> dict:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Per-camera counts and latencies from Redis; ingest actors from the running app."""
-    from services.cli.summaries import camera_summary, format_summary
+    from services.cli.summaries import camera_summary, format_ingest_actor, format_summary
     from services.frame_path.result_store import ResultStore
     from services.local_stack.control import running_stack
 
@@ -115,9 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state is not None:
         print(f"\ndashboard {state.dashboard_url}")
     for actor in (ingest or {}).get("actors", []):
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(actor.get("counts", {}).items())) or "idle"
-        print(f"{actor.get('name', '?')}: partitions {actor.get('partitions')} in flight {actor.get('in_flight')}; "
-              f"{counts}; committed {actor.get('committed')}{' ERROR ' + actor['error'] if actor.get('error') else ''}")
+        print(format_ingest_actor(actor))
     return 0
 
 

@@ -15,6 +15,7 @@ from services.cli import (
     cmd_camera,
     cmd_demo,
     cmd_inference,
+    cmd_reference,
     cmd_registry,
     cmd_replay,
     cmd_results,
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
-    for module in (cmd_inference, cmd_demo, cmd_results, cmd_replay, cmd_registry, cmd_camera, cmd_stack, cmd_train,
-                   cmd_schedule):
+    for module in (cmd_inference, cmd_demo, cmd_results, cmd_replay, cmd_registry, cmd_reference, cmd_camera, cmd_stack,
+                   cmd_train, cmd_schedule):
         module.register(commands)
     return parser
 

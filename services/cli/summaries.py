@@ -8,7 +8,7 @@ the event stream gives the recent results' labels and end-to-end latencies (capt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,3 +68,32 @@ def format_stack_state(state: StackState) -> str:
         f"config      {state.config_path}",
         "next: zsad produce --camera cam1 --synthetic --count 100; zsad status; zsad results --camera cam1",
     ])  # fmt: skip
+
+
+def format_ingest_actor(actor: dict[str, Any]) -> str:
+    """One ingest actor's line of ``zsad status``: positions, counts, and the loop's health.
+
+    Why the two errors apart: ``error`` is the failure the loop is in now (it is cleared once a restarted loop
+    polls and commits again), ``last_error`` the latest one with its age, so a recovered partition no longer
+    reads as broken while the history stays visible.
+    """
+    if "name" not in actor:
+        return f"ingest actor unreachable: {actor.get('error', '?')}"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(actor.get("counts", {}).items())) or "idle"
+    line = (f"{actor['name']}: partitions {actor.get('partitions')} in flight {actor.get('in_flight')}; {counts}; "
+            f"committed {actor.get('committed')}")  # fmt: skip
+    state = actor.get("loop_state", "running")
+    if state != "running":
+        wait = actor.get("restart_in_s")
+        line += f"; loop {state}" + (f" (restart in {wait:.0f} s)" if wait else "")
+    if actor.get("loop_restarts"):
+        line += f"; {actor['loop_restarts']} loop restarts"
+    if actor.get("error"):
+        line += f"; ERROR {actor['error']}"
+    elif actor.get("last_error"):
+        line += f"; recovered from: {actor['last_error']} ({actor.get('last_error_age_s', 0):.0f} s ago)"
+    for partition, why in (actor.get("stopped_partitions") or {}).items():
+        line += f"; partition {partition} STOPPED: {why}"
+    for partition, records in (actor.get("committed_past_end") or {}).items():
+        line += f"; partition {partition}: committed {records} past the log end (records lost by the broker?)"
+    return line

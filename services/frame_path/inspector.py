@@ -5,6 +5,9 @@ around it, but what a replica computes — which method scores which camera, wha
 frame answers — is testable here without Ray. One replica builds each distinct backbone once and shares it
 between the methods that need it; cameras with identical settings share one method and batch together.
 
+A camera with a few-shot reference set (``references`` in its config) gets its own method key: the loaded
+method is wrapped in :class:`zsad_core.few_shot.FewShotMethod` with the set's memory, and
+:meth:`InspectorCore.refresh_references` swaps sets between batches as prompts are swapped.
 Live camera settings (:mod:`services.decisions.camera_settings`) reach a replica through
 :meth:`InspectorCore.apply_settings`: thresholds, pixel threshold and minimum region area, pause, and the prompt
 version followed. Like a prompt swap, a change replaces whole tables in one assignment, and a batch reads them
@@ -30,7 +33,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from services.config import ConfigError, ZsadConfig
+from services.config import CameraConfig, ConfigError, ZsadConfig
 from services.decisions.camera_settings import CameraSettings
 from services.decisions.drift_watch import DriftWatch
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
@@ -39,6 +42,7 @@ from services.frame_path.result_store import FrameResult, ResultStore, stored_ma
 from services.prompt_lifecycle.prompt_registry import PromotionResult
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
+from zsad_core.few_shot import FewShotMethod, FusionOptions, load_memory
 from zsad_core.methods import ZeroShotMethod, get_method_config, load_method, method_backbone_config
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,22 @@ class PromptSource(Protocol):
 
 
 @dataclass(frozen=True)
+class ResolvedReferences:
+    """A camera's reference set chosen in the registry: the concrete version (``r2``) and its files."""
+
+    version: str
+    path: Path
+
+
+class ReferenceSource(Protocol):
+    """Where cameras' reference set versions and aliases are resolved (the reference registry)."""
+
+    def resolve_references(self, camera: str, version_or_alias: str) -> ResolvedReferences | None:
+        """The set ``version_or_alias`` of ``camera`` names now; ``None`` for an alias not set yet (zero-shot)."""
+        ...
+
+
+@dataclass(frozen=True)
 class MethodKey:
     """What makes two cameras share one method instance (and one batch)."""
 
@@ -70,14 +90,17 @@ class MethodKey:
     image_size: int | None
     prompt_version: str | None
     options: str = "{}"  # the camera's method options as canonical JSON (hashable)
+    references: tuple[str, str] | None = None  # (camera, version or alias): reference sets belong to one camera
+    fusion: str = "{}"  # the camera's few-shot fusion options as canonical JSON, when it has references
 
 
 @dataclass
 class LoadedMethod:
-    """A method ready to score, with the resolved prompt version it runs."""
+    """A method ready to score, with the resolved prompt and reference set versions it runs."""
 
     module: ZeroShotMethod
     prompt_version: str | None
+    reference_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,23 @@ class PromptSwap:
     def swapped(self) -> bool:
         """Whether the new version now serves."""
         return self.new_version is not None and not self.error_reason
+
+
+@dataclass(frozen=True)
+class ReferenceSwap:
+    """The outcome of re-resolving one camera's reference set: a swap, or why the serving set stays."""
+
+    camera: str
+    follows: str
+    old_version: str | None
+    new_version: str | None
+    error_reason: str = ""
+    error_detail: str = ""
+
+    @property
+    def swapped(self) -> bool:
+        """Whether the new set (or zero-shot, for ``None``) now serves."""
+        return not self.error_reason
 
 
 @dataclass(frozen=True)
@@ -119,10 +159,11 @@ class InspectorCore:
         device: torch device of the backbones.
         metrics: where to report; ``None`` outside Ray.
         prompts: resolves cameras' prompt versions; required when a camera names one.
+        references: resolves cameras' reference sets; required when a camera names one.
         replica: this replica's name in metrics.
 
     Raises:
-        ConfigError: a camera names a prompt version and there is no prompt source.
+        ConfigError: a camera names a prompt version or reference set and there is no source for it.
     """
 
     def __init__(
@@ -133,6 +174,7 @@ class InspectorCore:
         device: str = "cpu",
         metrics: PipelineMetrics | None = None,
         prompts: PromptSource | None = None,
+        references: ReferenceSource | None = None,
         replica: str = "inspector",
     ) -> None:
         self.config = config
@@ -140,6 +182,7 @@ class InspectorCore:
         self.device = device
         self.metrics = metrics
         self.prompts = prompts
+        self.references = references
         self.replica = replica
         # Batches and prompt loads both run the shared backbone; they take turns (a load is a text-encoder pass).
         self._model_lock = threading.Lock()
@@ -147,6 +190,7 @@ class InspectorCore:
         # Guards reading the camera, method and settings tables together (a batch's snapshot) against a swap.
         self._state_lock = threading.Lock()
         self._refusals: dict[MethodKey, str] = {}  # the last failure reported per key, not repeated
+        self._reference_refusals: dict[MethodKey, str] = {}
         self._backbones: dict[BackboneConfig, ClipBackbone] = {}
         self.methods: dict[MethodKey, LoadedMethod] = {}
         # Model calls in a row in which not one frame was scored (a broken device or model); any success resets it.
@@ -165,10 +209,11 @@ class InspectorCore:
                 camera.image_size,
                 camera.prompt_version,
                 json.dumps(camera.options, sort_keys=True),
+                *_references_of(camera_id, camera),
             )
             self.camera_keys[camera_id] = key
             if key not in self.methods:
-                self.methods[key] = self._load(key, self._resolve(key))
+                self.methods[key] = self._initial_references(key, self._load(key, self._resolve(key)))
             if metrics is not None:
                 metrics.prompt_version(camera_id, camera.method, self.methods[key].prompt_version)
 
@@ -281,12 +326,18 @@ class InspectorCore:
 
     def _score_counted(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
         """:meth:`_score`, counting calls in a row in which no frame could be scored (:meth:`check_health`)."""
+        streak = self.model_failures
         try:
             outcomes = self._score(key, method, images)
         except ModelUnavailableError:
             self._count_model_failure(failed=True)
             raise
-        self._count_model_failure(failed=all(outcome.error for outcome in outcomes))
+        failed = all(outcome.error for outcome in outcomes)
+        self._count_model_failure(failed=failed)
+        if failed and streak > 0:
+            # A lone frame is blamed only while the model works on others: after a call in which nothing could be
+            # scored, it is the model's failure too (retried, not dead-lettered) until something scores again.
+            raise ModelUnavailableError(f"{key.method} failed on {len(images)} frame(s) after {streak} failed calls")
         return outcomes
 
     def _count_model_failure(self, *, failed: bool) -> None:
@@ -351,6 +402,7 @@ class InspectorCore:
             method=key.method,
             anomaly_map=outcome.anomaly_map,
             prompt_version=methods[key].prompt_version,
+            reference_version=methods[key].reference_version,
             partition=request.partition,
             offset=request.offset,
             capture_ts=request.capture_ts,
@@ -432,7 +484,7 @@ class InspectorCore:
             try:
                 resolved = self._resolve(followed)
                 with self._model_lock:
-                    loaded = self._load(followed, resolved)
+                    loaded = self._initial_references(followed, self._load(followed, resolved))
             except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version
                 log.warning("%s: cannot follow prompt version %r, keeping %s: %s", camera, prompt_version,
                             self.methods[key].prompt_version, exc)  # fmt: skip
@@ -499,7 +551,7 @@ class InspectorCore:
                     self._refusals.pop(key, None)
                     continue
                 with self._model_lock:
-                    replacement = self._load(key, resolved)
+                    replacement = _keep_references(self._load(key, resolved), loaded)
             except redis.RedisError as exc:  # the registry is unreachable: nothing to report about a version
                 log.warning("%s %s: registry unreachable, keeping %s: %s", key.method, key.prompt_version,
                             loaded.prompt_version, exc)  # fmt: skip
@@ -525,6 +577,71 @@ class InspectorCore:
                         self.metrics.prompt_version(camera, key.method, resolved.version)
         return swaps
 
+    def _resolve_references(self, key: MethodKey) -> ResolvedReferences | None:
+        if key.references is None:
+            return None
+        if self.references is None:
+            raise ConfigError(f"camera {key.references[0]} asks for reference set {key.references[1]!r}, "
+                              "but serving has no reference registry to resolve it")  # fmt: skip
+        return self.references.resolve_references(*key.references)
+
+    def _initial_references(self, key: MethodKey, loaded: LoadedMethod) -> LoadedMethod:
+        """``loaded`` with its camera's reference set; one that cannot be used leaves the camera zero-shot, and
+        the first :meth:`refresh_references` reports why (a replica must start even when a set is bad)."""
+        try:
+            return _with_references(key, loaded, self._resolve_references(key))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported by the refresh that retries it
+            log.warning("camera %s references %s: starting zero-shot: %s", key.references, exc)
+            return loaded
+
+    def refresh_references(self, camera: str | None = None) -> list[ReferenceSwap]:
+        """Re-resolve the reference sets the cameras follow and swap in the ones that changed.
+
+        Called by the replica's reference watcher when an alias moves (and periodically). The memory is read
+        and checked against the method's backbone and input size before the swap; the method table is then
+        replaced in one assignment, so a batch uses one set from start to end. A set that fails to resolve,
+        verify or load leaves the serving one (or zero-shot) in place, and the failure is returned once.
+
+        Args:
+            camera: only this camera's set (``None``: all).
+        """
+        import redis
+
+        swaps = []
+        with self._swap_lock:
+            for key, loaded in list(self.methods.items()):
+                if key.references is None or camera not in (None, key.references[0]):
+                    continue
+                owner, follows = key.references
+                try:
+                    resolved = self._resolve_references(key)
+                    version = resolved.version if resolved is not None else None
+                    if version == loaded.reference_version:
+                        self._reference_refusals.pop(key, None)
+                        continue
+                    with self._model_lock:
+                        replacement = _with_references(key, loaded, resolved)
+                except redis.RedisError as exc:  # the registry is unreachable: nothing to report about a version
+                    log.warning("camera %s references %s: registry unreachable: %s", owner, follows, exc)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - any failure keeps the serving set; reported below
+                    detail = f"{type(exc).__name__}: {exc}"
+                    log.warning("camera %s references %s: keeping %s: %s", owner, follows, loaded.reference_version,
+                                exc)  # fmt: skip
+                    if self._reference_refusals.get(key) != detail:
+                        self._reference_refusals[key] = detail
+                        swaps.append(ReferenceSwap(owner, follows, loaded.reference_version, None, _reason(exc),
+                                                   detail))  # fmt: skip
+                    continue
+                self._reference_refusals.pop(key, None)
+                with self._state_lock:
+                    self.methods = {**self.methods, key: replacement}
+                swaps.append(ReferenceSwap(owner, follows, loaded.reference_version, version))
+                log.info("camera %s references %s: now %s (was %s)", owner, follows, version, loaded.reference_version)
+        return swaps
+
     def describe(self) -> dict[str, object]:
         """What this replica serves: per camera its method, prompt version, settings and input size."""
         return {
@@ -534,6 +651,7 @@ class InspectorCore:
                 camera: {
                     "method": key.method,
                     "prompt_version": self.methods[key].prompt_version,
+                    "reference_version": self.methods[key].reference_version,
                     "settings_version": self.settings[camera].version,
                     "calibration_version": self.settings[camera].calibration,
                     "threshold": self.settings[camera].threshold,
@@ -552,6 +670,32 @@ def _known_status(request: FrameRequest, stored_digest: str) -> AckStatus:
     return "duplicate" if same else "conflict"
 
 
+def _references_of(camera_id: str, camera: CameraConfig) -> tuple[tuple[str, str] | None, str]:
+    """The :class:`MethodKey` fields ``(references, fusion)`` of a camera: unset unless it follows a set."""
+    if camera.references is None:
+        return None, "{}"
+    return (camera_id, camera.references), json.dumps(camera.few_shot.model_dump(), sort_keys=True)
+
+
+def _with_references(key: MethodKey, loaded: LoadedMethod, resolved: ResolvedReferences | None) -> LoadedMethod:
+    """``loaded``'s method (unwrapped) with the memory of ``resolved``, or zero-shot for ``None``.
+
+    Raises:
+        IncompatibleReferencesError: the set was built on another backbone or input size, or its files are bad.
+    """
+    base = loaded.module.method if isinstance(loaded.module, FewShotMethod) else loaded.module
+    if resolved is None:
+        return LoadedMethod(base, loaded.prompt_version)
+    fused = FewShotMethod(base, load_memory(resolved.path, base.backbone), FusionOptions(**json.loads(key.fusion)))
+    return LoadedMethod(fused, loaded.prompt_version, resolved.version)
+
+
+def _keep_references(replacement: LoadedMethod, serving: LoadedMethod) -> LoadedMethod:
+    """``replacement`` (new prompts) scoring with the reference memory ``serving`` scores with, if any."""
+    if not isinstance(serving.module, FewShotMethod):
+        return replacement
+    module = FewShotMethod(replacement.module, serving.module.memory, serving.module.fusion)
+    return LoadedMethod(module, replacement.prompt_version, serving.reference_version)
 def _placement(request: FrameRequest) -> MapPlacement:
     """Where the frame's map lies in the original frame: the region ingest cut, else the whole image."""
     if request.geometry is None:

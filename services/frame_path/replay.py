@@ -29,7 +29,8 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from services.config import ZsadConfig
-from services.frame_path.decoding import FrameAck, FrameRequest, decode_record
+from services.frame_path.decode_budget import DecodeBudget
+from services.frame_path.decoding import FrameAck, FrameRequest, decode_record, model_input_sizes
 from services.frame_path.producer import record_limit
 from services.frame_path.result_store import ResultStore
 from zsad_core.errors import ZsadError
@@ -216,13 +217,15 @@ def _replay(
     report: ReplayReport,
 ) -> None:
     limits = config.limits.image_limits()
+    sizes = {report.camera: model_input_sizes({report.camera: config.camera(report.camera)})[report.camera]}
+    budget = DecodeBudget(config.ingest.decode_budget_pixels)
     window: list[FrameRequest] = []
     for record in _records(consumer, tp, end, deadline):
         if record.key != report.camera.encode():
             continue  # another camera hashed to the same partition
         report.frames += 1
         try:
-            window.append(decode_record(record, config.cameras, limits))
+            window.append(decode_record(record, config.cameras, limits, input_sizes=sizes, budget=budget))
         except ZsadError:
             report.invalid += 1
             continue

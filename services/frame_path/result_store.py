@@ -38,8 +38,8 @@ from zsad_core.imageio import encode_png
 MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level of the map's range
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
-    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "decision", "settings_version",
-    "calibration_version", "regions",
+    "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "reference_version", "decision",
+    "settings_version", "calibration_version", "regions",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
@@ -170,6 +170,7 @@ class FrameResult:
         capture_ts, infer_ts: seconds since the epoch when the frame was taken and scored.
         digest: of the frame's bytes; a later write of the same id with another digest is a conflict
             (``""``: unknown, never conflicts).
+        reference_version: the camera's few-shot reference set version that scored it, ``None`` for zero-shot.
         settings_version, calibration_version: the camera settings (``s<N>``) and the calibration record
             (``c<N>``) that decided the frame; ``None`` for the configuration file's values, or no calibration.
         regions: the defect regions at the camera's pixel threshold, encoded by
@@ -188,6 +189,7 @@ class FrameResult:
     capture_ts: float = 0.0
     infer_ts: float = 0.0
     digest: str = ""
+    reference_version: str | None = None
     settings_version: str | None = None
     calibration_version: str | None = None
     regions: str | None = None
@@ -235,6 +237,7 @@ class StoredResult:
     map_min: float | None
     map_scale: float | None
     digest: str = ""
+    reference_version: str | None = None
     decision: str = ""
     settings_version: str | None = None
     calibration_version: str | None = None
@@ -260,6 +263,7 @@ class StoredResult:
             map_min=float(text["map_min"]) if text.get("map_min") else None,
             map_scale=float(text["map_scale"]) if text.get("map_scale") else None,
             digest=text.get("digest", ""),
+            reference_version=text.get("reference_version") or None,
             decision=text.get("decision", ""),
             settings_version=text.get("settings_version") or None,
             calibration_version=text.get("calibration_version") or None,
@@ -384,6 +388,7 @@ class ResultStore:
             "map_min": map_min,
             "map_scale": map_scale,
             "digest": result.digest,
+            "reference_version": result.reference_version or "",
             "decision": result.decision,
             "settings_version": result.settings_version or "",
             "calibration_version": result.calibration_version or "",

@@ -48,8 +48,14 @@ class Inspector:
         from services.frame_path.inspector import InspectorCore
         from services.frame_path.metrics import PipelineMetrics
         from services.frame_path.result_store import ResultStore
-        from services.prompt_lifecycle.hot_swap import PromptWatcher, RegistryPrompts
+        from services.prompt_lifecycle.hot_swap import (
+            PromptWatcher,
+            ReferenceWatcher,
+            RegistryPrompts,
+            RegistryReferences,
+        )
         from services.prompt_lifecycle.prompt_registry import PromptRegistry
+        from services.prompt_lifecycle.reference_sets import reference_registry
 
         serving = config.serving
         # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
@@ -60,11 +66,13 @@ class Inspector:
         store = ResultStore.from_config(config)
         # One client (its pool) for results and registry reads; the watcher's pub/sub takes its own connection.
         registry = PromptRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
+        references = reference_registry(config, store.client)
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
         self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry),
-                                  replica=replica)  # fmt: skip
+                                  references=RegistryReferences(references), replica=replica)  # fmt: skip
         self.unhealthy_after = serving.unhealthy_after_model_failures
         self.watcher = PromptWatcher(self.core, registry, replica=replica, metrics=metrics).start()
+        self.reference_watcher = ReferenceWatcher(self.core, references, replica=replica).start()
         self.follower = _follow_settings(CameraSettingsStore(registry, config), self.core)
         self.score.set_max_batch_size(serving.max_batch_size)
         self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
@@ -90,6 +98,12 @@ class Inspector:
         await asyncio.to_thread(self.watcher.apply, swaps)  # audit writes block on Redis
         return [dataclasses.asdict(swap) for swap in swaps]
 
+    async def refresh_references(self) -> list[dict[str, Any]]:
+        """Re-resolve the cameras' reference sets now (the reference watcher does this on every alias move)."""
+        swaps = await asyncio.to_thread(self.core.refresh_references)
+        await asyncio.to_thread(self.reference_watcher.apply, swaps)
+        return [dataclasses.asdict(swap) for swap in swaps]
+
     async def replica_actor_name(self) -> str:
         """This replica's Ray actor name (operators and failure tests use it to find the process)."""
         import ray
@@ -102,6 +116,7 @@ class Inspector:
 
     def __del__(self) -> None:
         self.watcher.stop()
+        self.reference_watcher.stop()
         self.follower.stop()
 
 

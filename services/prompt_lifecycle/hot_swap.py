@@ -4,6 +4,8 @@ Why a watcher thread in each replica: redeploying the Serve app with a new versi
 replicas (docs/operations.md), dropping their batches and warm caches. Instead every replica subscribes to the
 registry's events channel and, as a fallback for lost messages (pub/sub is at-most-once), re-checks the
 aliases it follows every ``check_every_s``. Swaps happen between batches (:meth:`InspectorCore.refresh_prompts`).
+Cameras' few-shot reference sets live in a registry of their own kind and are followed the same way
+(:class:`ReferenceWatcher`, :meth:`InspectorCore.refresh_references`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import logging
 import threading
 from pathlib import Path
 
-from services.frame_path.inspector import InspectorCore, PromptSwap, ResolvedPrompts
+from services.frame_path.inspector import InspectorCore, PromptSwap, ReferenceSwap, ResolvedPrompts, ResolvedReferences
 from services.frame_path.metrics import PipelineMetrics
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.prompt_lifecycle.prompt_registry import ALIASES, PromptRegistry
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +80,15 @@ class PromptWatcher:
         self._stop.set()
         self._thread.join(timeout_s)
 
+    def _followed(self) -> set[str]:
+        """The registry subjects whose alias moves concern this replica."""
+        return {key.method for key in self.core.methods if key.prompt_version is not None}
+
+    def _refresh(self, subject: str | None) -> list[PromptSwap]:
+        return self.core.refresh_prompts(subject)
+
     def _run(self) -> None:
-        followed = {key.method for key in self.core.methods if key.prompt_version is not None}
+        followed = self._followed()
         if not followed:
             return
         while not self._stop.is_set():
@@ -93,7 +102,7 @@ class PromptWatcher:
         pubsub = self.registry.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.registry.events_channel)
         try:
-            self.apply(self.core.refresh_prompts())  # catch up with moves made while not subscribed
+            self.apply(self._refresh(None))  # catch up with moves made while not subscribed
             waited = 0.0
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
@@ -101,10 +110,10 @@ class PromptWatcher:
                 if message is not None:
                     method = _event_method(message.get("data"))
                     if method in followed:
-                        self.apply(self.core.refresh_prompts(method))
+                        self.apply(self._refresh(method))
                 elif waited >= self.check_every_s:
                     waited = 0.0
-                    self.apply(self.core.refresh_prompts())
+                    self.apply(self._refresh(None))
         finally:
             pubsub.close()
 
@@ -130,3 +139,48 @@ def _event_method(data: object) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return event.get("method") if isinstance(event, dict) else None
+
+
+class RegistryReferences:
+    """A :class:`~services.frame_path.inspector.ReferenceSource` over the reference registry: resolve, verify."""
+
+    def __init__(self, registry: PromptRegistry) -> None:
+        self.registry = registry
+
+    def resolve_references(self, camera: str, version_or_alias: str) -> ResolvedReferences | None:
+        """The set ``version_or_alias`` of ``camera`` names now, after its files passed the hash check; ``None``
+        while the alias is not set (an alias is never unset once set: a rollback needs an earlier version).
+
+        Raises:
+            RegistryError: unknown camera, version, or an alias name that does not exist.
+            CorruptArtifactError: the files no longer match the registered record.
+        """
+        if version_or_alias in ALIASES and version_or_alias not in self.registry.aliases(camera):
+            return None
+        entry = self.registry.resolve(camera, version_or_alias)
+        self.registry.verify(entry)
+        return ResolvedReferences(entry.version, Path(entry.path))
+
+
+class ReferenceWatcher(PromptWatcher):
+    """Swaps cameras' reference sets in a replica when the aliases they follow move (the reference registry's
+    events), with the same fallback re-check and refusal audit as prompts."""
+
+    def _followed(self) -> set[str]:
+        return {key.references[0] for key in self.core.methods if key.references is not None}
+
+    def _refresh(self, subject: str | None) -> list[ReferenceSwap]:  # type: ignore[override]
+        return self.core.refresh_references(subject)
+
+    def apply(self, swaps: list[ReferenceSwap]) -> None:  # type: ignore[override]
+        """Audit refused loads next to the promotion, in the reference registry (the log line is the core's)."""
+        for swap in swaps:
+            if swap.swapped:
+                continue
+            try:
+                self.registry.record_serving_refusal(
+                    swap.camera, swap.follows, swap.old_version,
+                    actor=self.replica, cause=swap.error_reason, detail=swap.error_detail,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the log line already says it
+                log.warning("could not audit the refused reference load: %s", exc)

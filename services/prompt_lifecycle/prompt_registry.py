@@ -25,6 +25,11 @@ On disk, ``root/<method>/<version>/`` holds the artifact's two files byte for by
 into a hidden staging directory beside it and renamed into place, so a crash leaves at most a hidden
 ``.v<N>.*`` directory that no record points to, never a half artifact under a version name.
 
+Kinds: the same registry holds few-shot reference sets (:mod:`.reference_sets`) as another
+:class:`ArtifactKind`: their subject is a camera instead of a method, their versions are ``r<N>``, and a
+registry of that kind works under its own namespace and root, so its aliases, history, audit and events never
+mix with the prompts'.
+
 Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version``, calls :meth:`PromptRegistry.verify`
 (the files still match the record) and then ``zsad_core.artifacts.load_prompts``, which refuses an artifact made
 for another model; :meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
@@ -60,8 +65,7 @@ if TYPE_CHECKING:
 # files, so listing, resolving and the audit stay instant for the CLI and for processes without torch.
 
 ALIASES = ("champion", "candidate")
-_VERSION_RE = re.compile(r"v[1-9][0-9]*")
-_REQUIRED_MANIFEST_KEYS = ("method", "backbone", "taps", "image_size", "sha256", "schema_version")
+_REQUIRED_MANIFEST_KEYS = ("backbone", "taps", "image_size", "sha256", "schema_version")
 
 
 class RegistryError(ZsadError):
@@ -193,6 +197,58 @@ class PromotionRefusedError(RegistryError):
         self.reason = result.cause
 
 
+@dataclass(frozen=True)
+class ArtifactKind:
+    """What one registry stores: the artifact's file names, version prefix and schema, and its subject.
+
+    Why a value and not a subclass: everything that makes the registry trustworthy (staged immutable copies,
+    hash checks, aliases with history, the audit) is the same for every kind; only these facts differ.
+
+    Attributes:
+        name: ``prompts`` or ``references`` (messages).
+        weights_file, manifest_file: the artifact directory's two files.
+        version_prefix: a version is this prefix and a number (``v3``, ``r3``).
+        schema_version: the manifest schema the registry accepts.
+        subject_of: the subject an artifact is registered under (its method, its camera), read from the
+            manifest; ``None`` when the manifest names none.
+        check_subject: raises :class:`RegistryError` for a subject this kind cannot hold.
+    """
+
+    name: str
+    weights_file: str
+    manifest_file: str
+    version_prefix: str
+    schema_version: int
+    subject_of: Callable[[dict[str, Any]], str | None]
+    check_subject: Callable[[str], None]
+
+    def is_version(self, name: str | None) -> bool:
+        """Whether ``name`` is a version of this kind (not an alias, not another kind's version)."""
+        return bool(name) and re.fullmatch(rf"{self.version_prefix}[1-9][0-9]*", name) is not None
+
+
+def _prompt_method(manifest: dict[str, Any]) -> str | None:
+    method = manifest.get("method")
+    return method if isinstance(method, str) else None
+
+
+def _check_method(method: str) -> None:
+    known = method_names()
+    if method not in known:
+        raise RegistryError(f"unknown method {method!r}; methods are {known}")
+
+
+PROMPTS = ArtifactKind(
+    name="prompts",
+    weights_file="prompts.safetensors",  # zsad_core.artifacts' names, without importing torch here
+    manifest_file="manifest.json",
+    version_prefix="v",
+    schema_version=1,
+    subject_of=_prompt_method,
+    check_subject=_check_method,
+)
+
+
 class PromptRegistry:
     """Versioned, immutable prompt artifacts with ``champion``/``candidate`` aliases, audited in Redis.
 
@@ -200,12 +256,22 @@ class PromptRegistry:
         root: directory holding the artifact copies (``root/<method>/<version>/``).
         client: a redis-py client (binary or decoded responses both work).
         namespace: prefix of every key and of the events channel.
+        kind: what the registry holds (:data:`PROMPTS` by default); ``method`` in the API and the records is the
+            kind's subject (a camera for reference sets).
     """
 
-    def __init__(self, root: str | Path, client: redis.Redis, *, namespace: str = "zsad:registry"):
+    def __init__(
+        self,
+        root: str | Path,
+        client: redis.Redis,
+        *,
+        namespace: str = "zsad:registry",
+        kind: ArtifactKind = PROMPTS,
+    ):
         self.root = Path(root).resolve()
         self.client = client
         self.namespace = namespace
+        self.kind = kind
 
     @property
     def audit_key(self) -> str:
@@ -246,24 +312,28 @@ class PromptRegistry:
 
         Raises:
             CorruptArtifactError: the weight file is missing, unreadable or does not hash to the manifest's sha256.
-            RegistryError: the manifest names an unknown method or another schema version.
+            RegistryError: the manifest names no or an unknown subject (method), or another schema version.
         """
-        from zsad_core.artifacts import MANIFEST_FILE, SCHEMA_VERSION, WEIGHTS_FILE
-
+        kind = self.kind
         source = Path(artifact_dir)
-        manifest = _read_manifest(source)
-        _check_weights(source / WEIGHTS_FILE, manifest["sha256"])
-        method = manifest["method"]
-        known = method_names()
-        if method not in known:
-            raise RegistryError(f"{source}: unknown method {method!r}; methods are {known}")
-        if manifest["schema_version"] != SCHEMA_VERSION:
-            raise RegistryError(f"{source}: schema version {manifest['schema_version']!r} is not {SCHEMA_VERSION}")
+        manifest = _read_manifest(source, kind)
+        _check_weights(source / kind.weights_file, manifest["sha256"])
+        method = kind.subject_of(manifest)
+        if method is None:
+            raise CorruptArtifactError("unreadable_manifest", f"{source}: the manifest names no {kind.name} subject")
+        try:
+            kind.check_subject(method)
+        except RegistryError as exc:
+            raise RegistryError(f"{source}: {exc}") from None
+        if manifest["schema_version"] != kind.schema_version:
+            raise RegistryError(
+                f"{source}: schema version {manifest['schema_version']!r} is not {kind.schema_version}"
+            )
         measured = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
         recorded = {key: float(value) for key, value in measured.items() if _is_number(value)}
         recorded.update({key: float(value) for key, value in (metrics or {}).items()})
         number, target = self._reserve(method)
-        _install([source / WEIGHTS_FILE, source / MANIFEST_FILE], target, manifest["sha256"])
+        _install([source / kind.weights_file, source / kind.manifest_file], target, manifest["sha256"])
         entry = RegistryEntry(
             method=method,
             version=target.name,
@@ -300,12 +370,12 @@ class PromptRegistry:
         Redis that lost its counter must not make a new artifact collide with an old one)."""
         while True:
             number = int(self.client.incr(f"{self.namespace}:{method}:seq"))
-            target = self.root / method / f"v{number}"
+            target = self.root / method / f"{self.kind.version_prefix}{number}"
             if not target.exists() and not self.client.exists(self.version_key(method, target.name)):
                 return number, target
 
     def resolve(self, method: str, version_or_alias: str) -> RegistryEntry:
-        """The entry of an explicit version (``v3``) or of the version an alias points to.
+        """The entry of an explicit version (``v3``, ``r3``) or of the version an alias points to.
 
         Raises:
             RegistryError: unknown method, version or unset alias; the message lists what exists.
@@ -314,7 +384,7 @@ class PromptRegistry:
 
     def _resolve(self, reader: redis.Redis | Pipeline, method: str, name: str) -> RegistryEntry:
         version = self._current(reader, method, name) if name in ALIASES else name
-        record = reader.hgetall(self.version_key(method, version)) if version and _VERSION_RE.fullmatch(version) else {}
+        record = reader.hgetall(self.version_key(method, version)) if self.kind.is_version(version) else {}
         if not record:
             raise RegistryError(self._unknown(method, name))
         return RegistryEntry.from_record({_text(key): _text(value) for key, value in record.items()})
@@ -323,7 +393,7 @@ class PromptRegistry:
         versions = [_text(v) for v in self.client.zrange(self._versions_key(method), 0, -1)]
         if not versions:
             methods = sorted(_text(m) for m in self.client.smembers(f"{self.namespace}:methods"))
-            return f"no versions of {method!r} are registered; methods with versions: {methods or 'none'}"
+            return f"no versions of {method!r} are registered; {self.kind.name} exist for: {methods or 'none'}"
         aliases = ", ".join(f"{alias} -> {version}" for alias, version in self.aliases(method).items()) or "none set"
         return f"{method} has no version or alias {name!r}; versions: {', '.join(versions)}; aliases: {aliases}"
 
@@ -338,19 +408,18 @@ class PromptRegistry:
             CorruptArtifactError: with reason ``missing_file``, ``unreadable_manifest``, ``manifest_mismatch``
                 (the manifest differs from the record), ``hash_mismatch`` or ``unreadable_weights``.
         """
-        from zsad_core.artifacts import WEIGHTS_FILE
-
-        manifest = _read_manifest(entry.path)
+        manifest = _read_manifest(entry.path, self.kind)
+        found = {**manifest, "method": self.kind.subject_of(manifest)}
         wrong = [
-            f"{key}: recorded {expected!r}, manifest {manifest.get(key)!r}"
+            f"{key}: recorded {expected!r}, manifest {found.get(key)!r}"
             for key, expected in entry.manifest_fields().items()
-            if manifest.get(key) != expected
+            if found.get(key) != expected
         ]
         if wrong:
             raise CorruptArtifactError(
                 "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
             )
-        _check_weights(entry.path / WEIGHTS_FILE, entry.sha256)
+        _check_weights(entry.path / self.kind.weights_file, entry.sha256)
 
     def check_serving_compatible(self, entry: RegistryEntry, method: ZeroShotMethod) -> None:
         """Raise unless ``entry`` is intact (:meth:`verify`) and fits ``method`` (method, backbone, taps, size).
@@ -365,7 +434,7 @@ class PromptRegistry:
         from zsad_core.artifacts import check_compatible
 
         self.verify(entry)
-        check_compatible(method, _read_manifest(entry.path))
+        check_compatible(method, _read_manifest(entry.path, self.kind))
 
     def promote(
         self,
@@ -378,6 +447,7 @@ class PromptRegistry:
         if_better_than: str | None = None,
         metric: str = "pixel_auroc",
         serving_method: ZeroShotMethod | None = None,
+        fits: Callable[[RegistryEntry], None] | None = None,
     ) -> PromotionResult:
         """Point ``alias`` at ``version`` (a version or another alias) after checking the artifact.
 
@@ -389,6 +459,8 @@ class PromptRegistry:
                 measured on the same data); an unset alias has nothing to beat, so the first champion passes.
             metric: the metric compared by ``if_better_than``.
             serving_method: when given, the artifact must also fit it (:meth:`check_serving_compatible`).
+            fits: when given, called with the entry; an :class:`IncompatibleWeightsError` it raises refuses the
+                promotion (a reference set built for another backbone or input size than its camera's).
 
         Raises:
             PromotionRefusedError: corrupt or incompatible artifact, or not better; the refusal is audited and the
@@ -410,6 +482,8 @@ class PromptRegistry:
                 self.verify(entry)
             else:
                 self.check_serving_compatible(entry, serving_method)
+            if fits is not None:
+                fits(entry)
         except IncompatibleWeightsError as exc:
             refusal = PromotionResult(
                 **base,
@@ -563,20 +637,19 @@ class PromptRegistry:
         return [{"id": _text(i), **{_text(k): _text(v) for k, v in fields.items()}} for i, fields in entries]
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
+def _read_manifest(directory: Path, kind: ArtifactKind) -> dict[str, Any]:
     """The manifest of an artifact directory, with every field the registry relies on present."""
-    from zsad_core.artifacts import MANIFEST_FILE, WEIGHTS_FILE
-
-    for path in (directory / WEIGHTS_FILE, directory / MANIFEST_FILE):
+    manifest_path = directory / kind.manifest_file
+    for path in (directory / kind.weights_file, manifest_path):
         if not path.is_file():
             raise CorruptArtifactError("missing_file", f"{path} is missing")
     try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptArtifactError("unreadable_manifest", f"{directory / MANIFEST_FILE}: {exc}") from exc
+        raise CorruptArtifactError("unreadable_manifest", f"{manifest_path}: {exc}") from exc
     missing = [key for key in _REQUIRED_MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
     if missing:
-        raise CorruptArtifactError("unreadable_manifest", f"{directory / MANIFEST_FILE} lacks {missing}")
+        raise CorruptArtifactError("unreadable_manifest", f"{manifest_path} lacks {missing}")
     return manifest
 
 
@@ -597,9 +670,8 @@ def _check_weights(weights: Path, sha256: str) -> None:
 
 
 def _install(files: builtins.list[Path], target: Path, sha256: str) -> None:
-    """Copy ``files`` into the new directory ``target`` all at once: staged beside it, synced, then renamed."""
-    from zsad_core.artifacts import WEIGHTS_FILE
-
+    """Copy ``files`` (the weights first) into the new directory ``target`` all at once: staged beside it, synced,
+    then renamed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -608,7 +680,7 @@ def _install(files: builtins.list[Path], target: Path, sha256: str) -> None:
             shutil.copyfile(source, copy)
             _fsync(copy)
             copy.chmod(0o444)
-        _check_weights(staging / WEIGHTS_FILE, sha256)  # the copy is what gets recorded, not the source
+        _check_weights(staging / files[0].name, sha256)  # the copy is what gets recorded, not the source
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from replicas running as another user
         os.rename(staging, target)  # atomic; refuses to replace a directory that has files
     except BaseException:

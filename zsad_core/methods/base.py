@@ -40,6 +40,10 @@ class MethodConfig:
     backbone_activation: str = "default"
     pos_interpolation: str = "bicubic"
 
+    # Config fields that change the features learned weights see: weights trained with one value are wrong under
+    # another, so an artifact recording a different value is refused (zsad_core.artifacts.check_compatible).
+    feature_flags: ClassVar[tuple[str, ...]] = ("backbone_activation", "pos_interpolation")
+
 
 class ZeroShotMethod(nn.Module):
     """Base class: holds the backbone reference, the config and the class set-up.

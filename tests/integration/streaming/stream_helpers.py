@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +13,12 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
+from ray import serve
 
 from services.config import KafkaConfig, ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
+from services.frame_path.result_store import ResultStore
+from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import KafkaBroker, RedisServer
 from zsad_core.imageio import encode_jpeg
 
@@ -145,3 +149,37 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, every
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(every_s)
+
+
+class Deployment:
+    """One deployed application and its Redis view; deleted (ingest drained) by :meth:`delete`."""
+
+    def __init__(self, config: ZsadConfig) -> None:
+        self.config = config
+        self.name = f"zsad-{uuid.uuid4().hex[:8]}"
+        self.store = ResultStore.from_config(config)
+        self.deployed = False
+
+    def deploy(self) -> None:
+        serve.run(app_from_config(self.config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
+        self.deployed = True
+
+    def controller(self) -> Any:
+        return serve.get_deployment_handle("IngestController", app_name=self.name)
+
+    def inspector(self) -> Any:
+        return serve.get_deployment_handle("Inspector", app_name=self.name)
+
+    def status(self) -> dict[str, Any]:
+        return self.controller().status.remote().result(timeout_s=30)
+
+    def results(self, camera: str) -> int:
+        return self.store.count_results(camera)
+
+    def total_results(self) -> int:
+        return sum(self.results(camera) for camera in self.config.cameras)
+
+    def delete(self) -> None:
+        if self.deployed:
+            serve.delete(self.name)
+            self.deployed = False

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import ray
-from ray import serve
 from stream_helpers import (
     MODEL_SIDE,
+    Deployment,
     committed_offsets,
     end_offsets,
     frame_bytes,
@@ -32,8 +30,6 @@ from stream_helpers import (
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer
 from services.frame_path.records import H_DLQ_REASON, encode_headers
-from services.frame_path.result_store import ResultStore
-from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import KafkaBroker, RedisServer
 from zsad_core.imageio import decode_image, encode_jpeg, encode_png
 
@@ -52,55 +48,12 @@ def broker(request: pytest.FixtureRequest) -> KafkaBroker:
     return request.getfixturevalue(f"{request.param}_broker")
 
 
-class Deployment:
-    """One deployed application and its Redis view; deleted (ingest drained) by :meth:`delete`."""
-
-    def __init__(self, config: ZsadConfig) -> None:
-        self.config = config
-        self.name = f"zsad-{uuid.uuid4().hex[:8]}"
-        self.store = ResultStore.from_config(config)
-        self.deployed = False
-
-    def deploy(self) -> None:
-        serve.run(app_from_config(self.config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
-        self.deployed = True
-
-    def controller(self) -> Any:
-        return serve.get_deployment_handle("IngestController", app_name=self.name)
-
-    def inspector(self) -> Any:
-        return serve.get_deployment_handle("Inspector", app_name=self.name)
-
-    def status(self) -> dict[str, Any]:
-        return self.controller().status.remote().result(timeout_s=30)
-
-    def results(self, camera: str) -> int:
-        return self.store.count_results(camera)
-
-    def total_results(self) -> int:
-        return sum(self.results(camera) for camera in self.config.cameras)
-
-    def delete(self) -> None:
-        if self.deployed:
-            serve.delete(self.name)
-            self.deployed = False
-
-
 def alive_ingest_actor_pids() -> list[int]:
     """Process ids of the live ingest actors on the cluster (this module's tests run one deployment at a time)."""
     from ray.util.state import list_actors
 
     alive = [("class_name", "=", "IngestActor"), ("state", "=", "ALIVE")]
     return sorted(actor.pid for actor in list_actors(filters=alive, raise_on_missing_output=True))
-
-
-@pytest.fixture
-def deployments(ray_serve: None) -> Iterator[list[Deployment]]:
-    """Deployments made by a test, deleted afterwards even when it fails."""
-    made: list[Deployment] = []
-    yield made
-    for deployment in made:
-        deployment.delete()
 
 
 def _cameras(unique: str, cameras: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,8 @@ RULE_TESTS = PROMETHEUS / "zsad-alerts.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "zsad-dashboard.json"
 REQUIRED_ALERTS = {
     "ZsadConsumerLagGrowing", "ZsadDeadLetterRate", "ZsadAnomalyRateSpike", "ZsadCameraSilent",
-    "ZsadReplicaUnhealthy", "ZsadPromptLoadFailures", "ZsadScoreDrift",
+    "ZsadReplicaUnhealthy", "ZsadPromptLoadFailures", "ZsadScoreDrift", "ZsadCommittedPastLogEnd",
+    "ZsadOffsetsMovedBackwards", "ZsadIngestLoopCrashing", "ZsadModelFailing",
 }  # fmt: skip
 # Ray's suffixes per metric kind, as Prometheus names them.
 SUFFIXES = {"Counter": ("_total",), "Gauge": ("",), "Histogram": ("_bucket", "_sum", "_count")}

@@ -6,12 +6,14 @@ assigned by hand, module by module; mismatching files must be refused with the d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from zsad_core import load_method
-from zsad_core.artifacts import save_prompts
+from zsad_core.artifacts import load_prompts, save_prompts
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.official_weights import detect_layout, flatten
 
@@ -187,3 +189,15 @@ def test_other_methods_layouts_contradicting_flags_and_objects_are_refused(tiny_
     torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "unknown.pth")
     with pytest.raises(IncompatibleWeightsError, match=r"no known official layout has the key groups \['model'\]"):
         load_method("clip-ad+", backbone=tiny_backbone, weights=f"official:{tmp_path / 'unknown.pth'}")
+
+
+def test_an_artifact_trained_under_other_feature_flags_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    trained = load_method("clip-ad+", backbone="zsad-tiny-vit", pretrained=False, image_size=64,
+                          official_tap_overwrite=True)  # fmt: skip
+    artifact = save_prompts(trained, tmp_path / "a")
+    plain = load_method("clip-ad+", backbone="zsad-tiny-vit", pretrained=False, image_size=64)
+    with pytest.raises(IncompatibleWeightsError, match="official_tap_overwrite: artifact True != model False"):
+        load_prompts(plain, artifact)
+    same = load_method("clip-ad+", backbone="zsad-tiny-vit", pretrained=False, image_size=64,
+                       official_tap_overwrite=True)  # fmt: skip
+    load_prompts(same, artifact)

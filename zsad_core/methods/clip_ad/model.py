@@ -30,6 +30,7 @@ evaluation can reproduce the paper's per-class fusion (min-max each over the cla
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +96,7 @@ class ClipADConfig(MethodConfig):
     abnormal_states: tuple[str, ...] = ABNORMAL_STATES
     templates: tuple[str, ...] = TEMPLATES
     official_tap_overwrite: bool = False
+    feature_flags: ClassVar[tuple[str, ...]] = (*MethodConfig.feature_flags, "official_tap_overwrite")
 
     def __post_init__(self) -> None:
         if self.rep_vec not in RVS_METHODS:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,9 @@ class Vip2ClipConfig(MethodConfig):
     sigma: float = 8.0
     official_state_word_quirk: bool = False
     global_ln_post: bool = False
+    feature_flags: ClassVar[tuple[str, ...]] = (
+        *MethodConfig.feature_flags, "official_state_word_quirk", "global_ln_post",
+    )  # fmt: skip
     epochs: int = 10
     batch_size: int = 8
     seed: int = 111

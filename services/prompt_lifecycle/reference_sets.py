@@ -1,0 +1,229 @@
+"""Few-shot reference sets per camera as registry artifacts: built from good frames, versioned ``r1, r2, ...``.
+
+Why the prompt registry: a camera's reference set changes what its scores mean exactly as a prompt version
+does, so it needs the same guarantees: an immutable, hash-checked copy; aliases with history for promotion and
+rollback; an audit; a channel the replicas follow. The registry holds it as the :data:`REFERENCES` kind, under
+``<registry.root>/references/<camera>/r<N>/`` and the namespace ``<registry.namespace>:references``.
+
+Why the reference images go through the ingest path's decoding (:func:`model_inputs`): the memory compares
+patches of stream frames with patches of the references, so both must show the same pixels: the camera's ROI
+squashed to the method's input size by :func:`zsad_core.imageio.decode_model_input`, after the same frame
+limits. Bad input is refused before anything is registered: no images, an image over the limits or not
+decodable, an ROI that does not fit an image.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import redis
+
+from services.config import ZsadConfig
+from services.frame_path.decoding import model_input_sizes
+from services.frame_path.records import CAMERA_ID_PATTERN
+from services.prompt_lifecycle.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
+from zsad_core.errors import ImageError, ZsadError
+from zsad_core.imageio import ImageLimits, decode_model_input, plan_model_input, probe_image
+
+if TYPE_CHECKING:
+    from zsad_core.few_shot import MemoryOptions
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
+
+
+class ReferenceInputError(ZsadError, ValueError):
+    """Reference images that cannot be used: none found, or one the camera's ROI does not fit."""
+
+    reason = "bad_reference_input"
+
+
+def _camera_of(manifest: dict[str, Any]) -> str | None:
+    extra = manifest.get("extra")
+    camera = extra.get("camera") if isinstance(extra, dict) else None
+    return camera if isinstance(camera, str) else None
+
+
+def _check_camera(camera: str) -> None:
+    # A camera id becomes a directory name: "." and ".." match the id pattern but would leave the registry root.
+    if not _CAMERA_RE.match(camera) or camera in (".", ".."):
+        raise RegistryError(f"{camera!r} is not a camera id ({CAMERA_ID_PATTERN}, not . or ..)")
+
+
+REFERENCES = ArtifactKind(
+    name="reference sets",
+    weights_file="references.safetensors",  # zsad_core.few_shot.memory's names, without importing torch here
+    manifest_file="manifest.json",
+    version_prefix="r",
+    schema_version=1,
+    subject_of=_camera_of,
+    check_subject=_check_camera,
+)
+
+
+def reference_registry(config: ZsadConfig, client: redis.Redis) -> PromptRegistry:
+    """The registry of reference sets beside the prompt registry of ``config`` (own root and namespace)."""
+    return PromptRegistry(
+        Path(config.registry.root) / "references",
+        client,
+        namespace=f"{config.registry.namespace}:references",
+        kind=REFERENCES,
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceImages:
+    """Encoded reference images and where they came from (recorded as the artifact's ``training_data``)."""
+
+    source: str
+    names: tuple[str, ...]
+    payloads: tuple[bytes, ...]
+
+
+def images_from_folder(folder: str | Path) -> ReferenceImages:
+    """The ``.png``/``.jpg``/``.jpeg`` files of ``folder`` (not recursive), in name order, undecoded.
+
+    Raises:
+        ReferenceInputError: no such folder, or no images in it.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ReferenceInputError(f"{root} is not a folder")
+    files = sorted(path for path in root.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ReferenceInputError(f"{root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    payloads = tuple(path.read_bytes() for path in files)
+    return ReferenceImages(f"folder:{root.resolve()}", tuple(path.name for path in files), payloads)
+
+
+def images_from_marked(config: ZsadConfig, camera: str, n: int) -> ReferenceImages:
+    """The newest ``n`` frames of ``camera`` an operator marked good, read back from Kafka as produced.
+
+    Frames whose result or record has expired since the mark are skipped; at least one must remain.
+
+    Raises:
+        ReferenceInputError: ``n`` is not positive, or no marked frame is still stored.
+    """
+    from services.decisions.operator_marks import marked_frames
+    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
+    from services.frame_path.result_store import ResultStore
+
+    if n < 1:
+        raise ReferenceInputError(f"--from-marked needs a positive number of frames, got {n}")
+    store = ResultStore.from_config(config)
+    try:
+        names, payloads = [], []
+        for frame_id in marked_frames(store.client, camera, "good", n):
+            result = store.get_result(camera, frame_id)
+            if result is None:
+                continue
+            try:
+                payloads.append(fetch_frame(config.kafka, result.partition, result.offset, frame_id, camera=camera))
+            except FrameUnavailableError:
+                continue
+            names.append(frame_id)
+    finally:
+        store.close()
+    if not payloads:
+        raise ReferenceInputError(f"no frame of {camera} marked good is still stored (results and Kafka records)")
+    return ReferenceImages(f"marked:{camera}:{len(payloads)}", tuple(names), tuple(payloads))
+
+
+def model_inputs(
+    images: ReferenceImages, roi: tuple[int, int, int, int] | None, size: int, limits: ImageLimits
+) -> list[np.ndarray]:
+    """Each image as a replica sees a frame: limits checked, the ROI squashed to ``size`` x ``size`` RGB.
+
+    Raises:
+        ImageError: an image fails the limits or does not decode (its ``reason``; the message names the image).
+        ReferenceInputError: the ROI does not lie inside an image.
+    """
+    inputs = []
+    for name, payload in zip(images.names, images.payloads, strict=True):
+        try:
+            fmt, width, height = probe_image(payload, limits)
+            if roi is not None and (roi[0] + roi[2] > width or roi[1] + roi[3] > height):
+                raise ReferenceInputError(f"{name}: the camera's roi {list(roi)} does not fit a {width}x{height} image")
+            inputs.append(decode_model_input(payload, plan_model_input(fmt, width, height, size, roi), limits))
+        except ImageError as exc:
+            error = type(exc)(f"{images.source}/{name}: {exc}")
+            error.reason = exc.reason
+            raise error from exc
+    return inputs
+
+
+def build_reference_set(
+    config: ZsadConfig,
+    camera: str,
+    images: ReferenceImages,
+    registry: PromptRegistry,
+    *,
+    options: MemoryOptions | None = None,
+    actor: str,
+    device: str = "cpu",
+) -> RegistryEntry:
+    """Encode ``images`` with the camera's backbone and taps and register the memory as a new version.
+
+    The camera's method is built as a replica builds it (backbone, weights, precision, input size, options);
+    its manifest records the camera, the ROI and the images' names, so a version says what it was made from.
+
+    Raises:
+        UnknownCameraError: ``camera`` is not configured.
+        ImageError, ReferenceInputError: see :func:`model_inputs`; nothing is registered.
+    """
+    from services.decisions.calibration import CameraScorer
+    from zsad_core.few_shot import MemoryOptions, build_memory, save_memory
+
+    settings = config.camera(camera)
+    size = model_input_sizes({camera: settings})[camera]
+    inputs = model_inputs(images, settings.roi, size, config.limits.image_limits())
+    method = CameraScorer(config, camera, roi=None, device=device).method
+    memory = build_memory(method.backbone, inputs, method.taps, options or MemoryOptions(),
+                          class_name=settings.class_name, batch_size=config.serving.max_batch_size)  # fmt: skip
+    extra = {"camera": camera, "roi": list(settings.roi) if settings.roi else None, "images": list(images.names),
+             "source": images.source}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="zsad-references-") as staging:
+        save_memory(memory, Path(staging) / "set", extra)
+        return registry.register(Path(staging) / "set", training_data=images.source, created_by=actor)
+
+
+def serving_identity(config: ZsadConfig, camera: str) -> tuple[str, int]:
+    """``(backbone identity, input size)`` that the camera's replicas score with, without building a model."""
+    from zsad_core.backbone.architectures import parse_backbone_name
+    from zsad_core.methods import get_method_config, method_backbone_config
+
+    settings = config.camera(camera)
+    serving = config.serving
+    overrides = {**settings.options, **({"image_size": settings.image_size} if settings.image_size else {})}
+    backbone = method_backbone_config(get_method_config(settings.method, **overrides), serving.backbone,
+                                      pretrained=serving.pretrained, weights=serving.backbone_weights)  # fmt: skip
+    size = int(backbone.image_size or 0)
+    return f"{parse_backbone_name(backbone.name)}@{size}", size
+
+
+def check_fits_camera(entry: RegistryEntry, config: ZsadConfig, camera: str) -> None:
+    """Raise unless ``entry`` was built on the backbone and input size the camera is served with.
+
+    Raises:
+        IncompatibleReferencesError: another backbone or input size (the memory's distances would be meaningless).
+    """
+    from zsad_core.few_shot import IncompatibleReferencesError
+
+    identity, size = serving_identity(config, camera)
+    if (entry.backbone, entry.image_size) != (identity, size):
+        raise IncompatibleReferencesError(
+            f"reference set {camera} {entry.version} was built on {entry.backbone} at {entry.image_size} px; "
+            f"{camera} is served on {identity} at {size} px"
+        )
+
+
+def alias_history(registry: PromptRegistry, camera: str, alias: str) -> list[str]:
+    """The versions ``alias`` of ``camera`` pointed to, oldest first (the last one is current)."""
+    history = registry.client.lrange(registry.alias_key(camera, alias), 0, -1)
+    return [version.decode() if isinstance(version, bytes) else version for version in history]
+

@@ -1,0 +1,190 @@
+"""The standing fault suite on the whole pipeline: faults while frames stream, counted exactly afterwards.
+
+One stream takes several faults in turn (sharing a deployment keeps the suite inside CI's time): the ingest
+controller killed, the model replica frozen then killed, Redis frozen for 20 s, plus a record the Kafka client
+cannot parse and a frame id reused for other bytes. Afterwards every frame has exactly one result and one
+event, the two bad records one dead letter each, and every offset is committed. A second test breaks the model
+itself (a promoted prompt version whose weights are NaN) and checks that the replica's health check gets it
+replaced and that no frame is dead-lettered for the model's fault.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from kafka import KafkaProducer
+from stream_helpers import (
+    Deployment,
+    committed_offsets,
+    end_offsets,
+    frame_bytes,
+    read_topic,
+    stream_config,
+    wait_until,
+)
+from test_ingest_worker_kafka import RawHeaderName
+
+from services.config import ZsadConfig
+from services.frame_path.producer import FrameProducer
+from services.frame_path.records import H_DLQ_REASON, encode_headers
+from services.local_stack.service_processes import KafkaBroker, RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def replica_pid(app: str, deployment: str) -> int:
+    """The process id of the one live replica of ``deployment`` in ``app``."""
+    from ray.util.state import list_actors
+
+    alive = [("class_name", "=", f"ServeReplica:{app}:{deployment}"), ("state", "=", "ALIVE")]
+    actors = list_actors(filters=alive, raise_on_missing_output=True)
+    assert len(actors) == 1, actors
+    return int(actors[0].pid)
+
+
+class SteadyProducer(threading.Thread):
+    """Sends ``per_camera`` frames per camera over ``seconds``, so the faults happen while frames arrive."""
+
+    def __init__(self, config: ZsadConfig, per_camera: int, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.config, self.per_camera, self.seconds = config, per_camera, seconds
+        self.sent: dict[str, list[str]] = {camera: [] for camera in config.cameras}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with FrameProducer.from_config(self.config) as producer:
+                for index in range(self.per_camera):
+                    for number, camera in enumerate(self.config.cameras):
+                        frame_id = f"{camera}-{index}"
+                        producer.send_frame(camera, frame_bytes(index * 31 + number), frame_id=frame_id).get(60)
+                        self.sent[camera].append(frame_id)
+                    time.sleep(self.seconds / self.per_camera)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def send_bad_records(config: ZsadConfig, camera: str) -> None:
+    """A record whose header name is not UTF-8, and an id already used by a frame, with other bytes."""
+    producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    try:
+        topic = config.kafka.frames_topic
+        producer.send(topic, key=camera.encode(), value=frame_bytes(7),
+                      headers=[(RawHeaderName(b"zsad-\xff\xfe"), b"x")]).get(30)  # fmt: skip
+        producer.send(topic, key=camera.encode(), value=frame_bytes(99_999),
+                      headers=encode_headers(f"{camera}-0", 1.0e9, "image/jpeg")).get(30)  # fmt: skip
+    finally:
+        producer.close()
+
+
+def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lose_and_duplicate_nothing(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
+) -> None:
+    cameras = {f"a-{unique}": {"method": "clip-ad"}, f"b-{unique}": {"method": "clip-ad"}}
+    config = stream_config(noida_broker, redis_server, unique, cameras, max_in_flight=8)
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    producer = SteadyProducer(config, per_camera=120, seconds=40.0)
+    producer.start()
+    wait_until(lambda: deployment.total_results() >= 20, 120, "the stream to get going")
+    first = next(iter(cameras))
+    send_bad_records(config, first)
+
+    def progress(frames: int, what: str) -> None:
+        target = deployment.total_results() + frames
+        wait_until(lambda: deployment.total_results() >= target, 180, what)
+
+    os.kill(replica_pid(deployment.name, "IngestController"), signal.SIGKILL)  # Serve replaces it; new actors
+    progress(10, "frames after the controller was killed")
+    inspector = replica_pid(deployment.name, "Inspector")
+    os.kill(inspector, signal.SIGSTOP)  # a hung replica: calls pile up, then it dies
+    time.sleep(5)
+    os.kill(inspector, signal.SIGKILL)
+    progress(10, "frames after the replica was frozen and killed")
+    assert redis_server.pid is not None
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(20)
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    producer.join(timeout=120)
+    assert producer.error is None and not producer.is_alive()
+    assert deployment.total_results() < 240, "the stream finished before the faults: make it longer"
+
+    wait_until(lambda: deployment.total_results() >= 240, 300, "every frame after the faults")
+    for camera, frame_ids in producer.sent.items():
+        assert deployment.results(camera) == len(frame_ids) == 120
+        assert deployment.store.count_events(camera) == 120  # re-deliveries and the reused id wrote no event
+        assert all(deployment.store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
+    letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=3, timeout_s=5.0)
+    assert sorted(dict(r.headers)[H_DLQ_REASON].decode() for r in letters) == [
+        "conflicting_frame_id", "unparseable_record",
+    ]  # fmt: skip
+    def all_committed() -> bool:  # a partition no camera hashed to has nothing committed (-1) and ends at 0
+        return {p: max(offset, 0) for p, offset in committed_offsets(config).items()} == end_offsets(config)
+
+    wait_until(all_committed, 30, "every offset committed")
+    assert sum(end_offsets(config).values()) == 242
+
+
+def test_a_model_that_fails_on_everything_gets_its_replica_replaced_and_dead_letters_nothing(
+    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str, tmp_path: Path
+) -> None:
+    from test_prompt_hot_swap import METHOD, make_versions
+
+    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from zsad_core.artifacts import save_prompts
+    from zsad_core.methods import load_method
+
+    namespace = f"test:{unique}:registry"
+    registry = PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
+    (good,) = make_versions(registry, tmp_path, 1)
+    broken_method = load_method(METHOD, backbone="zsad-tiny-vit", pretrained=False, image_size=64)
+    with torch.no_grad():
+        for parameter in broken_method.trainable_parameters():
+            parameter.fill_(float("nan"))  # loads like any version, scores nothing
+    broken = registry.register(save_prompts(broken_method, tmp_path / "broken", {}), created_by="test").version
+    registry.promote(METHOD, good, actor="test", reason="serving")
+    camera = f"cam-{unique}"
+    cameras = {camera: {"method": METHOD, "prompt_version": "champion"}}
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2,
+                           registry={"root": str(tmp_path / "registry"), "namespace": namespace})  # fmt: skip
+    config = config.model_copy(update={"serving": config.serving.model_copy(
+        update={"health_check_period_s": 1.0, "unhealthy_after_model_failures": 2})})  # fmt: skip
+    deployment = Deployment(config)
+    deployments.append(deployment)
+    deployment.deploy()
+    producer = SteadyProducer(config, per_camera=150, seconds=30.0)
+    producer.start()
+    wait_until(lambda: deployment.results(camera) >= 20, 120, "the first results")
+    replica = replica_pid(deployment.name, "Inspector")
+
+    registry.promote(METHOD, broken, actor="test", reason="a bad version")
+    wait_until(lambda: _replaced(deployment, replica), 120, "Serve to replace the failing replica")
+    stalled = deployment.results(camera)
+    time.sleep(3)
+    assert deployment.results(camera) == stalled  # the broken version stores nothing (non-finite output)
+    registry.rollback(METHOD, actor="test", reason="the bad version fails")
+    producer.join(timeout=120)
+    assert producer.error is None
+
+    wait_until(lambda: deployment.results(camera) >= 150, 240, "every frame after the rollback")
+    assert deployment.store.count_events(camera) == 150
+    stats = deployment.status()["actors"]
+    assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
+    assert sum(actor["counts"].get("system_retries", 0) for actor in stats) > 0
+    assert {deployment.store.get_result(camera, f"{camera}-{i}").prompt_version for i in range(150)} == {good}
+
+
+def _replaced(deployment: Deployment, old_pid: int) -> bool:
+    try:
+        return replica_pid(deployment.name, "Inspector") != old_pid
+    except AssertionError:
+        return False  # between the old replica's end and the new one's start
