@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ingest={"num_actors": 2, "max_in_flight": 32, "max_retries": 1},
         )  # fmt: skip
         ensure_topics(config.kafka)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        # The dashboard serves the state API the fault thread finds its victims with.
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=free_port(), logging_level="ERROR", log_to_driver=False)  # fmt: skip
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
             store = ResultStore.from_config(config)
