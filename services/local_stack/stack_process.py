@@ -46,6 +46,7 @@ STACK_DIR = Path("runs/stack")
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.yaml"
 REDIS_AUTH_FILE = "redis.password"
+VIEW_TOKENS_FILE = "view.tokens"
 LOG_NAME = "stack.log"
 DASHBOARD_PORT = 8265
 SERVE_PORT = 8000
@@ -161,6 +162,29 @@ def redis_password(stack_dir: Path, *, rotate: bool = False) -> str:
     return password
 
 
+def view_tokens(stack_dir: Path) -> dict[str, str]:
+    """The web view's ``viewer`` and ``operator`` tokens: generated on the first start, kept like the Redis password.
+
+    Why kept: a browser's login and a client's token should survive ``zsad down``/``zsad up``. The file
+    (mode 0600, one ``role=token`` a line) is the only place they are written besides the stack's config.
+    """
+    path = stack_dir / VIEW_TOKENS_FILE
+    try:
+        stored = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+    except FileNotFoundError:
+        stored = {}
+    if set(stored) >= {"viewer", "operator"} and all(len(stored[role]) >= 16 for role in ("viewer", "operator")):
+        return {role: stored[role] for role in ("viewer", "operator")}
+    tokens = {role: secrets.token_urlsafe(24) for role in ("viewer", "operator")}
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("".join(f"{role}={token}\n" for role, token in tokens.items()))
+    temporary.replace(path)
+    return tokens
+
+
 def prepare_local_ray_driver(address: str) -> None:
     """Call before this process imports Ray to join the local stack's cluster at ``address``.
 
@@ -201,6 +225,7 @@ class LocalStack:
         try:
             if not self.external:
                 self._start_local_services()
+            self._with_view_tokens()
             write_config(self.config, self.stack_dir / CONFIG_NAME)
             self._start_ray_and_app()
         except BaseException as exc:
@@ -226,6 +251,16 @@ class LocalStack:
         self.state.children = {"redis": self.redis.pid or 0, "noida": self.broker.pid or 0}
         self.state.redis_url, self.state.kafka_bootstrap = self.redis.url, self.broker.bootstrap_servers
         self.state.write(self.stack_dir)
+
+    def _with_view_tokens(self) -> None:
+        """Tokens from the configuration (a secret) win; otherwise the stack's generated ones."""
+        view = self.config.view
+        if view.viewer_token is not None and view.operator_token is not None:
+            return
+        tokens = view_tokens(self.stack_dir)
+        update = {"viewer_token": view.viewer_token or SecretStr(tokens["viewer"]),
+                  "operator_token": view.operator_token or SecretStr(tokens["operator"])}  # fmt: skip
+        self.config = self.config.model_copy(update={"view": view.model_copy(update=update)})
 
     def _start_ray_and_app(self) -> None:
         # Ray binds its GCS, raylet, worker and metrics ports on the node's IP, or on every interface; with a
@@ -256,7 +291,7 @@ class LocalStack:
         ensure_scheduler(self.config.redis)  # runs the `zsad schedule` entries stored in Redis
         self.state.ray_address = context.address_info.get("gcs_address", "")
         self.state.dashboard_url = f"http://{context.dashboard_url or f'{HOST}:{dashboard_port}'}"
-        self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}"
+        self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}/"
         metrics_port = context.address_info.get("metrics_export_port")
         self.state.metrics_url = f"http://{context.address_info['node_ip_address']}:{metrics_port}/metrics"
         self.state.kafka_bootstrap = ",".join(self.config.kafka.bootstrap_servers)
