@@ -31,6 +31,7 @@ from services.operator_view.readers import (
     boxes_of,
     camera_row,
     decision_of,
+    heat_png,
     result_fields,
     text_fields,
 )
@@ -226,6 +227,13 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
         caller(request)
         fields = result_fields(backend.client, camera_of(camera), frame_id)
         png = backend.renderer.overlay_png(camera, fields, width=max(0, min(width, 4096)))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @api.get("/frame/{camera}/{frame_id}/heat.png")
+    def heat(request: Request, camera: str, frame_id: str, width: int = THUMB_WIDTH) -> Response:
+        caller(request)
+        fields = result_fields(backend.client, camera_of(camera), frame_id)
+        png = heat_png(backend.store, camera, fields, max(16, min(width, 1024)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @api.get("/frame/{camera}/{frame_id}/frame.png")
