@@ -332,6 +332,32 @@ class RegistryConfig(_Section):
     namespace: str = Field("zsad:registry", min_length=1)
 
 
+class ViewConfig(_Section):
+    """The operator's web view (:mod:`services.operator_view`), an ingress deployment of the Serve app.
+
+    Attributes:
+        viewer_token: bearer token of the read-only role; ``None`` refuses every viewer (set it from a secret,
+            ``ZSAD_VIEW__VIEWER_TOKEN``; the local stack generates one).
+        operator_token: bearer token of the role that may also act (mark frames, promote, pause cameras).
+        num_cpus: CPUs Ray reserves for the view's one replica; small, so it never takes the model's CPUs.
+        prometheus_url: Prometheus's base URL for the charts (``None``: no charts).
+        session_ttl_s: lifetime of a browser login cookie.
+    """
+
+    viewer_token: SecretStr | None = None
+    operator_token: SecretStr | None = None
+    num_cpus: float = Field(0.1, gt=0.0)
+    prometheus_url: str | None = None
+    session_ttl_s: PositiveInt = 8 * 3600
+
+    @field_validator("viewer_token", "operator_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("a view token must have at least 16 characters")
+        return value
+
+
 class ZsadConfig(BaseSettings):
     """The whole configuration; build it with :func:`load_config`."""
 
@@ -344,6 +370,7 @@ class ZsadConfig(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    view: ViewConfig = Field(default_factory=ViewConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -97,6 +97,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         state = running_stack(STACK_DIR)
         if state is not None:
             print(f"Ray dashboard: {state.dashboard_url} (Serve app, ingest actors, metrics)")
+            print(f"web view: {state.serve_url} (log in with a token from {state.config_path}, section view)")
         print(f"look closer: zsad results --camera {cameras[0]} --worst 5; zsad show --camera {cameras[0]} "
               f"--frame ID --out overlay.png" + ("" if args.keep or not started_here else " (with --keep)"))
         return 0

@@ -85,9 +85,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def ingest_status(serve_url: str, timeout_s: float = 10.0) -> dict:
-    """The ingest controller's status over Serve's HTTP route (``GET``)."""
-    with urllib.request.urlopen(serve_url, timeout=timeout_s) as response:  # noqa: S310 - our loopback URL
+def ingest_status(serve_url: str, token: str, timeout_s: float = 10.0) -> dict:
+    """The ingest controller's status from the web view's ``api/ingest`` route, with a viewer token."""
+    url = serve_url.rstrip("/") + "/api/ingest"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - our loopback URL
         return json.loads(response.read())
 
 
@@ -104,7 +106,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     ingest = None
     if state is not None and state.status == "ready":
         try:
-            ingest = ingest_status(state.serve_url)
+            token = config.view.viewer_token or config.view.operator_token
+            ingest = ingest_status(state.serve_url, token.get_secret_value() if token else "")
         except OSError as exc:
             ingest = {"error": str(exc)}
     if args.json:

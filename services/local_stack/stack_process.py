@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -35,7 +36,15 @@ import yaml
 from pydantic import SecretStr
 
 from services.config import ZsadConfig, load_config
-from services.local_stack.service_processes import HOST, NoidaBroker, RedisServer, free_port, port_in_use
+from services.local_stack.service_processes import (
+    HOST,
+    NoidaBroker,
+    PrometheusServer,
+    RedisServer,
+    ServiceError,
+    free_port,
+    port_in_use,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +55,11 @@ STACK_DIR = Path("runs/stack")
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.yaml"
 REDIS_AUTH_FILE = "redis.password"
+VIEW_TOKENS_FILE = "view.tokens"
 LOG_NAME = "stack.log"
 DASHBOARD_PORT = 8265
 SERVE_PORT = 8000
+PROMETHEUS_PORT = 9090
 
 
 @dataclass
@@ -66,6 +77,7 @@ class StackState:
     redis_url: str = ""
     kafka_bootstrap: str = ""
     metrics_url: str = ""
+    prometheus_url: str = ""
     children: dict[str, int] = field(default_factory=dict)
 
     def write(self, stack_dir: Path) -> None:
@@ -161,6 +173,29 @@ def redis_password(stack_dir: Path, *, rotate: bool = False) -> str:
     return password
 
 
+def view_tokens(stack_dir: Path) -> dict[str, str]:
+    """The web view's ``viewer`` and ``operator`` tokens: generated on the first start, kept like the Redis password.
+
+    Why kept: a browser's login and a client's token should survive ``zsad down``/``zsad up``. The file
+    (mode 0600, one ``role=token`` a line) is the only place they are written besides the stack's config.
+    """
+    path = stack_dir / VIEW_TOKENS_FILE
+    try:
+        stored = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+    except FileNotFoundError:
+        stored = {}
+    if set(stored) >= {"viewer", "operator"} and all(len(stored[role]) >= 16 for role in ("viewer", "operator")):
+        return {role: stored[role] for role in ("viewer", "operator")}
+    tokens = {role: secrets.token_urlsafe(24) for role in ("viewer", "operator")}
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("".join(f"{role}={token}\n" for role, token in tokens.items()))
+    temporary.replace(path)
+    return tokens
+
+
 def prepare_local_ray_driver(address: str) -> None:
     """Call before this process imports Ray to join the local stack's cluster at ``address``.
 
@@ -193,6 +228,8 @@ class LocalStack:
         self.rotate_redis_password = rotate_redis_password
         self.redis: RedisServer | None = None
         self.broker: NoidaBroker | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.prometheus_port = 0
         self.state = StackState(os.getpid(), "starting", time.time(), str(stack_dir / CONFIG_NAME))
 
     def start(self) -> None:
@@ -201,6 +238,8 @@ class LocalStack:
         try:
             if not self.external:
                 self._start_local_services()
+            self._with_view_tokens()
+            self._plan_prometheus()
             write_config(self.config, self.stack_dir / CONFIG_NAME)
             self._start_ray_and_app()
         except BaseException as exc:
@@ -227,6 +266,42 @@ class LocalStack:
         self.state.redis_url, self.state.kafka_bootstrap = self.redis.url, self.broker.bootstrap_servers
         self.state.write(self.stack_dir)
 
+    def _with_view_tokens(self) -> None:
+        """Tokens from the configuration (a secret) win; otherwise the stack's generated ones."""
+        view = self.config.view
+        if view.viewer_token is not None and view.operator_token is not None:
+            return
+        tokens = view_tokens(self.stack_dir)
+        update = {"viewer_token": view.viewer_token or SecretStr(tokens["viewer"]),
+                  "operator_token": view.operator_token or SecretStr(tokens["operator"])}  # fmt: skip
+        self.config = self.config.model_copy(update={"view": view.model_copy(update=update)})
+
+    def _plan_prometheus(self) -> None:
+        """Pick Prometheus's port before anything reads the config, so the web view knows where to query.
+
+        Without Debian's ``prometheus`` (``scripts/bootstrap.sh`` installs it) the stack runs without charts.
+        """
+        if shutil.which("prometheus") is None:
+            log.warning("prometheus is not installed: no metric charts (run scripts/bootstrap.sh)")
+            return
+        self.prometheus_port = _port(PROMETHEUS_PORT)
+        url = f"http://{HOST}:{self.prometheus_port}"
+        if self.config.view.prometheus_url is None:
+            view = self.config.view.model_copy(update={"prometheus_url": url})
+            self.config = self.config.model_copy(update={"view": view})
+        # Read by Ray's dashboard when it starts: its Metrics tab then queries this Prometheus.
+        os.environ["RAY_PROMETHEUS_HOST"] = url
+
+    def _start_prometheus(self, metrics_port: int) -> None:
+        try:
+            self.prometheus = PrometheusServer([f"{HOST}:{metrics_port}"], port=self.prometheus_port,
+                                               data_dir=self.stack_dir / "prometheus").start()  # fmt: skip
+        except ServiceError as exc:
+            log.warning("prometheus did not start, so there are no metric charts: %s", exc)
+            return
+        self.state.children["prometheus"] = self.prometheus.pid or 0
+        self.state.prometheus_url = self.prometheus.url
+
     def _start_ray_and_app(self) -> None:
         # Ray binds its GCS, raylet, worker and metrics ports on the node's IP, or on every interface; with a
         # loopback node IP they bind 127.0.0.1. Ray turns a loopback `_node_ip_address` back into the machine's
@@ -242,7 +317,9 @@ class LocalStack:
 
         ensure_topics(self.config.kafka, max_message_bytes=record_limit(self.config.limits))
         dashboard_port = _port(DASHBOARD_PORT)
+        metrics_port = free_port()
         context = ray.init(
+            _metrics_export_port=metrics_port,
             address="local",
             include_dashboard=True,
             dashboard_host=HOST,
@@ -250,13 +327,15 @@ class LocalStack:
             logging_level="WARNING",
             _node_ip_address=HOST,
         )
+        if self.prometheus_port:
+            self._start_prometheus(metrics_port)
         serve_port = _port(SERVE_PORT)
         serve.start(http_options={"host": HOST, "port": serve_port})
         serve.run(app_from_config(self.config), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
         ensure_scheduler(self.config.redis)  # runs the `zsad schedule` entries stored in Redis
         self.state.ray_address = context.address_info.get("gcs_address", "")
         self.state.dashboard_url = f"http://{context.dashboard_url or f'{HOST}:{dashboard_port}'}"
-        self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}"
+        self.state.serve_url = f"http://{HOST}:{serve_port}{ROUTE_PREFIX}/"
         metrics_port = context.address_info.get("metrics_export_port")
         self.state.metrics_url = f"http://{context.address_info['node_ip_address']}:{metrics_port}/metrics"
         self.state.kafka_bootstrap = ",".join(self.config.kafka.bootstrap_servers)
@@ -278,7 +357,7 @@ class LocalStack:
             log.info("serve stopped")
             ray.shutdown()
             log.info("ray stopped")
-        for service in (self.broker, self.redis):
+        for service in (self.prometheus, self.broker, self.redis):
             if service is not None:
                 service.stop()
                 log.info("%s stopped", service.name)

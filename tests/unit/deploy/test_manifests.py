@@ -414,7 +414,9 @@ def test_serve_config_has_the_shape_of_serve_build_output(label: str) -> None:
     assert app["route_prefix"] == f"/{APP_NAME}"
     assert app["import_path"] == IMPORT_PATH
     assert app["args"] == {"config": CONFIG_PATH}
-    assert set(deployments(serve_config)) == {"Inspector", "IngestController"}
+    assert set(deployments(serve_config)) == {"Inspector", "IngestController", "OperatorView"}
+    view = deployments(serve_config)["OperatorView"]
+    assert view["num_replicas"] == 1 and view["ray_actor_options"] == {"num_cpus": 0.1}, "the page stays small"
     assert all(set(deployment) - {"name"} for deployment in app["deployments"]), "each deployment has options"
     ingest = deployments(serve_config)["IngestController"]
     assert ingest["num_replicas"] == 1 and ingest["ray_actor_options"] == {"num_cpus": 0.5}

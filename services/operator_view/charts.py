@@ -1,0 +1,93 @@
+"""The overview's charts: per camera series from Prometheus's query API, drawn as inline SVG polylines.
+
+Why server-side SVG: the page may load nothing from outside the machine (no chart library from a CDN), and
+a polyline of a few hundred points is a handful of bytes; the numbers come from the same PromQL the Grafana
+dashboard uses, so both show the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from html import escape
+
+CHART_WINDOW_S = 15 * 60
+CHART_STEP_S = 15
+
+# Titles and PromQL per chart; {camera} is a validated camera id (CAMERA_ID_PATTERN has no quotes or braces).
+SERIES = {
+    "frames_per_s": ("frames/s", 'sum(rate(ray_zsad_frames_processed_total{{camera="{camera}"}}[1m]))'),
+    "p95_latency_s": (
+        "p95 end-to-end latency (s)",
+        'histogram_quantile(0.95, sum by (le) (rate(ray_zsad_end_to_end_latency_s_bucket{{camera="{camera}"}}[1m])))',
+    ),
+    "anomaly_rate": (
+        "anomaly rate",
+        'sum(rate(ray_zsad_frames_anomalous_total{{camera="{camera}"}}[1m]))'
+        ' / sum(rate(ray_zsad_frames_processed_total{{camera="{camera}"}}[1m]))',
+    ),
+    "consumer_lag": ("consumer lag (all partitions)", "sum(max by (partition) (ray_zsad_consumer_lag))"),
+    "dead_letters_per_s": ("dead letters/s", 'sum(rate(ray_zsad_frames_dead_lettered_total{{camera="{camera}"}}[1m]))'),
+}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One drawn series: its title, the newest value (``None`` without data) and the SVG markup."""
+
+    title: str
+    latest: float | None
+    svg: str
+
+
+def query_range(base_url: str, query: str, end: float, window_s: float = CHART_WINDOW_S) -> list[tuple[float, float]]:
+    """``(time, value)`` points of the first series ``query`` returns over the window (empty on no data).
+
+    Raises:
+        OSError: Prometheus cannot be reached or answers with an error.
+    """
+    params = urllib.parse.urlencode({"query": query, "start": end - window_s, "end": end, "step": CHART_STEP_S})
+    url = f"{base_url.rstrip('/')}/api/v1/query_range?{params}"
+    with urllib.request.urlopen(url, timeout=5.0) as response:  # noqa: S310 - the configured Prometheus
+        body = json.loads(response.read())
+    if body.get("status") != "success":
+        raise OSError(f"prometheus refused the query: {body.get('error', body)}")
+    results = body["data"]["result"]
+    if not results:
+        return []
+    points = [(float(t), float(v)) for t, v in results[0]["values"]]
+    return [(t, v) for t, v in points if math.isfinite(v)]
+
+
+def sparkline_svg(points: list[tuple[float, float]], width: int = 240, height: int = 60) -> str:
+    """An SVG polyline of ``points`` scaled to the box: time left to right, values from 0 (bottom) to the max."""
+    if not points:
+        return f'<svg width="{width}" height="{height}" role="img"><text x="4" y="{height // 2}">no data</text></svg>'
+    first, last = points[0][0], points[-1][0]
+    span = (last - first) or 1.0
+    top = max(v for _, v in points) or 1.0
+    coords = " ".join(
+        f"{(t - first) / span * (width - 1):.1f},{(height - 1) - v / top * (height - 1):.1f}" for t, v in points
+    )
+    return (
+        f'<svg width="{width}" height="{height}" role="img"><polyline fill="none" stroke="#1f6feb" '
+        f'stroke-width="1.5" points="{coords}"/></svg>'
+    )
+
+
+def camera_charts(base_url: str, camera: str, now: float | None = None) -> list[Chart]:
+    """Every chart of :data:`SERIES` for ``camera``; a failing query becomes a chart saying why."""
+    end = time.time() if now is None else now
+    charts = []
+    for title, template in SERIES.values():
+        try:
+            points = query_range(base_url, template.format(camera=camera), end)
+        except (OSError, ValueError, KeyError) as exc:
+            charts.append(Chart(title, None, f"<span>{escape(str(exc))}</span>"))
+            continue
+        charts.append(Chart(title, points[-1][1] if points else None, sparkline_svg(points)))
+    return charts

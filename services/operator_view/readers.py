@@ -1,0 +1,228 @@
+"""What the pages show, read from Redis, Kafka and the registry, tolerant of fields it does not know.
+
+Why raw hashes and not :class:`~services.frame_path.result_store.StoredResult`: results gain fields over time
+(``decision``, ``regions``, versions); the view shows what a hash holds and draws what it understands, so a
+result written by an older or newer inspector still renders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+import cv2
+import numpy as np
+import redis
+
+from services.config import ZsadConfig
+from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
+from services.frame_path.records import FRAME_ID_PATTERN
+from services.frame_path.result_store import ResultStore, events_key, result_key
+from zsad_core.errors import ZsadError
+from zsad_core.imageio import decode_image, encode_png
+from zsad_core.visualize import overlay
+
+RECENT_WINDOW = 500  # events the overview's rates and percentiles are computed over
+RATE_WINDOW_S = 60.0
+HIDDEN_FIELDS = ("digest", "map_min", "map_scale")
+_FRAME_RE = re.compile(FRAME_ID_PATTERN)
+_BOX_COLOR = (255, 0, 255)
+
+
+class ResultMissingError(ZsadError, LookupError):
+    """No stored result (or map) for the frame: never scored, expired, or a malformed id (HTTP 404)."""
+
+    reason = "result_missing"
+
+
+def text_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """A result hash or event entry as ``str -> str``, without the fields only the store needs."""
+
+    def text(value: bytes | str) -> str:
+        return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+    return {text(k): text(v) for k, v in raw.items() if text(k) not in HIDDEN_FIELDS}
+
+
+def decision_of(fields: Mapping[str, str]) -> str:
+    """The stored ``decision``, else the label's meaning (results written before decisions existed)."""
+    if fields.get("decision"):
+        return fields["decision"]
+    return "anomalous" if fields.get("label") == "1" else "normal"
+
+
+def boxes_of(fields: Mapping[str, str]) -> list[tuple[int, int, int, int]]:
+    """``(x, y, w, h)`` of each region in ``regions`` (rows ``[x, y, w, h, ...]``); none when absent or unreadable."""
+    try:
+        rows = json.loads(fields.get("regions") or "[]")
+    except ValueError:
+        return []
+    boxes = []
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, list) and len(row) >= 4 and all(isinstance(v, int | float) for v in row[:4]):
+            boxes.append((int(row[0]), int(row[1]), int(row[2]), int(row[3])))
+    return boxes
+
+
+def _number(fields: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(fields[name])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class CameraRow:
+    """One camera on the overview; rates and latencies over the newest :data:`RECENT_WINDOW` events."""
+
+    camera: str
+    method: str
+    prompt_version: str
+    threshold: float
+    calibration: str
+    paused: bool
+    frames_per_s: float
+    anomaly_rate: float
+    p95_latency_ms: float
+    last_frame_age_s: float | None
+    stored: int
+
+
+def camera_row(
+    client: redis.Redis, store: ResultStore, camera: str, settings: Any, method: str, now: float | None = None
+) -> CameraRow:
+    """The overview numbers of ``camera`` from its event stream (``settings``: its current camera settings)."""
+    now = time.time() if now is None else now
+    events = [text_fields(raw) for _, raw in client.xrevrange(events_key(camera), count=RECENT_WINDOW)]
+    written = [t for t in (_number(e, "write_ts") for e in events) if t is not None]
+    captured = [(w, c) for w, c in ((_number(e, "write_ts"), _number(e, "capture_ts")) for e in events) if w and c]
+    latencies = [(w - c) * 1000.0 for w, c in captured]
+    recent = sum(1 for t in written if now - t <= RATE_WINDOW_S)
+    newest = events[0] if events else {}
+    return CameraRow(
+        camera=camera,
+        method=newest.get("method") or method,
+        prompt_version=newest.get("prompt_version") or (settings.prompt_version or "zero-shot"),
+        threshold=settings.threshold,
+        calibration=settings.calibration or "",
+        paused=settings.paused,
+        frames_per_s=recent / RATE_WINDOW_S,
+        anomaly_rate=sum(decision_of(e) != "normal" for e in events) / len(events) if events else 0.0,
+        p95_latency_ms=float(np.percentile(latencies, 95)) if latencies else 0.0,
+        last_frame_age_s=now - max(written) if written else None,
+        stored=store.count_results(camera),
+    )
+
+
+def result_fields(client: redis.Redis, camera: str, frame_id: str) -> dict[str, str]:
+    """The result hash of a frame as text.
+
+    Raises:
+        ResultMissingError: malformed id, never scored, or expired.
+    """
+    if not _FRAME_RE.match(frame_id):
+        raise ResultMissingError(f"{frame_id!r} is not a frame id")
+    raw = client.hgetall(result_key(camera, frame_id))
+    if not raw:
+        raise ResultMissingError(f"{camera} has no stored result for frame {frame_id!r} (never scored, or expired)")
+    return text_fields(raw)
+
+
+class OverlayRenderer:
+    """Frames read back from Kafka with their stored map blended on and regions boxed, as PNG, cached.
+
+    Why a cache: a stored result never changes (the store writes a frame once), so an overlay rendered for the
+    live wall or the frame page is valid until it expires, and each read-back opens a Kafka consumer.
+    """
+
+    def __init__(self, config: ZsadConfig, store: ResultStore, capacity: int = 256) -> None:
+        self.config = config
+        self.store = store
+        self.capacity = capacity
+        self._cache: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._lock = Lock()
+
+    def frame(self, camera: str, fields: Mapping[str, str]) -> np.ndarray:
+        """The frame as RGB, cropped to the camera's ROI like the model's input.
+
+        Raises:
+            FrameUnavailableError: the record is gone or cannot be decoded within the configured limits.
+        """
+        from services.frame_path.decoding import crop_roi
+
+        partition, offset = int(fields.get("partition", -1)), int(fields.get("offset", -1))
+        data = fetch_frame(self.config.kafka, partition, offset, fields["frame_id"], camera=camera)
+        try:
+            return crop_roi(decode_image(data, self.config.limits.image_limits()), self.config.camera(camera).roi)
+        except ZsadError as exc:
+            raise FrameUnavailableError(f"frame {fields['frame_id']} cannot be shown: {exc}") from exc
+
+    def overlay_png(self, camera: str, fields: Mapping[str, str], width: int = 0) -> bytes:
+        """The overlay of a stored result, scaled to ``width`` pixels wide (0: the frame's size).
+
+        A frame Kafka no longer has is drawn as the heat map alone, so the map stays visible.
+
+        Raises:
+            ResultMissingError: the result has no stored map.
+        """
+        key = (camera, fields["frame_id"], width)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        anomaly_map = self.store.get_map(camera, fields["frame_id"])
+        if anomaly_map is None:
+            raise ResultMissingError(f"frame {fields['frame_id']} of {camera} has no stored anomaly map")
+        threshold = _number(fields, "threshold")
+        try:
+            picture = overlay(self.frame(camera, fields), anomaly_map, threshold=threshold)
+        except FrameUnavailableError:
+            picture = overlay(np.zeros((*anomaly_map.shape, 3), np.uint8), anomaly_map, threshold=threshold, alpha=1.0)
+        picture = _draw_boxes(picture, boxes_of(fields), self.config.camera(camera).roi)
+        if width and picture.shape[1] > width:
+            height = max(1, round(picture.shape[0] * width / picture.shape[1]))
+            picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+        png = encode_png(picture)
+        with self._lock:
+            self._cache[key] = png
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return png
+
+
+def heat_png(store: ResultStore, camera: str, fields: Mapping[str, str], width: int) -> bytes:
+    """The stored map alone as a JET thumbnail ``width`` pixels wide, contoured at the threshold.
+
+    Why not the frame: the live wall shows every new frame, and reading each back from Kafka costs the
+    broker a fetch per frame; measured with two walls open that took 80 % of the pipeline's rate
+    (BENCHMARKS.md), while the map lives in Redis next to the result. The frame page shows the real overlay.
+
+    Raises:
+        ResultMissingError: the result has no stored map.
+    """
+    anomaly_map = store.get_map(camera, fields["frame_id"])
+    if anomaly_map is None:
+        raise ResultMissingError(f"frame {fields['frame_id']} of {camera} has no stored anomaly map")
+    height = max(1, round(anomaly_map.shape[0] * width / anomaly_map.shape[1]))
+    blank = np.zeros((height, width, 3), np.uint8)
+    return encode_png(overlay(blank, anomaly_map, threshold=_number(fields, "threshold"), alpha=1.0))
+
+
+def _draw_boxes(
+    picture: np.ndarray, boxes: list[tuple[int, int, int, int]], roi: tuple[int, int, int, int] | None
+) -> np.ndarray:
+    """Regions are in original-frame pixels; the picture is the ROI crop, so boxes move by the ROI's corner."""
+    if not boxes:
+        return picture
+    picture = np.ascontiguousarray(picture)
+    dx, dy = (roi[0], roi[1]) if roi is not None else (0, 0)
+    thickness = max(1, min(picture.shape[:2]) // 150)
+    for x, y, w, h in boxes:
+        cv2.rectangle(picture, (x - dx, y - dy), (x - dx + w - 1, y - dy + h - 1), _BOX_COLOR, thickness)
+    return picture

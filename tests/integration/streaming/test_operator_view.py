@@ -1,0 +1,144 @@
+"""The operator view on a running application, driven in a real headless chromium (Debian's, via selenium).
+
+It logs in, watches the live wall receive frames streamed through Kafka and the model, opens a frame page and
+checks the overlay image the browser loaded, and is refused without a token and for an operator action with a
+viewer token. Screenshots go to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ray import serve
+from stream_helpers import FRAME_SIDE, produce_frames, stream_config
+
+from services.config import ViewConfig, ZsadConfig
+from services.frame_path.serve_app import app_from_config
+from services.local_stack.service_processes import NoidaBroker, RedisServer
+
+pytestmark = pytest.mark.integration
+
+VIEWER = "viewer-" + "v" * 20
+OPERATOR = "operator-" + "o" * 20
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def http(url: str, token: str | None = None, data: bytes | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def view_app(ray_serve: None, noida_broker: NoidaBroker, redis_server: RedisServer) -> Iterator[tuple[str, ZsadConfig]]:
+    """The whole application with view tokens; yields the view's base URL and the config."""
+    unique = uuid.uuid4().hex[:8]
+    config = stream_config(noida_broker, redis_server, unique, {f"cam-{unique}": {"method": "clip-ad"}},
+                           partitions=2, num_actors=1)  # fmt: skip
+    config = config.model_copy(update={"view": ViewConfig(viewer_token=VIEWER, operator_token=OPERATOR)})
+    name = f"view-{unique}"
+    serve.run(app_from_config(config), name=name, route_prefix=f"/{name}", blocking=False)
+    port = serve.context._get_global_client().http_config.port
+    base = f"http://127.0.0.1:{port}/{name}"
+    deadline = time.monotonic() + 180
+    while http(base + "/api/ingest", VIEWER)[0] != 200:
+        assert time.monotonic() < deadline, "the application did not come up"
+        time.sleep(1)
+    try:
+        yield base, config
+    finally:
+        serve.delete(name)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/bootstrap.sh installs them)")
+    options = webdriver.ChromeOptions()
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,900"]:
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_refused_without_a_token_and_for_a_viewer_action(view_app: tuple[str, ZsadConfig]) -> None:
+    base, config = view_app
+    camera = next(iter(config.cameras))
+    for path in ("/", "/api/overview", f"/camera/{camera}", f"/camera/{camera}/events", "/registry"):
+        assert http(base + path)[0] == 401, path
+        assert http(base + path, "x" * 24)[0] == 401, path
+    form = f"camera={camera}&paused=true".encode()
+    assert http(base + "/actions/pause", VIEWER, form)[0] == 403
+    status, body = http(base + "/actions/pause", OPERATOR, form + b"&reason=test")
+    assert status == 200, body
+    overview = json.loads(http(base + "/api/overview", VIEWER)[1])
+    assert [row["paused"] for row in overview["cameras"]] == [True]
+
+
+def test_live_wall_and_frame_page_in_a_browser(view_app: tuple[str, ZsadConfig], browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, config = view_app
+    camera = next(iter(config.cameras))
+    browser.get(base + "/")
+    assert "Log in" in browser.page_source  # no cookie yet: the login page, with status 401
+    browser.find_element(By.ID, "token").send_keys(VIEWER)
+    browser.find_element(By.ID, "login").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"tr[data-camera='{camera}']"), 30, "the overview")
+    browser.save_screenshot(str(tmp_path / "overview.png"))
+
+    browser.get(f"{base}/camera/{camera}")
+    wait_for(lambda: browser.find_element(By.ID, "status").text == "live", 30, "the event stream")
+    frame_ids = produce_frames(config, 6)[camera]
+    shown = wait_for(
+        lambda: set(frame_ids) <= {e.get_attribute("data-frame") for e in browser.find_elements(By.CSS_SELECTOR,
+                                                                                                 ".tile")},
+        180, "the live wall to show the streamed frames")  # fmt: skip
+    assert shown
+    assert int(browser.find_element(By.ID, "seen").text) == len(frame_ids)  # each frame arrived once
+    browser.save_screenshot(str(tmp_path / "live_wall.png"))
+
+    browser.get(f"{base}/frame/{camera}/{frame_ids[-1]}")
+    size = wait_for(lambda: browser.execute_script(
+        "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth ? "
+        "[i.naturalWidth, i.naturalHeight] : null;"), 60, "the overlay image")  # fmt: skip
+    assert size == [FRAME_SIDE, FRAME_SIDE]  # the overlay is drawn on the frame read back from Kafka
+    assert browser.find_element(By.ID, "decision").text in ("normal", "anomalous")
+    assert not browser.find_elements(By.ID, "mark-good")  # a viewer is offered no actions
+    browser.save_screenshot(str(tmp_path / "frame.png"))
+
+    # The viewer's session cookie cannot act, even with the page's own CSRF-less form post.
+    status = browser.execute_script(
+        "const r = await fetch(arguments[0], {method: 'POST', body: arguments[1], "
+        "headers: {'Content-Type': 'application/x-www-form-urlencoded'}}); return r.status;",
+        f"{base}/actions/mark", f"camera={camera}&frame_id={frame_ids[-1]}&label=good")  # fmt: skip
+    assert status == 403
