@@ -299,16 +299,22 @@ class LimitsConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """The prompt registry (:mod:`~services.prompt_lifecycle.prompt_registry`): artifacts on disk, records in Redis.
+    """The prompt registry (:mod:`~services.prompt_lifecycle.prompt_registry`): artifacts in a store every
+    serving node can read, records in Redis.
 
     Attributes:
-        root: a local directory holding ``<method>/<version>/`` artifact copies; serving replicas must see the
-            same directory (fsspec URLs for object stores are a later extension).
+        root: the artifact store (:mod:`~services.prompt_lifecycle.artifact_store`): a local directory (one
+            machine, or a volume every node mounts), ``redis://`` (the registry's Redis: no shared disk needed),
+            or an fsspec URL such as ``s3://bucket/prefix`` (the filesystem's package must be installed).
         namespace: prefix of the registry's Redis keys and channel, so two deployments can share one Redis.
+        cache_dir: each node's local copies of artifacts read from a ``redis://`` or URL store.
+        max_redis_bytes: the largest artifact ``redis://`` accepts; Redis keeps everything in memory.
     """
 
     root: str = Field("runs/registry", min_length=1)
     namespace: str = Field("zsad:registry", min_length=1)
+    cache_dir: str = Field("runs/registry-cache", min_length=1)
+    max_redis_bytes: PositiveInt = 16 * MiB
 
 
 class ZsadConfig(BaseSettings):

@@ -58,7 +58,7 @@ class Inspector:
         metrics = PipelineMetrics()
         store = ResultStore.from_config(config)
         # One client (its pool) for results and registry reads; the watcher's pub/sub takes its own connection.
-        registry = PromptRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
+        registry = PromptRegistry.from_config(config.registry, store.client)
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
         self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry),
                                   replica=replica)  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from pathlib import Path
 
 from services.frame_path.inspector import InspectorCore, PromptSwap, ResolvedPrompts
 from services.frame_path.metrics import PipelineMetrics
@@ -29,15 +28,15 @@ class RegistryPrompts:
         self.registry = registry
 
     def resolve_prompts(self, method: str, version_or_alias: str) -> ResolvedPrompts:
-        """The concrete version ``version_or_alias`` names now, after its files passed the hash check.
+        """The concrete version ``version_or_alias`` names now, in a local directory after its files passed the
+        hash check (copied from the store into this node's cache when the store is remote).
 
         Raises:
             RegistryError: unknown method, version or alias.
             CorruptArtifactError: the files no longer match the registered record.
         """
         entry = self.registry.resolve(method, version_or_alias)
-        self.registry.verify(entry)
-        return ResolvedPrompts(entry.version, Path(entry.path))
+        return ResolvedPrompts(entry.version, self.registry.materialise(entry))
 
 
 class PromptWatcher:

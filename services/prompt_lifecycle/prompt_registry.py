@@ -21,13 +21,14 @@ Redis layout (``ns`` is the namespace, ``zsad:registry`` by default; the traffic
 * ``{ns}:audit``: stream of register, promote and rollback entries, refusals included; never trimmed.
 * ``{ns}:events``: pub/sub channel, JSON ``{"method", "alias", "version", "action"}`` after each alias move.
 
-On disk, ``root/<method>/<version>/`` holds the artifact's two files byte for byte, read-only. They are copied
-into a hidden staging directory beside it and renamed into place, so a crash leaves at most a hidden
-``.v<N>.*`` directory that no record points to, never a half artifact under a version name.
+The artifact's two files, byte for byte and never changed, live in the store ``root`` names
+(:mod:`.artifact_store`): a local directory on one machine, the registry's Redis (``redis://``) or an object store
+URL on a cluster without shared disk. A record holds the artifact's ``location`` in that store.
 
-Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version``, calls :meth:`PromptRegistry.verify`
-(the files still match the record) and then ``zsad_core.artifacts.load_prompts``, which refuses an artifact made
-for another model; :meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
+Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version`` and calls :meth:`PromptRegistry.materialise`:
+a local directory holding the files (for a remote store, a copy in the node's cache directory) after they were
+checked against the record; then ``zsad_core.artifacts.load_prompts`` refuses an artifact made for another model.
+:meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
 """
 
 from __future__ import annotations
@@ -48,12 +49,20 @@ from typing import TYPE_CHECKING, Any
 import redis
 from safetensors import SafetensorError, safe_open
 
+from services.prompt_lifecycle.artifact_store import (
+    DEFAULT_MAX_REDIS_BYTES,
+    ArtifactStore,
+    ArtifactStoreError,
+    LocalDirectoryStore,
+    open_artifact_store,
+)
 from zsad_core.errors import IncompatibleWeightsError, ZsadError
 from zsad_core.method_names import method_names
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
+    from services.config import RegistryConfig
     from zsad_core.methods.base import ZeroShotMethod
 
 # zsad_core.artifacts imports torch (seconds to import); it is imported inside the operations that read artifact
@@ -62,6 +71,7 @@ if TYPE_CHECKING:
 ALIASES = ("champion", "candidate")
 _VERSION_RE = re.compile(r"v[1-9][0-9]*")
 _REQUIRED_MANIFEST_KEYS = ("method", "backbone", "taps", "image_size", "sha256", "schema_version")
+DEFAULT_CACHE_DIR = "runs/registry-cache"
 
 
 class RegistryError(ZsadError):
@@ -86,7 +96,10 @@ class CorruptArtifactError(RegistryError, IncompatibleWeightsError):
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """One registered version: where its files are and what its manifest and registration recorded.
+    """One registered version: where its files are stored and what its manifest and registration recorded.
+
+    ``location`` is the artifact's address in the registry's store (a directory, ``redis://...`` or a URL); use
+    :meth:`PromptRegistry.materialise` for a local directory holding the files.
 
     ``metrics`` holds the numeric metrics (from the manifest's ``metrics``, then those given at registration);
     ``eval_data`` is the data set they were measured on, so metrics from different data are never compared.
@@ -94,7 +107,7 @@ class RegistryEntry:
 
     method: str
     version: str
-    path: Path
+    location: str
     backbone: str
     taps: tuple[int, ...]
     image_size: int
@@ -120,7 +133,7 @@ class RegistryEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly fields (the CLI prints these)."""
-        return {**dataclasses.asdict(self), "path": str(self.path), "taps": list(self.taps)}
+        return {**dataclasses.asdict(self), "taps": list(self.taps)}
 
     def to_record(self) -> dict[str, str]:
         """The Redis hash fields; ``None`` is stored as an empty string."""
@@ -135,7 +148,7 @@ class RegistryEntry:
         return cls(
             method=record["method"],
             version=record["version"],
-            path=Path(record["path"]),
+            location=record["location"] if "location" in record else record["path"],  # "path": local-only records
             backbone=record["backbone"],
             taps=tuple(json.loads(record["taps"])),
             image_size=int(record["image_size"]),
@@ -197,15 +210,33 @@ class PromptRegistry:
     """Versioned, immutable prompt artifacts with ``champion``/``candidate`` aliases, audited in Redis.
 
     Args:
-        root: directory holding the artifact copies (``root/<method>/<version>/``).
-        client: a redis-py client (binary or decoded responses both work).
+        root: where artifacts are stored: a directory, ``redis://`` or an fsspec URL (:mod:`.artifact_store`).
+        client: a redis-py client (binary or decoded responses both work, except that the ``redis://`` store
+            needs binary responses).
         namespace: prefix of every key and of the events channel.
+        cache_dir: this machine's directory for local copies of artifacts from a remote store.
+        max_redis_bytes: the largest artifact the ``redis://`` store accepts.
     """
 
-    def __init__(self, root: str | Path, client: redis.Redis, *, namespace: str = "zsad:registry"):
-        self.root = Path(root).resolve()
+    def __init__(
+        self,
+        root: str | Path,
+        client: redis.Redis,
+        *,
+        namespace: str = "zsad:registry",
+        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        max_redis_bytes: int = DEFAULT_MAX_REDIS_BYTES,
+    ):
+        self.store: ArtifactStore = open_artifact_store(root, client, namespace, max_redis_bytes=max_redis_bytes)
         self.client = client
         self.namespace = namespace
+        self.cache_dir = Path(cache_dir)
+
+    @classmethod
+    def from_config(cls, config: RegistryConfig, client: redis.Redis) -> PromptRegistry:
+        """The registry the ``registry`` section describes, over ``client``."""
+        return cls(config.root, client, namespace=config.namespace, cache_dir=config.cache_dir,
+                   max_redis_bytes=config.max_redis_bytes)  # fmt: skip
 
     @property
     def audit_key(self) -> str:
@@ -236,7 +267,7 @@ class PromptRegistry:
         metrics: dict[str, float] | None = None,
         created_by: str,
     ) -> RegistryEntry:
-        """Copy an artifact into the registry under a new version and record it.
+        """Copy an artifact into the registry's store under a new version and record it.
 
         Args:
             artifact_dir: a directory written by :func:`zsad_core.artifacts.save_prompts`.
@@ -247,6 +278,7 @@ class PromptRegistry:
         Raises:
             CorruptArtifactError: the weight file is missing, unreadable or does not hash to the manifest's sha256.
             RegistryError: the manifest names an unknown method or another schema version.
+            ArtifactStoreError: the store refuses the artifact (e.g. ``artifact_too_large`` for ``redis://``).
         """
         from zsad_core.artifacts import MANIFEST_FILE, SCHEMA_VERSION, WEIGHTS_FILE
 
@@ -262,12 +294,13 @@ class PromptRegistry:
         measured = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
         recorded = {key: float(value) for key, value in measured.items() if _is_number(value)}
         recorded.update({key: float(value) for key, value in (metrics or {}).items()})
-        number, target = self._reserve(method)
-        _install([source / WEIGHTS_FILE, source / MANIFEST_FILE], target, manifest["sha256"])
+        number, version = self._reserve(method)
+        files = {name: (source / name).read_bytes() for name in (WEIGHTS_FILE, MANIFEST_FILE)}
+        location = self.store.put(method, version, files)
         entry = RegistryEntry(
             method=method,
-            version=target.name,
-            path=target,
+            version=version,
+            location=location,
             backbone=manifest["backbone"],
             taps=tuple(manifest["taps"]),
             image_size=manifest["image_size"],
@@ -281,28 +314,29 @@ class PromptRegistry:
             metrics=recorded,
         )
         audit = {"action": "register", "method": method, "alias": "", "from_version": "", "to_version": entry.version,
-                 "outcome": "registered", "actor": created_by, "reason": "", "cause": "", "detail": str(target),
+                 "outcome": "registered", "actor": created_by, "reason": "", "cause": "", "detail": location,
                  "ts": _now()}  # fmt: skip
         try:
+            self.verify(entry)  # the stored copy is what gets recorded, not the source
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(self.version_key(method, entry.version), mapping=entry.to_record())
                 pipe.zadd(self._versions_key(method), {entry.version: number})
                 pipe.sadd(f"{self.namespace}:methods", method)
                 pipe.xadd(self.audit_key, audit)
                 pipe.execute()
-        except redis.RedisError:
-            shutil.rmtree(target, ignore_errors=True)  # unrecorded files must not hold the version's name
+        except (redis.RedisError, CorruptArtifactError):
+            self.store.discard(location)  # unrecorded files must not hold the version's name
             raise
         return entry
 
-    def _reserve(self, method: str) -> tuple[int, Path]:
-        """A fresh version number and its directory; numbers whose directory or record exists are skipped (a
-        Redis that lost its counter must not make a new artifact collide with an old one)."""
+    def _reserve(self, method: str) -> tuple[int, str]:
+        """A fresh version number and name; numbers with stored files or a record are skipped (a Redis that lost
+        its counter must not make a new artifact collide with an old one)."""
         while True:
             number = int(self.client.incr(f"{self.namespace}:{method}:seq"))
-            target = self.root / method / f"v{number}"
-            if not target.exists() and not self.client.exists(self.version_key(method, target.name)):
-                return number, target
+            version = f"v{number}"
+            if not self.store.taken(method, version) and not self.client.exists(self.version_key(method, version)):
+                return number, version
 
     def resolve(self, method: str, version_or_alias: str) -> RegistryEntry:
         """The entry of an explicit version (``v3``) or of the version an alias points to.
@@ -332,30 +366,71 @@ class PromptRegistry:
         return None if value is None else _text(value)
 
     def verify(self, entry: RegistryEntry) -> None:
-        """Check that the stored files still are what was registered.
+        """Check that the stored files still are what was registered (read from the store, not from a cache).
 
         Raises:
             CorruptArtifactError: with reason ``missing_file``, ``unreadable_manifest``, ``manifest_mismatch``
                 (the manifest differs from the record), ``hash_mismatch`` or ``unreadable_weights``.
         """
-        from zsad_core.artifacts import WEIGHTS_FILE
+        if isinstance(self.store, LocalDirectoryStore):
+            _check_directory(entry, Path(entry.location))
+            return
+        with tempfile.TemporaryDirectory(prefix="zsad-verify-") as scratch:
+            _check_directory(entry, self._download(entry, Path(scratch) / entry.version))
 
-        manifest = _read_manifest(entry.path)
-        wrong = [
-            f"{key}: recorded {expected!r}, manifest {manifest.get(key)!r}"
-            for key, expected in entry.manifest_fields().items()
-            if manifest.get(key) != expected
-        ]
-        if wrong:
-            raise CorruptArtifactError(
-                "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
-            )
-        _check_weights(entry.path / WEIGHTS_FILE, entry.sha256)
+    def materialise(self, entry: RegistryEntry) -> Path:
+        """A local directory holding ``entry``'s files, checked against the record; what serving loads.
 
-    def check_serving_compatible(self, entry: RegistryEntry, method: ZeroShotMethod) -> None:
-        """Raise unless ``entry`` is intact (:meth:`verify`) and fits ``method`` (method, backbone, taps, size).
+        Why a cache: replicas on other nodes cannot read the registrar's disk. A remote store's files are
+        copied once per node into ``cache_dir/<method>/<version>-<sha256 prefix>`` (staged, then renamed), and
+        checked again on every call, so a cached copy that was changed is replaced from the store.
 
-        Serving then calls ``load_prompts(method, entry.path)``, which checks the file against its manifest once
+        Raises:
+            CorruptArtifactError: see :meth:`verify`.
+        """
+        if isinstance(self.store, LocalDirectoryStore):
+            directory = Path(entry.location)
+            _check_directory(entry, directory)
+            return directory
+        directory = self.cache_dir.resolve() / entry.method / f"{entry.version}-{entry.sha256[:16]}"
+        if directory.is_dir():
+            try:
+                _check_directory(entry, directory)
+                return directory
+            except CorruptArtifactError:
+                shutil.rmtree(directory, ignore_errors=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", dir=directory.parent))
+        try:
+            _check_directory(entry, self._download(entry, staging))
+            staging.chmod(0o755)
+            os.rename(staging, directory)
+        except OSError:  # another process of this node installed the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+            _check_directory(entry, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return directory
+
+    def _download(self, entry: RegistryEntry, directory: Path) -> Path:
+        """Write the stored files of ``entry`` into ``directory``; store errors become corrupt-artifact errors."""
+        from zsad_core.artifacts import MANIFEST_FILE, WEIGHTS_FILE
+
+        try:
+            files = self.store.read(entry.location, (WEIGHTS_FILE, MANIFEST_FILE))
+        except ArtifactStoreError as exc:
+            raise CorruptArtifactError(exc.reason, str(exc)) from exc
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        return directory
+
+    def check_serving_compatible(self, entry: RegistryEntry, method: ZeroShotMethod) -> Path:
+        """The materialised directory of ``entry`` (:meth:`materialise`) after checking that it fits ``method``
+        (method, backbone, taps, size).
+
+        Serving then calls ``load_prompts(method, directory)``, which checks the file against its manifest once
         more; this check adds the comparison with the registry's record, which the files alone cannot give.
 
         Raises:
@@ -364,8 +439,9 @@ class PromptRegistry:
         """
         from zsad_core.artifacts import check_compatible
 
-        self.verify(entry)
-        check_compatible(method, _read_manifest(entry.path))
+        directory = self.materialise(entry)
+        check_compatible(method, _read_manifest(directory))
+        return directory
 
     def promote(
         self,
@@ -596,33 +672,21 @@ def _check_weights(weights: Path, sha256: str) -> None:
         ) from exc
 
 
-def _install(files: builtins.list[Path], target: Path, sha256: str) -> None:
-    """Copy ``files`` into the new directory ``target`` all at once: staged beside it, synced, then renamed."""
+def _check_directory(entry: RegistryEntry, directory: Path) -> None:
+    """Raise unless the artifact files in ``directory`` are the ones ``entry`` records (manifest fields, hash)."""
     from zsad_core.artifacts import WEIGHTS_FILE
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        for source in files:
-            copy = staging / source.name
-            shutil.copyfile(source, copy)
-            _fsync(copy)
-            copy.chmod(0o444)
-        _check_weights(staging / WEIGHTS_FILE, sha256)  # the copy is what gets recorded, not the source
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from replicas running as another user
-        os.rename(staging, target)  # atomic; refuses to replace a directory that has files
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _fsync(target.parent)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    manifest = _read_manifest(directory)
+    wrong = [
+        f"{key}: recorded {expected!r}, manifest {manifest.get(key)!r}"
+        for key, expected in entry.manifest_fields().items()
+        if manifest.get(key) != expected
+    ]
+    if wrong:
+        raise CorruptArtifactError(
+            "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
+        )
+    _check_weights(directory / WEIGHTS_FILE, entry.sha256)
 
 
 def _event(result: PromotionResult) -> str:
