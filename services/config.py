@@ -33,6 +33,9 @@ OffsetResetPolicy = Literal["earliest", "latest", "fail"]
 MiB = 1024 * 1024
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Custom Ray resources a deployment's actors need, e.g. {"inspector": 1}: they then run only on nodes started
+# with that resource (``ray start --resources``), which is how a cluster keeps models and ingest apart.
+RayResources = dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(gt=0.0)]]
 
 
 class _Section(BaseModel):
@@ -237,6 +240,8 @@ class ServingConfig(_Section):
             replica's health check fails and Serve replaces it (a broken device or model; Redis outages do not
             count, a new replica would not fix them).
         health_check_period_s: how often Serve asks a replica's health.
+        resources: custom Ray resources per replica (``{"inspector": 1}``): replicas go only to nodes that have
+            them, e.g. the GPU nodes of a cluster.
     """
 
     backbone: str | None = None
@@ -254,6 +259,7 @@ class ServingConfig(_Section):
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0.0)
     unhealthy_after_model_failures: PositiveInt = 3
     health_check_period_s: float = Field(10.0, gt=0.0)
+    resources: RayResources = Field(default_factory=dict)
 
 
 class IngestConfig(_Section):
@@ -273,6 +279,8 @@ class IngestConfig(_Section):
             reset is logged, counted (``zsad_offset_resets``) and audited.
         decode_budget_pixels: decoded pixels one actor's decodes may hold at once (3 bytes each); a frame
             that needs more is decoded alone. The default fits one frame at ``limits.max_pixels``.
+        resources: custom Ray resources per ingest actor and for the ingest controller (``{"ingest": 0.1}``):
+            they go only to nodes that have them, e.g. the head or CPU nodes near the brokers.
     """
 
     num_actors: PositiveInt = 1
@@ -282,6 +290,7 @@ class IngestConfig(_Section):
     actor_num_cpus: float = Field(0.0, ge=0.0)
     on_offset_out_of_range: OffsetResetPolicy = "earliest"
     decode_budget_pixels: PositiveInt = 64_000_000
+    resources: RayResources = Field(default_factory=dict)
 
 
 class LimitsConfig(_Section):
