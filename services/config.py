@@ -210,6 +210,8 @@ class AutoscalingConfig(_Section):
         min_replicas, max_replicas, initial_replicas: replica bounds.
         target_ongoing_requests: frames queued or in a batch per replica that Serve aims for.
         upscale_delay_s, downscale_delay_s: how long a need must last before replicas are added or removed.
+        look_back_period_s: the window over which Serve averages the ongoing requests; ``None`` is Serve's
+            default (30 s).
     """
 
     min_replicas: Annotated[int, Field(ge=0)] = 1
@@ -218,6 +220,7 @@ class AutoscalingConfig(_Section):
     target_ongoing_requests: float = Field(16.0, gt=0.0)
     upscale_delay_s: float = Field(30.0, ge=0.0)
     downscale_delay_s: float = Field(600.0, ge=0.0)
+    look_back_period_s: float | None = Field(None, gt=0.0)
 
 
 class ServingConfig(_Section):
