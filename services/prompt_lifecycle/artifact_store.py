@@ -58,10 +58,6 @@ class ArtifactHashError(ArtifactStoreError):
 class ArtifactStore(Protocol):
     """Write-once storage of one artifact's files per ``(method, version)``."""
 
-    def describe(self) -> str:
-        """Where the store is, for messages."""
-        ...
-
     def taken(self, method: str, version: str) -> bool:
         """Whether ``version`` already has files (a version number is then skipped, never overwritten)."""
         ...
@@ -97,9 +93,6 @@ class LocalDirectoryStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
-
-    def describe(self) -> str:
-        return str(self.root)
 
     def taken(self, method: str, version: str) -> bool:
         return (self.root / method / version).exists()
@@ -162,9 +155,6 @@ class RedisArtifactStore:
         self.client = client
         self.namespace = namespace
         self.max_bytes = max_bytes
-
-    def describe(self) -> str:
-        return f"{REDIS_ROOT} (namespace {self.namespace})"
 
     def _files_key(self, method: str, version: str) -> str:
         return f"{self.namespace}:{method}:files:{version}"
@@ -230,9 +220,6 @@ class FsspecArtifactStore:
             raise ArtifactStoreError("unsupported_url", f"registry.root {url!r}: {exc}") from exc
         self.url = url.rstrip("/")
         self.base = base.rstrip("/")
-
-    def describe(self) -> str:
-        return self.url
 
     def _directory(self, method: str, version: str) -> str:
         return f"{self.base}/{method}/{version}"
