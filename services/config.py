@@ -33,6 +33,9 @@ OffsetResetPolicy = Literal["earliest", "latest", "fail"]
 MiB = 1024 * 1024
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Custom Ray resources a deployment's actors need, e.g. {"inspector": 1}: they then run only on nodes started
+# with that resource (``ray start --resources``), which is how a cluster keeps models and ingest apart.
+RayResources = dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(gt=0.0)]]
 
 
 class _Section(BaseModel):
@@ -228,6 +231,8 @@ class AutoscalingConfig(_Section):
         min_replicas, max_replicas, initial_replicas: replica bounds.
         target_ongoing_requests: frames queued or in a batch per replica that Serve aims for.
         upscale_delay_s, downscale_delay_s: how long a need must last before replicas are added or removed.
+        look_back_period_s: the window over which Serve averages the ongoing requests; ``None`` is Serve's
+            default (30 s).
     """
 
     min_replicas: Annotated[int, Field(ge=0)] = 1
@@ -236,6 +241,7 @@ class AutoscalingConfig(_Section):
     target_ongoing_requests: float = Field(16.0, gt=0.0)
     upscale_delay_s: float = Field(30.0, ge=0.0)
     downscale_delay_s: float = Field(600.0, ge=0.0)
+    look_back_period_s: float | None = Field(None, gt=0.0)
 
 
 class ServingConfig(_Section):
@@ -258,6 +264,8 @@ class ServingConfig(_Section):
             replica's health check fails and Serve replaces it (a broken device or model; Redis outages do not
             count, a new replica would not fix them).
         health_check_period_s: how often Serve asks a replica's health.
+        resources: custom Ray resources per replica (``{"inspector": 1}``): replicas go only to nodes that have
+            them, e.g. the GPU nodes of a cluster.
     """
 
     backbone: str | None = None
@@ -275,6 +283,7 @@ class ServingConfig(_Section):
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0.0)
     unhealthy_after_model_failures: PositiveInt = 3
     health_check_period_s: float = Field(10.0, gt=0.0)
+    resources: RayResources = Field(default_factory=dict)
 
 
 class IngestConfig(_Section):
@@ -294,6 +303,8 @@ class IngestConfig(_Section):
             reset is logged, counted (``zsad_offset_resets``) and audited.
         decode_budget_pixels: decoded pixels one actor's decodes may hold at once (3 bytes each); a frame
             that needs more is decoded alone. The default fits one frame at ``limits.max_pixels``.
+        resources: custom Ray resources per ingest actor and for the ingest controller (``{"ingest": 0.1}``):
+            they go only to nodes that have them, e.g. the head or CPU nodes near the brokers.
     """
 
     num_actors: PositiveInt = 1
@@ -303,6 +314,7 @@ class IngestConfig(_Section):
     actor_num_cpus: float = Field(0.0, ge=0.0)
     on_offset_out_of_range: OffsetResetPolicy = "earliest"
     decode_budget_pixels: PositiveInt = 64_000_000
+    resources: RayResources = Field(default_factory=dict)
 
 
 class LimitsConfig(_Section):
@@ -320,16 +332,22 @@ class LimitsConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """The prompt registry (:mod:`~services.prompt_lifecycle.prompt_registry`): artifacts on disk, records in Redis.
+    """The prompt registry (:mod:`~services.prompt_lifecycle.prompt_registry`): artifacts in a store every
+    serving node can read, records in Redis.
 
     Attributes:
-        root: a local directory holding ``<method>/<version>/`` artifact copies; serving replicas must see the
-            same directory (fsspec URLs for object stores are a later extension).
+        root: the artifact store (:mod:`~services.prompt_lifecycle.artifact_store`): a local directory (one
+            machine, or a volume every node mounts), ``redis://`` (the registry's Redis: no shared disk needed),
+            or an fsspec URL such as ``s3://bucket/prefix`` (the filesystem's package must be installed).
         namespace: prefix of the registry's Redis keys and channel, so two deployments can share one Redis.
+        cache_dir: each node's local copies of artifacts read from a ``redis://`` or URL store.
+        max_redis_bytes: the largest artifact ``redis://`` accepts; Redis keeps everything in memory.
     """
 
     root: str = Field("runs/registry", min_length=1)
     namespace: str = Field("zsad:registry", min_length=1)
+    cache_dir: str = Field("runs/registry-cache", min_length=1)
+    max_redis_bytes: PositiveInt = 16 * MiB
 
 
 class ViewConfig(_Section):

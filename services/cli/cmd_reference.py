@@ -129,7 +129,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     record = {**entry.to_dict(), "aliases": aliases, "verified": verified}
     record["camera"] = record.pop("method")
     if verified == "ok":  # the manifest says what the memory holds and what it was built from
-        manifest = json.loads((entry.path / registry.kind.manifest_file).read_text(encoding="utf-8"))
+        directory = registry.materialise(entry)
+        manifest = json.loads((directory / registry.kind.manifest_file).read_text(encoding="utf-8"))
         record["memory"] = {key: manifest.get(key) for key in ("shots", "patches", "feature", "distance", "extra")}
     print(json.dumps(record, indent=2, sort_keys=True))
     return 0 if verified == "ok" else 1

@@ -88,7 +88,7 @@ def _open(args: argparse.Namespace) -> Iterator[PromptRegistry]:
     config = config_from_args(args)
     client = connect(config.redis)
     try:
-        yield PromptRegistry(config.registry.root, client, namespace=config.registry.namespace)
+        yield PromptRegistry.from_config(config.registry, client)
     finally:
         client.close()
 
@@ -130,7 +130,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     """Register an artifact directory and print its new version."""
     with _open(args) as registry:
         entry = registry.register(args.artifact_dir, training_data=args.training_data, created_by=args.actor)
-    print(f"registered {entry.method} {entry.version}: {entry.path}")
+    print(f"registered {entry.method} {entry.version}: {entry.location}")
     return 0
 
 

@@ -329,11 +329,11 @@ def calibrate_camera(
             raise CalibrationInputError("masks need bad images (--bad) to belong to")
         bads = with_masks(bads, bad_masks, limits)
     width, height = frame_size([goods] if bads is None else [goods, bads], settings.roi)
-    entry = None
+    entry, prompts = None, None
     if settings.prompt_version is not None:
         entry = store.registry.resolve(configured.method, settings.prompt_version)
-        store.registry.verify(entry)
-    scorer = CameraScorer(config, camera, roi=settings.roi, prompts=entry.path if entry else None, device=device)
+        prompts = store.registry.materialise(entry)
+    scorer = CameraScorer(config, camera, roi=settings.roi, prompts=prompts, device=device)
     good_scores, good_maps = scorer.score(goods.images)
     bad_scores, bad_maps = scorer.score(bads.images) if bads is not None else (None, None)
     image, pixel, summary = decide(

@@ -810,7 +810,7 @@ def _follow_roi(config: ZsadConfig, worker: IngestWorker) -> Any:
     from services.frame_path.result_store import connect
     from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
-    registry = PromptRegistry(config.registry.root, connect(config.redis), namespace=config.registry.namespace)
+    registry = PromptRegistry.from_config(config.registry, connect(config.redis))
     follower = CameraSettingsFollower(CameraSettingsStore(registry, config), config.cameras, worker.apply_settings)
     try:
         follower.refresh(follower.cameras)

@@ -66,7 +66,7 @@ class Inspector:
         metrics = PipelineMetrics()
         store = ResultStore.from_config(config)
         # One client (its pool) for results and registry reads; the watcher's pub/sub takes its own connection.
-        registry = PromptRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
+        registry = PromptRegistry.from_config(config.registry, store.client)
         references = reference_registry(config, store.client)
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
         self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry),
@@ -200,6 +200,11 @@ def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
         "health_check_period_s": serving.health_check_period_s,
         "ray_actor_options": {"num_cpus": serving.num_cpus, "num_gpus": serving.num_gpus},
     }
+    if serving.resources:
+        inspector["ray_actor_options"]["resources"] = dict(serving.resources)
+    ingest_actor_options: dict[str, Any] = {"num_cpus": config.ingest.actor_num_cpus}
+    if config.ingest.resources:
+        ingest_actor_options["resources"] = dict(config.ingest.resources)
     if serving.autoscaling is not None:
         inspector["autoscaling_config"] = serving.autoscaling.model_dump(exclude_none=True)
     else:
@@ -210,7 +215,7 @@ def deployment_options(config: ZsadConfig) -> dict[str, dict[str, Any]]:
             "num_replicas": 1,
             # Deleting the app waits for __del__: the actors' drain (30 s at most) and final commits.
             "graceful_shutdown_timeout_s": INGEST_SHUTDOWN_S,
-            "ray_actor_options": {"num_cpus": config.ingest.actor_num_cpus},
+            "ray_actor_options": ingest_actor_options,
         },
         # A tenth of a CPU and one replica: the page must never take CPU the model replicas could use.
         "OperatorView": {"num_replicas": 1, "ray_actor_options": {"num_cpus": config.view.num_cpus}},

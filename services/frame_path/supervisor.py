@@ -88,6 +88,7 @@ class IngestSupervisor:
         self.actors = [
             remote_cls.options(
                 num_cpus=self.config.ingest.actor_num_cpus,  # I/O and decode threads; 0 on one box
+                resources=dict(self.config.ingest.resources),  # the controller's nodes (deployment_options)
                 max_restarts=-1,
                 max_concurrency=64,
             ).remote(self.config, group, self.inspector, f"{self.name}-g{self._generation}-{index}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from pathlib import Path
 
 from services.frame_path.inspector import InspectorCore, PromptSwap, ReferenceSwap, ResolvedPrompts, ResolvedReferences
 from services.frame_path.metrics import PipelineMetrics
@@ -31,15 +30,15 @@ class RegistryPrompts:
         self.registry = registry
 
     def resolve_prompts(self, method: str, version_or_alias: str) -> ResolvedPrompts:
-        """The concrete version ``version_or_alias`` names now, after its files passed the hash check.
+        """The concrete version ``version_or_alias`` names now, in a local directory after its files passed the
+        hash check (copied from the store into this node's cache when the store is remote).
 
         Raises:
             RegistryError: unknown method, version or alias.
             CorruptArtifactError: the files no longer match the registered record.
         """
         entry = self.registry.resolve(method, version_or_alias)
-        self.registry.verify(entry)
-        return ResolvedPrompts(entry.version, Path(entry.path))
+        return ResolvedPrompts(entry.version, self.registry.materialise(entry))
 
 
 class PromptWatcher:
@@ -148,7 +147,8 @@ class RegistryReferences:
         self.registry = registry
 
     def resolve_references(self, camera: str, version_or_alias: str) -> ResolvedReferences | None:
-        """The set ``version_or_alias`` of ``camera`` names now, after its files passed the hash check; ``None``
+        """The set ``version_or_alias`` of ``camera`` names now, in a local directory after its files passed the
+        hash check (copied into this node's cache when the store is remote); ``None``
         while the alias is not set (an alias is never unset once set: a rollback needs an earlier version).
 
         Raises:
@@ -158,8 +158,7 @@ class RegistryReferences:
         if version_or_alias in ALIASES and version_or_alias not in self.registry.aliases(camera):
             return None
         entry = self.registry.resolve(camera, version_or_alias)
-        self.registry.verify(entry)
-        return ResolvedReferences(entry.version, Path(entry.path))
+        return ResolvedReferences(entry.version, self.registry.materialise(entry))
 
 
 class ReferenceWatcher(PromptWatcher):

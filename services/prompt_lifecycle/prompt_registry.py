@@ -21,18 +21,19 @@ Redis layout (``ns`` is the namespace, ``zsad:registry`` by default; the traffic
 * ``{ns}:audit``: stream of register, promote and rollback entries, refusals included; never trimmed.
 * ``{ns}:events``: pub/sub channel, JSON ``{"method", "alias", "version", "action"}`` after each alias move.
 
-On disk, ``root/<method>/<version>/`` holds the artifact's two files byte for byte, read-only. They are copied
-into a hidden staging directory beside it and renamed into place, so a crash leaves at most a hidden
-``.v<N>.*`` directory that no record points to, never a half artifact under a version name.
+The artifact's two files, byte for byte and never changed, live in the store ``root`` names
+(:mod:`.artifact_store`): a local directory on one machine, the registry's Redis (``redis://``) or an object store
+URL on a cluster without shared disk. A record holds the artifact's ``location`` in that store.
 
 Kinds: the same registry holds few-shot reference sets (:mod:`.reference_sets`) as another
 :class:`ArtifactKind`: their subject is a camera instead of a method, their versions are ``r<N>``, and a
 registry of that kind works under its own namespace and root, so its aliases, history, audit and events never
 mix with the prompts'.
 
-Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version``, calls :meth:`PromptRegistry.verify`
-(the files still match the record) and then ``zsad_core.artifacts.load_prompts``, which refuses an artifact made
-for another model; :meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
+Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version`` and calls :meth:`PromptRegistry.materialise`:
+a local directory holding the files (for a remote store, a copy in the node's cache directory) after they were
+checked against the record; then ``zsad_core.artifacts.load_prompts`` refuses an artifact made for another model.
+:meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
 """
 
 from __future__ import annotations
@@ -53,12 +54,20 @@ from typing import TYPE_CHECKING, Any
 import redis
 from safetensors import SafetensorError, safe_open
 
+from services.prompt_lifecycle.artifact_store import (
+    DEFAULT_MAX_REDIS_BYTES,
+    ArtifactStore,
+    ArtifactStoreError,
+    LocalDirectoryStore,
+    open_artifact_store,
+)
 from zsad_core.errors import IncompatibleWeightsError, ZsadError
 from zsad_core.method_names import method_names
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
+    from services.config import RegistryConfig
     from zsad_core.methods.base import ZeroShotMethod
 
 # zsad_core.artifacts imports torch (seconds to import); it is imported inside the operations that read artifact
@@ -66,6 +75,7 @@ if TYPE_CHECKING:
 
 ALIASES = ("champion", "candidate")
 _REQUIRED_MANIFEST_KEYS = ("backbone", "taps", "image_size", "sha256", "schema_version")
+DEFAULT_CACHE_DIR = "runs/registry-cache"
 
 
 class RegistryError(ZsadError):
@@ -90,7 +100,10 @@ class CorruptArtifactError(RegistryError, IncompatibleWeightsError):
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """One registered version: where its files are and what its manifest and registration recorded.
+    """One registered version: where its files are stored and what its manifest and registration recorded.
+
+    ``location`` is the artifact's address in the registry's store (a directory, ``redis://...`` or a URL); use
+    :meth:`PromptRegistry.materialise` for a local directory holding the files.
 
     ``metrics`` holds the numeric metrics (from the manifest's ``metrics``, then those given at registration);
     ``eval_data`` is the data set they were measured on, so metrics from different data are never compared.
@@ -98,7 +111,7 @@ class RegistryEntry:
 
     method: str
     version: str
-    path: Path
+    location: str
     backbone: str
     taps: tuple[int, ...]
     image_size: int
@@ -124,7 +137,7 @@ class RegistryEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly fields (the CLI prints these)."""
-        return {**dataclasses.asdict(self), "path": str(self.path), "taps": list(self.taps)}
+        return {**dataclasses.asdict(self), "taps": list(self.taps)}
 
     def to_record(self) -> dict[str, str]:
         """The Redis hash fields; ``None`` is stored as an empty string."""
@@ -139,7 +152,7 @@ class RegistryEntry:
         return cls(
             method=record["method"],
             version=record["version"],
-            path=Path(record["path"]),
+            location=record["location"] if "location" in record else record["path"],  # "path": local-only records
             backbone=record["backbone"],
             taps=tuple(json.loads(record["taps"])),
             image_size=int(record["image_size"]),
@@ -253,11 +266,14 @@ class PromptRegistry:
     """Versioned, immutable prompt artifacts with ``champion``/``candidate`` aliases, audited in Redis.
 
     Args:
-        root: directory holding the artifact copies (``root/<method>/<version>/``).
-        client: a redis-py client (binary or decoded responses both work).
+        root: where artifacts are stored: a directory, ``redis://`` or an fsspec URL (:mod:`.artifact_store`).
+        client: a redis-py client (binary or decoded responses both work, except that the ``redis://`` store
+            needs binary responses).
         namespace: prefix of every key and of the events channel.
         kind: what the registry holds (:data:`PROMPTS` by default); ``method`` in the API and the records is the
             kind's subject (a camera for reference sets).
+        cache_dir: this machine's directory for local copies of artifacts from a remote store.
+        max_redis_bytes: the largest artifact the ``redis://`` store accepts.
     """
 
     def __init__(
@@ -267,11 +283,36 @@ class PromptRegistry:
         *,
         namespace: str = "zsad:registry",
         kind: ArtifactKind = PROMPTS,
+        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        max_redis_bytes: int = DEFAULT_MAX_REDIS_BYTES,
     ):
-        self.root = Path(root).resolve()
+        self.store: ArtifactStore = open_artifact_store(root, client, namespace, max_redis_bytes=max_redis_bytes)
         self.client = client
         self.namespace = namespace
         self.kind = kind
+        self.cache_dir = Path(cache_dir)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RegistryConfig,
+        client: redis.Redis,
+        *,
+        kind: ArtifactKind = PROMPTS,
+        root: str | Path | None = None,
+        namespace: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> PromptRegistry:
+        """The registry the ``registry`` section describes, over ``client``; ``root``, ``namespace`` and
+        ``cache_dir`` override the section's (another kind lives beside the prompts, never mixed with them)."""
+        return cls(
+            config.root if root is None else root,
+            client,
+            namespace=config.namespace if namespace is None else namespace,
+            kind=kind,
+            cache_dir=config.cache_dir if cache_dir is None else cache_dir,
+            max_redis_bytes=config.max_redis_bytes,
+        )
 
     @property
     def audit_key(self) -> str:
@@ -302,7 +343,7 @@ class PromptRegistry:
         metrics: dict[str, float] | None = None,
         created_by: str,
     ) -> RegistryEntry:
-        """Copy an artifact into the registry under a new version and record it.
+        """Copy an artifact into the registry's store under a new version and record it.
 
         Args:
             artifact_dir: a directory written by :func:`zsad_core.artifacts.save_prompts`.
@@ -313,6 +354,7 @@ class PromptRegistry:
         Raises:
             CorruptArtifactError: the weight file is missing, unreadable or does not hash to the manifest's sha256.
             RegistryError: the manifest names no or an unknown subject (method), or another schema version.
+            ArtifactStoreError: the store refuses the artifact (e.g. ``artifact_too_large`` for ``redis://``).
         """
         kind = self.kind
         source = Path(artifact_dir)
@@ -332,12 +374,13 @@ class PromptRegistry:
         measured = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
         recorded = {key: float(value) for key, value in measured.items() if _is_number(value)}
         recorded.update({key: float(value) for key, value in (metrics or {}).items()})
-        number, target = self._reserve(method)
-        _install([source / kind.weights_file, source / kind.manifest_file], target, manifest["sha256"])
+        number, version = self._reserve(method)
+        files = {name: (source / name).read_bytes() for name in (kind.weights_file, kind.manifest_file)}
+        location = self.store.put(method, version, files)
         entry = RegistryEntry(
             method=method,
-            version=target.name,
-            path=target,
+            version=version,
+            location=location,
             backbone=manifest["backbone"],
             taps=tuple(manifest["taps"]),
             image_size=manifest["image_size"],
@@ -351,28 +394,29 @@ class PromptRegistry:
             metrics=recorded,
         )
         audit = {"action": "register", "method": method, "alias": "", "from_version": "", "to_version": entry.version,
-                 "outcome": "registered", "actor": created_by, "reason": "", "cause": "", "detail": str(target),
+                 "outcome": "registered", "actor": created_by, "reason": "", "cause": "", "detail": location,
                  "ts": _now()}  # fmt: skip
         try:
+            self.verify(entry)  # the stored copy is what gets recorded, not the source
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(self.version_key(method, entry.version), mapping=entry.to_record())
                 pipe.zadd(self._versions_key(method), {entry.version: number})
                 pipe.sadd(f"{self.namespace}:methods", method)
                 pipe.xadd(self.audit_key, audit)
                 pipe.execute()
-        except redis.RedisError:
-            shutil.rmtree(target, ignore_errors=True)  # unrecorded files must not hold the version's name
+        except (redis.RedisError, CorruptArtifactError):
+            self.store.discard(location)  # unrecorded files must not hold the version's name
             raise
         return entry
 
-    def _reserve(self, method: str) -> tuple[int, Path]:
-        """A fresh version number and its directory; numbers whose directory or record exists are skipped (a
-        Redis that lost its counter must not make a new artifact collide with an old one)."""
+    def _reserve(self, method: str) -> tuple[int, str]:
+        """A fresh version number and name; numbers with stored files or a record are skipped (a Redis that lost
+        its counter must not make a new artifact collide with an old one)."""
         while True:
             number = int(self.client.incr(f"{self.namespace}:{method}:seq"))
-            target = self.root / method / f"{self.kind.version_prefix}{number}"
-            if not target.exists() and not self.client.exists(self.version_key(method, target.name)):
-                return number, target
+            version = f"{self.kind.version_prefix}{number}"
+            if not self.store.taken(method, version) and not self.client.exists(self.version_key(method, version)):
+                return number, version
 
     def resolve(self, method: str, version_or_alias: str) -> RegistryEntry:
         """The entry of an explicit version (``v3``, ``r3``) or of the version an alias points to.
@@ -402,29 +446,69 @@ class PromptRegistry:
         return None if value is None else _text(value)
 
     def verify(self, entry: RegistryEntry) -> None:
-        """Check that the stored files still are what was registered.
+        """Check that the stored files still are what was registered (read from the store, not from a cache).
 
         Raises:
             CorruptArtifactError: with reason ``missing_file``, ``unreadable_manifest``, ``manifest_mismatch``
                 (the manifest differs from the record), ``hash_mismatch`` or ``unreadable_weights``.
         """
-        manifest = _read_manifest(entry.path, self.kind)
-        found = {**manifest, "method": self.kind.subject_of(manifest)}
-        wrong = [
-            f"{key}: recorded {expected!r}, manifest {found.get(key)!r}"
-            for key, expected in entry.manifest_fields().items()
-            if found.get(key) != expected
-        ]
-        if wrong:
-            raise CorruptArtifactError(
-                "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
-            )
-        _check_weights(entry.path / self.kind.weights_file, entry.sha256)
+        if isinstance(self.store, LocalDirectoryStore):
+            _check_directory(entry, Path(entry.location), self.kind)
+            return
+        with tempfile.TemporaryDirectory(prefix="zsad-verify-") as scratch:
+            _check_directory(entry, self._download(entry, Path(scratch) / entry.version), self.kind)
 
-    def check_serving_compatible(self, entry: RegistryEntry, method: ZeroShotMethod) -> None:
-        """Raise unless ``entry`` is intact (:meth:`verify`) and fits ``method`` (method, backbone, taps, size).
+    def materialise(self, entry: RegistryEntry) -> Path:
+        """A local directory holding ``entry``'s files, checked against the record; what serving loads.
 
-        Serving then calls ``load_prompts(method, entry.path)``, which checks the file against its manifest once
+        Why a cache: replicas on other nodes cannot read the registrar's disk. A remote store's files are
+        copied once per node into ``cache_dir/<method>/<version>-<sha256 prefix>`` (staged, then renamed), and
+        checked again on every call, so a cached copy that was changed is replaced from the store.
+
+        Raises:
+            CorruptArtifactError: see :meth:`verify`.
+        """
+        if isinstance(self.store, LocalDirectoryStore):
+            directory = Path(entry.location)
+            _check_directory(entry, directory, self.kind)
+            return directory
+        directory = self.cache_dir.resolve() / entry.method / f"{entry.version}-{entry.sha256[:16]}"
+        if directory.is_dir():
+            try:
+                _check_directory(entry, directory, self.kind)
+                return directory
+            except CorruptArtifactError:
+                shutil.rmtree(directory, ignore_errors=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", dir=directory.parent))
+        try:
+            _check_directory(entry, self._download(entry, staging), self.kind)
+            staging.chmod(0o755)
+            os.rename(staging, directory)
+        except OSError:  # another process of this node installed the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+            _check_directory(entry, directory, self.kind)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return directory
+
+    def _download(self, entry: RegistryEntry, directory: Path) -> Path:
+        """Write the stored files of ``entry`` into ``directory``; store errors become corrupt-artifact errors."""
+        try:
+            files = self.store.read(entry.location, (self.kind.weights_file, self.kind.manifest_file))
+        except ArtifactStoreError as exc:
+            raise CorruptArtifactError(exc.reason, str(exc)) from exc
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        return directory
+
+    def check_serving_compatible(self, entry: RegistryEntry, method: ZeroShotMethod) -> Path:
+        """The materialised directory of ``entry`` (:meth:`materialise`) after checking that it fits ``method``
+        (method, backbone, taps, size).
+
+        Serving then calls ``load_prompts(method, directory)``, which checks the file against its manifest once
         more; this check adds the comparison with the registry's record, which the files alone cannot give.
 
         Raises:
@@ -433,8 +517,9 @@ class PromptRegistry:
         """
         from zsad_core.artifacts import check_compatible
 
-        self.verify(entry)
-        check_compatible(method, _read_manifest(entry.path, self.kind))
+        directory = self.materialise(entry)
+        check_compatible(method, _read_manifest(directory, self.kind))
+        return directory
 
     def promote(
         self,
@@ -669,32 +754,20 @@ def _check_weights(weights: Path, sha256: str) -> None:
         ) from exc
 
 
-def _install(files: builtins.list[Path], target: Path, sha256: str) -> None:
-    """Copy ``files`` (the weights first) into the new directory ``target`` all at once: staged beside it, synced,
-    then renamed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        for source in files:
-            copy = staging / source.name
-            shutil.copyfile(source, copy)
-            _fsync(copy)
-            copy.chmod(0o444)
-        _check_weights(staging / files[0].name, sha256)  # the copy is what gets recorded, not the source
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from replicas running as another user
-        os.rename(staging, target)  # atomic; refuses to replace a directory that has files
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _fsync(target.parent)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def _check_directory(entry: RegistryEntry, directory: Path, kind: ArtifactKind) -> None:
+    """Raise unless the artifact files in ``directory`` are the ones ``entry`` records (manifest fields, hash)."""
+    manifest = _read_manifest(directory, kind)
+    found = {**manifest, "method": kind.subject_of(manifest)}
+    wrong = [
+        f"{key}: recorded {expected!r}, manifest {found.get(key)!r}"
+        for key, expected in entry.manifest_fields().items()
+        if found.get(key) != expected
+    ]
+    if wrong:
+        raise CorruptArtifactError(
+            "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
+        )
+    _check_weights(directory / kind.weights_file, entry.sha256)
 
 
 def _event(result: PromotionResult) -> str:

@@ -2,8 +2,10 @@
 
 Why the prompt registry: a camera's reference set changes what its scores mean exactly as a prompt version
 does, so it needs the same guarantees: an immutable, hash-checked copy; aliases with history for promotion and
-rollback; an audit; a channel the replicas follow. The registry holds it as the :data:`REFERENCES` kind, under
-``<registry.root>/references/<camera>/r<N>/`` and the namespace ``<registry.namespace>:references``.
+rollback; an audit; a channel the replicas follow. The registry holds it as the :data:`REFERENCES` kind, in the
+same kind of artifact store as the prompts (:func:`reference_store_root`: ``<registry.root>/references/<camera>/r<N>/``
+for a directory or URL; the registry's Redis for ``redis://``), under the namespace ``<registry.namespace>:references``
+and with node copies under ``<registry.cache_dir>/references``.
 
 Why the reference images go through the ingest path's decoding (:func:`model_inputs`): the memory compares
 patches of stream frames with patches of the references, so both must show the same pixels: the camera's ROI
@@ -26,6 +28,7 @@ import redis
 from services.config import ZsadConfig
 from services.frame_path.decoding import model_input_sizes
 from services.frame_path.records import CAMERA_ID_PATTERN
+from services.prompt_lifecycle.artifact_store import REDIS_ROOT
 from services.prompt_lifecycle.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
 from zsad_core.errors import ImageError, ZsadError
 from zsad_core.imageio import ImageLimits, decode_model_input, plan_model_input, probe_image
@@ -66,13 +69,26 @@ REFERENCES = ArtifactKind(
 )
 
 
+def reference_store_root(root: str) -> str:
+    """The reference sets' store beside the prompts' store ``root``: its ``references`` folder for a directory or
+    URL; ``redis://`` itself (the store's keys live under the reference registry's own namespace)."""
+    if root == REDIS_ROOT:
+        return root
+    if "://" in root:
+        return f"{root.rstrip('/')}/references"
+    return str(Path(root) / "references")
+
+
 def reference_registry(config: ZsadConfig, client: redis.Redis) -> PromptRegistry:
-    """The registry of reference sets beside the prompt registry of ``config`` (own root and namespace)."""
-    return PromptRegistry(
-        Path(config.registry.root) / "references",
+    """The registry of reference sets beside the prompt registry of ``config``: own store root, namespace and
+    cache directory, the same store kind and size limit."""
+    return PromptRegistry.from_config(
+        config.registry,
         client,
-        namespace=f"{config.registry.namespace}:references",
         kind=REFERENCES,
+        root=reference_store_root(config.registry.root),
+        namespace=f"{config.registry.namespace}:references",
+        cache_dir=Path(config.registry.cache_dir) / "references",
     )
 
 

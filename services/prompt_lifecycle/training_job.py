@@ -443,7 +443,7 @@ def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig | None, met
     actor = f"zsad-train:{spec.run_name}"
     client = connect(config.redis)
     try:
-        registry = PromptRegistry(config.registry.root, client, namespace=config.registry.namespace)
+        registry = PromptRegistry.from_config(config.registry, client)
         entry = registry.register(artifact, training_data=spec.train_data, created_by=actor)
         registry.promote(spec.method, entry.version, alias="candidate", actor=actor,
                          reason=f"trained by ray run {spec.run_name}; held-out pixel AUROC {metrics['pixel_auroc']}")

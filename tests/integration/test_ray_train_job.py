@@ -132,7 +132,7 @@ def test_cli_registers_the_artifact_and_points_candidate_at_it(
         entry = registry.resolve("vcp-clip", "candidate")
         registry.verify(entry)
         audit = registry.audit(5)
-    manifest = json.loads((entry.path / "manifest.json").read_text())
+    manifest = json.loads((Path(entry.location) / "manifest.json").read_text())
     assert entry.version == "v1" and entry.training_data == TRAIN_DATA and entry.eval_data == EVAL_DATA
     assert entry.metrics["pixel_auroc"] == manifest["metrics"]["pixel_auroc"]
     assert entry.created_by == "zsad-train:registered"

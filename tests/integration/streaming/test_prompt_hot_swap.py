@@ -91,7 +91,7 @@ def test_a_version_corrupted_after_promotion_is_refused_and_audited(
     camera = f"cam{unique}"
     core = core_following(redis_server, registry, camera, "champion")
     registry.promote(METHOD, v2, actor="test", reason="next")  # intact when promoted ...
-    weights = registry.resolve(METHOD, v2).path / WEIGHTS_FILE
+    weights = Path(registry.resolve(METHOD, v2).location) / WEIGHTS_FILE
     os.chmod(weights, 0o644)
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF

@@ -19,6 +19,7 @@ import yaml
 
 from services.cli.main import main
 from services.local_stack.service_processes import RedisServer
+from services.prompt_lifecycle.artifact_store import ArtifactStoreError, RedisArtifactStore
 from services.prompt_lifecycle.prompt_registry import (
     CorruptArtifactError,
     PromotionRefusedError,
@@ -93,13 +94,13 @@ def test_register_resolve_promote_audit_and_publish(registry, make_artifact, met
     source = make_artifact(pixel_auroc=0.71)
     entry = registry.register(source, created_by="alice")
     assert entry.version == "v1" and entry.method == METHOD
-    assert entry.path == registry.root / METHOD / "v1"
+    assert Path(entry.location) == registry.store.root / METHOD / "v1"
     assert entry.backbone == "zsad-tiny-vit@64" and entry.image_size == 64 and entry.taps == (1, 2, 3, 4)
     assert entry.metrics == {"pixel_auroc": 0.71} and entry.eval_data == "synthetic:classes=2"
     assert entry.training_data == "synthetic" and entry.created_by == "alice"
     for name in (WEIGHTS_FILE, MANIFEST_FILE):
-        assert (entry.path / name).read_bytes() == (source / name).read_bytes()
-        assert stat.S_IMODE((entry.path / name).stat().st_mode) == 0o444
+        assert (Path(entry.location) / name).read_bytes() == (source / name).read_bytes()
+        assert stat.S_IMODE((Path(entry.location) / name).stat().st_mode) == 0o444
     record = client.hgetall(f"{namespace}:{METHOD}:version:v1")
     assert record[b"sha256"].decode() == json.loads((source / MANIFEST_FILE).read_text())["sha256"]
     assert json.loads(record[b"metrics"]) == {"pixel_auroc": 0.71}
@@ -201,7 +202,7 @@ def test_damaged_artifacts_are_refused_and_audited(registry, make_artifact, dama
     registry.register(make_artifact(pixel_auroc=0.5), created_by="ci")
     registry.promote(METHOD, "v1", actor="ci", reason="")
     candidate = registry.register(make_artifact(pixel_auroc=0.9), created_by="ci")
-    damage(candidate.path)
+    damage(Path(candidate.location))
     with pytest.raises(CorruptArtifactError) as corrupt:
         registry.verify(candidate)
     assert corrupt.value.reason == reason
@@ -246,7 +247,7 @@ def test_bad_sources_are_not_registered(registry, make_artifact, client, namespa
     with pytest.raises(CorruptArtifactError) as corrupt:
         registry.register(source.parent / "nothing-here", created_by="ci")
     assert corrupt.value.reason == "missing_file"
-    assert registry.list() == [] and not (registry.root / METHOD).exists()
+    assert registry.list() == [] and not (registry.store.root / METHOD).exists()
     assert client.exists(registry.audit_key) == 0
 
 
@@ -266,7 +267,7 @@ def test_rollback_restores_the_previous_champion(registry, make_artifact, client
     assert registry.aliases(METHOD) == {"champion": "v2"}
     audit = registry.audit(1)[0]
     assert (audit["action"], audit["actor"], audit["reason"]) == ("rollback", "ops", "false alarms on cam2")
-    flip_byte(registry.resolve(METHOD, "v1").path)
+    flip_byte(Path(registry.resolve(METHOD, "v1").location))
     with pytest.raises(PromotionRefusedError) as refused:
         registry.rollback(METHOD, actor="ops", reason="")
     assert refused.value.reason == "hash_mismatch" and registry.aliases(METHOD) == {"champion": "v2"}
@@ -279,18 +280,18 @@ def test_rollback_restores_the_previous_champion(registry, make_artifact, client
 def test_versions_are_immutable(registry, make_artifact) -> None:
     source = make_artifact()
     first = registry.register(source, created_by="ci")
-    before = {name: ((first.path / name).read_bytes(), (first.path / name).stat().st_mtime_ns)
+    before = {name: ((Path(first.location) / name).read_bytes(), (Path(first.location) / name).stat().st_mtime_ns)
               for name in (WEIGHTS_FILE, MANIFEST_FILE)}  # fmt: skip
     second = registry.register(source, created_by="ci")
-    assert (first.version, second.version) == ("v1", "v2") and first.path != second.path
+    assert (first.version, second.version) == ("v1", "v2") and first.location != second.location
     assert second.sha256 == first.sha256
-    after = {name: ((first.path / name).read_bytes(), (first.path / name).stat().st_mtime_ns)
+    after = {name: ((Path(first.location) / name).read_bytes(), (Path(first.location) / name).stat().st_mtime_ns)
              for name in (WEIGHTS_FILE, MANIFEST_FILE)}  # fmt: skip
     assert after == before
-    (registry.root / METHOD / "v3").mkdir()  # files left by a registry whose Redis lost its counter
+    (registry.store.root / METHOD / "v3").mkdir()  # files left by a registry whose Redis lost its counter
     third = registry.register(source, created_by="ci")
-    assert third.version == "v4" and not any((registry.root / METHOD / "v3").iterdir())
-    assert sorted(p.name for p in (registry.root / METHOD).iterdir()) == ["v1", "v2", "v3", "v4"]  # no staging left
+    assert third.version == "v4" and not any((registry.store.root / METHOD / "v3").iterdir())
+    assert sorted(p.name for p in (registry.store.root / METHOD).iterdir()) == ["v1", "v2", "v3", "v4"]  # no staging
     assert [entry.version for entry in registry.list(METHOD)] == ["v1", "v2", "v4"]
 
 
@@ -336,3 +337,65 @@ def test_cli_round_trip(tmp_path, redis_server, make_artifact, namespace, capsys
     assert "promote" in lines[1] and "manual override" in lines[1]
     code, _, err = run("registry", "show", METHOD, "v9")
     assert code == 2 and "no version or alias 'v9'" in err
+
+
+@pytest.fixture(params=["redis", "memory"])
+def remote_registry(request, tmp_path: Path, client: redis.Redis, namespace: str) -> PromptRegistry:
+    """A registry whose artifacts live in Redis or in an fsspec memory filesystem, never in a shared directory."""
+    root = "redis://" if request.param == "redis" else f"memory://{namespace.replace(':', '/')}"
+    return PromptRegistry(root, client, namespace=namespace, cache_dir=tmp_path / "node-cache")
+
+
+def test_remote_store_is_materialised_into_the_node_cache(remote_registry, make_artifact, method, tmp_path) -> None:
+    source = make_artifact(pixel_auroc=0.7)
+    entry = remote_registry.register(source, created_by="ci")
+    assert entry.version == "v1" and not (tmp_path / "node-cache").exists()  # nothing written to local disk
+    assert entry.location.startswith(("redis://", "memory://"))
+    directory = remote_registry.check_serving_compatible(entry, method)
+    assert directory.parent == (tmp_path / "node-cache" / METHOD).resolve()
+    for name in (WEIGHTS_FILE, MANIFEST_FILE):
+        assert (directory / name).read_bytes() == (source / name).read_bytes()
+    flip_byte(directory)  # a damaged cached copy is replaced from the store
+    assert remote_registry.materialise(entry) == directory
+    assert (directory / WEIGHTS_FILE).read_bytes() == (source / WEIGHTS_FILE).read_bytes()
+    assert remote_registry.promote(METHOD, "v1", actor="ci", reason="").outcome == "promoted"
+
+
+def test_remote_store_refuses_changed_bytes(remote_registry, make_artifact, client) -> None:
+    source = make_artifact()
+    entry = remote_registry.register(source, created_by="ci")
+    weights = bytearray((source / WEIGHTS_FILE).read_bytes())
+    weights[-1] ^= 0xFF
+    store = remote_registry.store
+    if isinstance(store, RedisArtifactStore):
+        digest = client.hget(entry.location.removeprefix("redis://"), WEIGHTS_FILE)
+        client.set(f"{remote_registry.namespace}:blob:{digest.decode()}", bytes(weights))
+    else:
+        store.fs.pipe_file(f"{store.base}/{METHOD}/v1/{WEIGHTS_FILE}", bytes(weights))
+    with pytest.raises(CorruptArtifactError) as corrupt:
+        remote_registry.materialise(entry)
+    assert corrupt.value.reason == "hash_mismatch"
+    with pytest.raises(PromotionRefusedError) as refused:
+        remote_registry.promote(METHOD, "v1", actor="ci", reason="")
+    assert refused.value.reason == "hash_mismatch"
+    with pytest.raises(ArtifactStoreError) as exists:
+        store.put(METHOD, "v1", {WEIGHTS_FILE: b"other"})
+    assert exists.value.reason == "version_exists"
+
+
+def test_redis_store_caps_the_artifact_size(make_artifact, client, namespace, tmp_path) -> None:
+    source = make_artifact()
+    size = sum((source / name).stat().st_size for name in (WEIGHTS_FILE, MANIFEST_FILE))
+    registry = PromptRegistry("redis://", client, namespace=namespace, max_redis_bytes=size - 1)
+    with pytest.raises(ArtifactStoreError, match=f"{size} bytes exceed .* limit of {size - 1}") as too_large:
+        registry.register(source, created_by="ci")
+    assert too_large.value.reason == "artifact_too_large"
+    assert registry.list() == [] and client.keys(f"{namespace}:*blob*") == []
+    exact = PromptRegistry("redis://", client, namespace=namespace, max_redis_bytes=size)
+    assert exact.register(source, created_by="ci").version == "v2"  # v1 was reserved by the refused attempt
+
+
+def test_redis_store_needs_a_binary_client(redis_server: RedisServer, namespace: str) -> None:
+    with redis_server.client(decode_responses=True) as text_client, pytest.raises(ArtifactStoreError) as refused:
+        PromptRegistry("redis://", text_client, namespace=namespace)
+    assert refused.value.reason == "text_client"

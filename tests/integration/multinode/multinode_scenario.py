@@ -1,0 +1,175 @@
+"""A Ray cluster of several raylets on this host, run as its own process by ``test_multinode.py``.
+
+Why a separate process: a driver joins one Ray cluster, and the integration session already has one
+(``local_ray``). This script starts its own cluster with :class:`ray.cluster_utils.Cluster` (a head and worker
+nodes, each its own raylet with its own worker processes), streams frames through the Serve application with
+custom resources that put the Inspector replicas on the worker nodes and the ingest actors on the head, kills a
+worker node mid-stream, adds a new one, and writes what it observed (where every actor ran, what was produced)
+to a JSON file. The test process then checks the results in Redis against that record.
+
+Usage: ``python multinode_scenario.py REQUEST.json OBSERVED.json``; the request holds the Redis and broker
+addresses, the test's unique suffix and the directory for the nodes' artifact cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+STREAMING_TESTS = Path(__file__).resolve().parents[1] / "streaming"
+sys.path.insert(0, str(STREAMING_TESTS))
+
+METHOD = "clip-ad+"
+INSPECTOR_CAPACITY = 2  # replicas one worker node can hold: the survivor of a node failure takes them all
+FRAMES_PER_S = 12.0
+
+
+def _config(request: dict[str, Any], num_replicas: int) -> Any:
+    from stream_helpers import MODEL_SIDE
+
+    from services.config import ZsadConfig
+
+    unique = request["unique"]
+    return ZsadConfig(
+        kafka={"bootstrap_servers": [request["bootstrap"]], "frames_topic": f"frames-{unique}",
+               "dlq_topic": f"dlq-{unique}", "group_id": f"group-{unique}", "partitions": 2},
+        redis={"url": request["redis_url"], "password": request["redis_password"]},
+        cameras={request["camera"]: {"method": METHOD, "class_name": "object", "threshold": 0.5,
+                                     "image_size": MODEL_SIDE, "prompt_version": "champion"}},
+        serving={"backbone": "zsad-tiny-vit", "max_batch_size": 8, "torch_threads": 1, "num_cpus": 0.5,
+                 "num_replicas": num_replicas, "resources": {"inspector": 1}, "health_check_period_s": 2.0},
+        ingest={"num_actors": 2, "max_in_flight": 8, "max_retries": 1, "resources": {"ingest": 0.1}},
+        registry={"root": "redis://", "namespace": request["namespace"], "cache_dir": request["cache_dir"]},
+    )  # fmt: skip
+
+
+class FrameStream:
+    """Produces frames at a steady rate in a thread until stopped; frame ids are ``<camera>-<n>``."""
+
+    def __init__(self, config: Any, camera: str) -> None:
+        self.config = config
+        self.camera = camera
+        self.sent: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frames", daemon=True)
+
+    def start(self) -> FrameStream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(30)
+        return self.sent
+
+    def _run(self) -> None:
+        from stream_helpers import frame_bytes
+
+        from services.frame_path.producer import FrameProducer
+
+        with FrameProducer.from_config(self.config) as producer:
+            while not self._stop.wait(1.0 / FRAMES_PER_S):
+                frame_id = f"{self.camera}-{len(self.sent)}"
+                producer.send_frame(self.camera, frame_bytes(len(self.sent)), frame_id=frame_id).get(timeout=30)
+                self.sent.append(frame_id)
+
+
+def _alive_nodes(class_name: str) -> list[str]:
+    """Node ids of the live actors of a class, one per actor, sorted."""
+    from ray.util.state import list_actors
+
+    alive = [("class_name", "=", class_name), ("state", "=", "ALIVE")]
+    return sorted(actor.node_id for actor in list_actors(filters=alive, raise_on_missing_output=True))
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    """The scenario; returns what it observed (node ids, actor placements per phase, frames sent)."""
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from services.frame_path.producer import ensure_topics
+    from services.frame_path.result_store import ResultStore
+    from services.frame_path.serve_app import app_from_config
+    from services.local_stack.service_processes import HOST, free_port
+
+    app_name, camera = "zsad-multinode", request["camera"]
+    replica_class = f"ServeReplica:{app_name}:Inspector"
+    config = _config(request, num_replicas=2)
+    ensure_topics(config.kafka)
+    store = ResultStore.from_config(config)
+    # A node is declared dead after about 1.5 s of failed health checks instead of Ray's default 30 s or more.
+    fast_failure = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "resources": {"ingest": 1}, "include_dashboard": True, "dashboard_host": HOST,
+        "dashboard_port": free_port(), "_system_config": fast_failure,
+    })  # fmt: skip
+    observed: dict[str, Any] = {"head": cluster.head_node.node_id}
+    try:
+        workers = [cluster.add_node(num_cpus=2, resources={"inspector": INSPECTOR_CAPACITY}) for _ in range(2)]
+        observed["workers"] = [worker.node_id for worker in workers]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        serve.start(proxy_location="HeadOnly", http_options={"host": HOST, "port": free_port()})
+        serve.run(app_from_config(config), name=app_name, route_prefix=f"/{app_name}", blocking=False)
+        stream = FrameStream(config, camera).start()
+        _wait(lambda: store.count_results(camera) >= 20, 120, "the first 20 results")
+        observed["replicas_before"] = _alive_nodes(replica_class)
+        observed["ingest_actors"] = _alive_nodes("IngestActor")
+        observed["ingest_controller"] = _alive_nodes(f"ServeReplica:{app_name}:IngestController")
+
+        doomed = next(worker for worker in workers if worker.node_id in observed["replicas_before"])
+        observed["killed"] = doomed.node_id
+        observed["results_at_kill"] = store.count_results(camera)
+        cluster.remove_node(doomed, allow_graceful=False)  # SIGKILL: its raylet and every worker process on it
+        _wait(lambda: len(_alive_nodes(replica_class)) == 2 and doomed.node_id not in _alive_nodes(replica_class),
+              90, "Serve to replace the replica of the dead node")  # fmt: skip
+        observed["replicas_after_kill"] = _alive_nodes(replica_class)
+        resumed = store.count_results(camera)
+        _wait(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results after the node failure")
+
+        joined = cluster.add_node(num_cpus=2, resources={"inspector": INSPECTOR_CAPACITY})
+        cluster.wait_for_nodes()
+        observed["joined"] = joined.node_id
+        # Scaling out after adding capacity: the survivor is full, so the third replica must use the new node.
+        serve.run(app_from_config(_config(request, num_replicas=3)), name=app_name, route_prefix=f"/{app_name}",
+                  blocking=False)  # fmt: skip
+        _wait(lambda: len(_alive_nodes(replica_class)) == 3 and joined.node_id in _alive_nodes(replica_class),
+              120, "a replica on the node that joined")  # fmt: skip
+        observed["replicas_after_join"] = _alive_nodes(replica_class)
+        resumed = store.count_results(camera)
+        _wait(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results on the grown cluster")
+
+        observed["sent"] = stream.stop()
+        _wait(lambda: store.count_results(camera) >= len(observed["sent"]), 120, "a result for every frame sent")
+        serve.delete(app_name)  # the ingest drain commits the last offsets
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+    return observed
+
+
+def main(argv: list[str]) -> int:
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by a test
+    request_path, observed_path = argv
+    observed = run(json.loads(Path(request_path).read_text()))
+    Path(observed_path).write_text(json.dumps(observed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""The artifact stores that need no service: the fsspec store on ``memory://`` and the choice by ``registry.root``."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from services.prompt_lifecycle.artifact_store import (
+    ArtifactStoreError,
+    FsspecArtifactStore,
+    LocalDirectoryStore,
+    MissingArtifactFileError,
+    RedisArtifactStore,
+    open_artifact_store,
+)
+
+FILES = {"prompts.safetensors": b"\x00weights\xff", "manifest.json": b'{"method": "vcp-clip"}'}
+
+
+@pytest.fixture
+def memory_store() -> FsspecArtifactStore:
+    return FsspecArtifactStore(f"memory://zsad-unit/{uuid.uuid4().hex}")
+
+
+def test_fsspec_store_round_trip_and_immutability(memory_store: FsspecArtifactStore) -> None:
+    assert not memory_store.taken("vcp-clip", "v1")
+    location = memory_store.put("vcp-clip", "v1", FILES)
+    assert location == f"{memory_store.url}/vcp-clip/v1" and memory_store.taken("vcp-clip", "v1")
+    assert memory_store.read(location, tuple(FILES)) == FILES
+    with pytest.raises(ArtifactStoreError) as exists:
+        memory_store.put("vcp-clip", "v1", {"prompts.safetensors": b"other"})
+    assert exists.value.reason == "version_exists"
+    assert memory_store.read(location, tuple(FILES)) == FILES  # the refused write changed nothing
+    with pytest.raises(MissingArtifactFileError, match=r"extra\.bin is missing") as missing:
+        memory_store.read(location, ("extra.bin",))
+    assert missing.value.reason == "missing_file"
+    memory_store.discard(location)
+    assert not memory_store.taken("vcp-clip", "v1")
+
+
+def test_local_store_writes_read_only_files(tmp_path: Path) -> None:
+    store = LocalDirectoryStore(tmp_path / "registry")
+    location = store.put("vcp-clip", "v1", FILES)
+    assert Path(location) == tmp_path / "registry" / "vcp-clip" / "v1"
+    assert store.read(location, tuple(FILES)) == FILES
+    assert all((Path(location) / name).stat().st_mode & 0o777 == 0o444 for name in FILES)
+    assert [p.name for p in (tmp_path / "registry" / "vcp-clip").iterdir()] == ["v1"]  # no staging left
+    with pytest.raises(ArtifactStoreError) as exists:
+        store.put("vcp-clip", "v1", FILES)
+    assert exists.value.reason == "version_exists"
+
+
+def test_registry_root_chooses_the_store(tmp_path: Path) -> None:
+    client = redis.Redis()  # never connected: choosing a store makes no request
+    assert isinstance(open_artifact_store(tmp_path, client, "ns"), LocalDirectoryStore)
+    assert isinstance(open_artifact_store("redis://", client, "ns"), RedisArtifactStore)
+    assert isinstance(open_artifact_store("memory://bucket/prefix", client, "ns"), FsspecArtifactStore)
+    assert isinstance(open_artifact_store(f"file://{tmp_path}", client, "ns"), FsspecArtifactStore)
+    with pytest.raises(ArtifactStoreError, match="use exactly 'redis://'") as other_redis:
+        open_artifact_store("redis://elsewhere:6379/0", client, "ns")
+    assert other_redis.value.reason == "unsupported_url"
+    with pytest.raises(ArtifactStoreError) as unknown:
+        open_artifact_store("nosuchfs://bucket", client, "ns")
+    assert unknown.value.reason == "unsupported_url"
+
+
+@pytest.mark.parametrize(
+    ("root", "store_type", "reference_root"),
+    [
+        ("runs/registry", LocalDirectoryStore, "runs/registry/references"),
+        ("redis://", RedisArtifactStore, "redis://"),
+        ("memory://bucket/prefix/", FsspecArtifactStore, "memory://bucket/prefix/references"),
+    ],
+)
+def test_reference_sets_use_the_prompts_store_kind_beside_them(
+    root: str, store_type: type, reference_root: str
+) -> None:
+    from types import SimpleNamespace
+
+    from services.config import RegistryConfig
+    from services.prompt_lifecycle.reference_sets import REFERENCES, reference_registry, reference_store_root
+
+    settings = RegistryConfig(root=root, namespace="ns", cache_dir="cache", max_redis_bytes=1234)
+    registry = reference_registry(SimpleNamespace(registry=settings), redis.Redis())  # type: ignore[arg-type]
+    assert reference_store_root(root) == reference_root
+    assert isinstance(registry.store, store_type) and registry.kind is REFERENCES
+    assert (registry.namespace, registry.cache_dir) == ("ns:references", Path("cache") / "references")
+    if isinstance(registry.store, RedisArtifactStore):
+        assert registry.store.max_bytes == 1234
