@@ -51,10 +51,11 @@ def text_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
 
 
 def decision_of(fields: Mapping[str, str]) -> str:
-    """The stored ``decision``, else the label's meaning (results written before decisions existed)."""
+    """The stored ``decision`` (``pass`` or ``reject``), else the same word from the label (results written before
+    decisions existed)."""
     if fields.get("decision"):
         return fields["decision"]
-    return "anomalous" if fields.get("label") == "1" else "normal"
+    return "reject" if fields.get("label") == "1" else "pass"
 
 
 def boxes_of(fields: Mapping[str, str]) -> list[tuple[int, int, int, int]]:
@@ -113,7 +114,7 @@ def camera_row(
         calibration=settings.calibration or "",
         paused=settings.paused,
         frames_per_s=recent / RATE_WINDOW_S,
-        anomaly_rate=sum(decision_of(e) != "normal" for e in events) / len(events) if events else 0.0,
+        anomaly_rate=sum(decision_of(e) == "reject" for e in events) / len(events) if events else 0.0,
         p95_latency_ms=float(np.percentile(latencies, 95)) if latencies else 0.0,
         last_frame_age_s=now - max(written) if written else None,
         stored=store.count_results(camera),

@@ -127,7 +127,8 @@ def test_results_survive_redis_kill_and_down_up_large_frames_loopback_and_replay
         # [::]:0 with no option to change it (ray/serve/_private/replica.py); exactly one per replica, no more.
         replica_grpc = [entry for entry in outside if entry[1].startswith("ray::ServeReplica:") and entry[0][0] == "*"]
         assert sorted(command.split()[0] for _, command in replica_grpc) == [
-            "ray::ServeReplica:zsad:IngestController", "ray::ServeReplica:zsad:Inspector"
+            "ray::ServeReplica:zsad:IngestController", "ray::ServeReplica:zsad:Inspector",
+            "ray::ServeReplica:zsad:OperatorView",
         ], outside
         assert len(outside) == len(replica_grpc), outside
         assert state.metrics_url.startswith("http://127.0.0.1:")

@@ -132,7 +132,7 @@ def test_live_wall_and_frame_page_in_a_browser(view_app: tuple[str, ZsadConfig],
         "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth ? "
         "[i.naturalWidth, i.naturalHeight] : null;"), 60, "the overlay image")  # fmt: skip
     assert size == [FRAME_SIDE, FRAME_SIDE]  # the overlay is drawn on the frame read back from Kafka
-    assert browser.find_element(By.ID, "decision").text in ("normal", "anomalous")
+    assert browser.find_element(By.ID, "decision").text in ("pass", "reject")
     assert not browser.find_elements(By.ID, "mark-good")  # a viewer is offered no actions
     browser.save_screenshot(str(tmp_path / "frame.png"))
 

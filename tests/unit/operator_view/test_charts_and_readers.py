@@ -21,8 +21,8 @@ def test_every_chart_query_names_the_camera_or_is_global() -> None:
 
 
 def test_decision_falls_back_to_the_label() -> None:
-    assert decision_of({"label": "1"}) == "anomalous"
-    assert decision_of({"label": "0"}) == "normal"
+    assert decision_of({"label": "1"}) == "reject"
+    assert decision_of({"label": "0"}) == "pass"
     assert decision_of({"label": "1", "decision": "review"}) == "review"
 
 

@@ -22,7 +22,8 @@ def test_resources_flow_into_both_deployments() -> None:
     from ray.serve._private.build_app import build_app
 
     built = {d.name: d.ray_actor_options for d in build_app(app_from_config(config), name=APP_NAME).deployments}
-    assert built == {"Inspector": inspector, "IngestController": {"num_cpus": 0.0, "resources": {"ingest": 0.5}}}
+    assert built == {"Inspector": inspector, "IngestController": {"num_cpus": 0.0, "resources": {"ingest": 0.5}},
+                     "OperatorView": {"num_cpus": 0.1}}  # the web view asks for no custom resource: any node
 
 
 def test_no_resources_leave_the_options_as_before() -> None:
