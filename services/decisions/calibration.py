@@ -105,28 +105,14 @@ def read_marked_goods(config: ZsadConfig, camera: str, n: int) -> LabelledImages
         CalibrationInputError: no frame of the camera is marked good, or none of the marked ones is still there.
         ImageError: a frame fails the configuration's frame limits.
     """
-    from services.decisions.operator_marks import marked_frames
-    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
-    from services.frame_path.result_store import ResultStore
+    from services.decisions.operator_marks import read_marked_frames
     from zsad_core.imageio import decode_image
 
     if n < 1:
         raise CalibrationInputError(f"--from-stream needs a positive number of frames, got {n}")
-    store = ResultStore.from_config(config)
-    try:
-        names, images = [], []
-        for frame_id in marked_frames(store.client, camera, "good", n):
-            result = store.get_result(camera, frame_id)
-            if result is None:
-                continue
-            try:
-                data = fetch_frame(config.kafka, result.partition, result.offset, frame_id, camera=camera)
-            except FrameUnavailableError:
-                continue
-            names.append(frame_id)
-            images.append(decode_image(data, config.limits.image_limits()))
-    finally:
-        store.close()
+    frames = read_marked_frames(config, camera, "good", n)
+    names = [frame_id for frame_id, _ in frames]
+    images = [decode_image(data, config.limits.image_limits()) for _, data in frames]
     if not images:
         raise CalibrationInputError(f"no frame of {camera} marked good is still stored (results and Kafka records)")
     return LabelledImages(f"stream:{camera}", tuple(names), tuple(images))

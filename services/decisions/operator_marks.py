@@ -13,6 +13,7 @@ import time
 
 import redis
 
+from services.config import ZsadConfig
 from services.frame_path.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
 from services.frame_path.result_store import camera_prefix, result_key
 from zsad_core.errors import ZsadError
@@ -57,3 +58,29 @@ def marked_frames(client: redis.Redis, camera: str, label: str, n: int) -> list[
     if label not in MARK_LABELS:
         raise MarkError(f"a mark is one of {list(MARK_LABELS)}, got {label!r}")
     return [v.decode() if isinstance(v, bytes) else v for v in client.zrevrange(marks_key(camera, label), 0, n - 1)]
+
+
+def read_marked_frames(config: ZsadConfig, camera: str, label: str, n: int) -> list[tuple[str, bytes]]:
+    """The newest ``n`` frames of ``camera`` marked ``label``, read back from Kafka as produced: ``(frame id, bytes)``.
+
+    Why one reader: calibration and reference sets both learn from the frames an operator confirmed; frames whose
+    result or Kafka record has expired since the mark are skipped (the callers decide whether none is an error).
+    """
+    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
+    from services.frame_path.result_store import ResultStore
+
+    store = ResultStore.from_config(config)
+    frames = []
+    try:
+        for frame_id in marked_frames(store.client, camera, label, n):
+            result = store.get_result(camera, frame_id)
+            if result is None:
+                continue
+            try:
+                frames.append((frame_id, fetch_frame(config.kafka, result.partition, result.offset, frame_id,
+                                                     camera=camera)))  # fmt: skip
+            except FrameUnavailableError:
+                continue
+    finally:
+        store.close()
+    return frames

@@ -125,26 +125,13 @@ def images_from_marked(config: ZsadConfig, camera: str, n: int) -> ReferenceImag
     Raises:
         ReferenceInputError: ``n`` is not positive, or no marked frame is still stored.
     """
-    from services.decisions.operator_marks import marked_frames
-    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
-    from services.frame_path.result_store import ResultStore
+    from services.decisions.operator_marks import read_marked_frames
 
     if n < 1:
         raise ReferenceInputError(f"--from-marked needs a positive number of frames, got {n}")
-    store = ResultStore.from_config(config)
-    try:
-        names, payloads = [], []
-        for frame_id in marked_frames(store.client, camera, "good", n):
-            result = store.get_result(camera, frame_id)
-            if result is None:
-                continue
-            try:
-                payloads.append(fetch_frame(config.kafka, result.partition, result.offset, frame_id, camera=camera))
-            except FrameUnavailableError:
-                continue
-            names.append(frame_id)
-    finally:
-        store.close()
+    frames = read_marked_frames(config, camera, "good", n)
+    names = [frame_id for frame_id, _ in frames]
+    payloads = [data for _, data in frames]
     if not payloads:
         raise ReferenceInputError(f"no frame of {camera} marked good is still stored (results and Kafka records)")
     return ReferenceImages(f"marked:{camera}:{len(payloads)}", tuple(names), tuple(payloads))
