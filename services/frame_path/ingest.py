@@ -13,8 +13,9 @@ One :class:`IngestWorker` per Ray actor (:class:`IngestActor`). Its loop, all on
   succeeds or the worker stops, so no frame is dead-lettered because a replica restarted;
 * commits, per partition, only past the highest contiguous finished offset (:class:`OffsetTracker`), under
   the consumer group id, so a restarted actor resumes there and standard lag tools see the group. The commit
-  also carries, as its metadata, the offsets above the commit point that were already dead-lettered, so a
-  record is never dead-lettered twice, whoever reads the partition next;
+  also carries, as its metadata, the ledger of dead letters above the commit point (announced before the send,
+  acknowledged after: :mod:`services.frame_path.letter_ledger`), so a record is never dead-lettered twice,
+  whoever reads the partition next, even when the writer died between the letter and the commit;
 * survives what the Kafka client cannot read: a record kafka-python fails to parse is found by polling one
   partition at a time, dead-lettered as ``unparseable_record`` and skipped, and the other partitions go on;
   a position past the log end (the broker lost data) is reset by the configured policy
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -44,6 +44,12 @@ from services.frame_path.decoding import (
     decode_record,
     model_input_sizes,
 )
+from services.frame_path.letter_ledger import (
+    PartitionLedger,
+    dlq_end_offsets,
+    find_letters,
+    parse_metadata,
+)
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.offsets import OffsetTracker
 from services.frame_path.records import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
@@ -58,7 +64,6 @@ LAG_EVERY_S = 5.0
 MAX_BACKOFF_S = 5.0
 LOOP_BACKOFF_S = (1.0, 60.0)  # first and longest wait before a crashed loop is started again
 PROBE_TIMEOUT_S = 5.0  # longest wait for one record while looking for a record the client cannot parse
-MAX_LETTERED_IN_METADATA = 200  # dead-lettered offsets above the commit point kept in the commit's metadata
 
 
 MAX_REPLICA_CRASHES = 5  # a frame whose delivery kills the replica this often is dead-lettered
@@ -159,9 +164,9 @@ class IngestWorker:
         self.running = False
         self.healthy = False  # the current loop has polled and committed since it started
         self.error = ""
-        # Dead-lettered offsets not yet below a commit point, per partition. Kept across loop restarts (and seeded
-        # from the commit metadata on connect), so a re-read record is finished without a second dead letter.
-        self.lettered: dict[int, set[int]] = {}
+        # Dead letters not yet below a commit point, per partition. Kept across loop restarts (and seeded from the
+        # commit metadata on connect), so a re-read record is finished without a second dead letter.
+        self.letters: dict[int, PartitionLedger] = {}
         # The cameras as decoding sees them: the configuration, with the ROI of the live settings once followed.
         self.cameras = dict(config.cameras)
         self._limits = config.limits.image_limits()
@@ -177,6 +182,7 @@ class IngestWorker:
         self._idle_s = 0.0
         self._drain_timeout_s = 30.0
         self._committed_metadata: dict[int, str] = {}
+        self._fetch_bytes = max(config.limits.max_bytes * 2, 1 << 20)  # a whole record, with its letter's headers
 
     def apply_settings(self, settings: CameraSettings) -> None:
         """Crop ``settings.camera``'s next frames to the ROI of its live settings (the replica applies the rest)."""
@@ -240,7 +246,7 @@ class IngestWorker:
                 auto_offset_reset="none",
                 receive_message_max_bytes=kafka.receive_message_max_bytes,
                 fetch_max_bytes=kafka.receive_message_max_bytes,
-                max_partition_fetch_bytes=max(self.config.limits.max_bytes * 2, 1 << 20),
+                max_partition_fetch_bytes=self._fetch_bytes,
             )
             partitions = [TopicPartition(kafka.frames_topic, partition) for partition in self.partitions]
             consumer.assign(partitions)
@@ -250,7 +256,7 @@ class IngestWorker:
                     consumer.seek_to_beginning(partition)  # a new group reads the whole retained log
                     continue
                 consumer.seek(partition, committed.offset)
-                self._remember_lettered(partition.partition, committed.offset, committed.metadata)
+                self._remember_letters(partition.partition, committed.offset, committed.metadata)
             producer = KafkaProducer(
                 **kafka.client_kwargs(),
                 client_id=f"{kafka.client_id}-{self.name}-dlq",
@@ -264,14 +270,28 @@ class IngestWorker:
             await self._kafka(self._consumer.pause, self._partition(partition))
         log.info("%s: reading %s partitions %s", self.name, kafka.frames_topic, self.partitions)
 
-    def _remember_lettered(self, partition: int, committed: int, metadata: str | None) -> None:
-        """Seed the dead-lettered offsets of ``partition`` from its commit metadata (see :meth:`_metadata`)."""
-        try:
-            offsets = json.loads(metadata or "{}").get("dead_lettered", [])
-        except (ValueError, AttributeError):
-            offsets = []  # metadata written by another tool: nothing to learn from it
-        known = self.lettered.setdefault(partition, set())
-        known.update(int(offset) for offset in offsets if isinstance(offset, int) and offset >= committed)
+    def _remember_letters(self, partition: int, committed: int, metadata: str | None) -> None:
+        """Seed ``partition``'s ledger from its commit metadata; announced letters are looked up in the topic.
+
+        Runs on the Kafka thread while connecting. An announced letter that is not in the dead-letter topic was
+        never sent (its writer died first): its record is read again and lettered then.
+
+        Raises:
+            LetterCheckError: the dead-letter topic could not be read (the loop restarts with its backoff).
+        """
+        stored = parse_metadata(metadata, committed)
+        ledger = self.letters.setdefault(partition, PartitionLedger())
+        ledger.lettered.update(stored.lettered)
+        ledger.announced, ledger.dlq_from = set(), {}  # a new loop: the old loop's unsent announcements are void
+        if not stored.announced:
+            return
+        topic = self.config.kafka.frames_topic
+        sources = {f"{topic}:{partition}:{offset}": offset for offset in stored.announced}
+        found = find_letters(self.config.kafka, stored.dlq_from, set(sources), fetch_bytes=self._fetch_bytes)
+        ledger.lettered.update(sources[source] for source in found)
+        self.counts["announced_letters_found"] += len(found)
+        log.info("%s: partition %d: %d of %d announced dead letters were written before the last reader stopped",
+                 self.name, partition, len(found), len(sources))  # fmt: skip
 
     def _partition(self, partition: int) -> Any:
         from kafka.structs import TopicPartition
@@ -330,7 +350,7 @@ class IngestWorker:
     def _start_records(self, records: list[Any]) -> None:
         for record in records:
             generation = self.tracker.start(record.partition, record.offset)
-            if record.offset in self.lettered.get(record.partition, ()):
+            if record.offset in self.letters.get(record.partition, ()):
                 # Dead-lettered before (by an earlier loop, or by whoever committed the metadata): done already.
                 self.counts["dead_letter_replays_skipped"] += 1
                 self._finish(record.partition, record.offset, generation)
@@ -347,7 +367,7 @@ class IngestWorker:
                 continue
             begin, end = await self._log_bounds(tp)
             self.tracker.reset(partition)
-            self.lettered.pop(partition, None)  # offsets above a lost position name other records now
+            self.letters.pop(partition, None)  # offsets above a lost position name other records now
             self.counts["offset_resets"] += 1
             if policy == "fail":
                 reason = f"position {position} outside the log [{begin}, {end}); policy 'fail' stops the partition"
@@ -425,7 +445,7 @@ class IngestWorker:
         probe = KafkaConsumer(**kafka.client_kwargs(), client_id=f"{kafka.client_id}-{self.name}-probe",
                               enable_auto_commit=False, auto_offset_reset="none",
                               receive_message_max_bytes=kafka.receive_message_max_bytes,
-                              max_partition_fetch_bytes=max(self.config.limits.max_bytes * 2, 1 << 20))  # fmt: skip
+                              max_partition_fetch_bytes=self._fetch_bytes)  # fmt: skip
         try:
             probe.assign([tp])
             probe.seek(tp, offset)
@@ -446,7 +466,7 @@ class IngestWorker:
         await self._kafka(self._consumer.seek, tp, offset + 1)
         self.counts["unparseable"] += 1
         generation = self.tracker.start(tp.partition, offset)
-        if offset in self.lettered.get(tp.partition, ()):
+        if offset in self.letters.get(tp.partition, ()):
             self._finish(tp.partition, offset, generation)
             return
         record = _UnreadRecord(topic=tp.topic, partition=tp.partition, offset=offset)
@@ -541,7 +561,10 @@ class IngestWorker:
             partition=record.partition,
             offset=record.offset,
             dlq_topic=self.config.kafka.dlq_topic,
+            group=self.config.kafka.group_id,
         )
+        if not await self._announce(record.partition, record.offset):
+            return  # stopping before the announcement was committed: nothing was sent, the record is re-read
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -564,11 +587,31 @@ class IngestWorker:
         self.dead_letter_reasons[reason] += 1
         if self.metrics is not None:
             self.metrics.dead_lettered(_camera_of(record), reason)
-        self.lettered.setdefault(record.partition, set()).add(record.offset)
+        self.letters.setdefault(record.partition, PartitionLedger()).acknowledged(record.offset)
         self._finish(record.partition, record.offset, generation)
         # Commit now (the offset, or the letter in the commit's metadata): nothing may re-read it and write a
         # second letter, even if this loop dies right after.
         await self._commit()
+
+    async def _announce(self, partition: int, offset: int) -> bool:
+        """Commit that ``offset``'s letter is about to be sent (see :mod:`services.frame_path.letter_ledger`).
+
+        Retried until the broker has it: a letter sent without it could be written again by the next reader.
+        Returns ``False`` only when the worker stops first.
+        """
+        attempt = 0
+        while not self.stopping:
+            try:
+                dlq_ends = await self._kafka(dlq_end_offsets, self._consumer, self.config.kafka.dlq_topic)
+            except Exception as exc:  # noqa: BLE001 - the broker is away; so is the letter's destination
+                log.warning("%s: dead-letter topic unreadable (%s), retrying", self.name, exc)
+            else:
+                self.letters.setdefault(partition, PartitionLedger()).announce(offset, dlq_ends)
+                if await self._commit():
+                    return True
+            attempt += 1
+            await asyncio.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+        return False
 
     def _send_letter(self, letter: DeadLetter) -> None:
         self._producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers).get(30)
@@ -577,37 +620,29 @@ class IngestWorker:
         self.tracker.finish(partition, offset, generation)
         self._finished.set()
 
-    def _metadata(self, partition: int, offset: int) -> str:
-        """The commit's metadata: dead-lettered offsets at or above the commit point (bounded)."""
-        known = self.lettered.get(partition)
-        if not known:
-            return ""
-        known.difference_update({lettered for lettered in known if lettered < offset})
-        kept = sorted(known)[:MAX_LETTERED_IN_METADATA]
-        return json.dumps({"dead_lettered": kept}, separators=(",", ":")) if kept else ""
-
-    async def _commit(self) -> None:
+    async def _commit(self) -> bool:
+        """Commit finished offsets and changed ledgers; ``False`` if the broker refused (retried next time)."""
         from kafka.structs import OffsetAndMetadata
 
         if self._consumer is None:
-            return
+            return False
         moved = self.tracker.committable()
         request, offsets = {}, {}
-        for partition in set(moved) | set(self.lettered):
+        for partition in set(moved) | set(self.letters):
             offset = moved.get(partition, self.committed.get(partition))
             if offset is None:
                 continue
-            metadata = self._metadata(partition, offset)
+            metadata = self.letters[partition].metadata(offset) if partition in self.letters else ""
             if partition in moved or metadata != self._committed_metadata.get(partition, ""):
                 request[self._partition(partition)] = OffsetAndMetadata(offset, metadata, -1)
                 offsets[partition] = (offset, metadata)
         if not request:
-            return
+            return True
         try:
             await self._kafka(self._consumer.commit, request)
         except Exception as exc:  # noqa: BLE001 - a failed commit is retried with the next one
             log.warning("%s: commit failed (%s); will retry", self.name, exc)
-            return
+            return False
         self.tracker.mark_committed({partition: offset for partition, (offset, _) in offsets.items()})
         for partition, (offset, metadata) in offsets.items():
             previous = self.committed.get(partition)
@@ -617,6 +652,7 @@ class IngestWorker:
                     self.metrics.commit_rewound(partition)
             self.committed[partition] = offset
             self._committed_metadata[partition] = metadata
+        return True
 
     async def _measure_lag(self) -> None:
         try:

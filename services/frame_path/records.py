@@ -38,6 +38,7 @@ H_SCHEMA = "zsad-schema"
 H_DLQ_REASON = "zsad-dlq-reason"
 H_DLQ_DETAIL = "zsad-dlq-detail"
 H_DLQ_SOURCE = "zsad-dlq-source"
+H_DLQ_GROUP = "zsad-dlq-group"  # the consumer group that read the record (see letter_ledger)
 H_DLQ_DROPPED = "zsad-dlq-value-dropped"  # the payload did not fit the dead-letter topic
 
 SCHEMA_VERSION = "1"
@@ -265,6 +266,7 @@ class DeadLetter:
         partition: int,
         offset: int,
         dlq_topic: str = DLQ_TOPIC,
+        group: str | None = None,
     ) -> DeadLetter:
         """Dead-letter a record that failed with ``error``.
 
@@ -273,6 +275,7 @@ class DeadLetter:
             error: why it failed; a :class:`ZsadError` gives its ``reason``, anything else gives ``unexpected``.
             source_topic, partition, offset: where the record was read, for replay and audit.
             dlq_topic: the dead-letter topic.
+            group: the consumer group that read it, when a group did.
         """
         kept = [(name, raw or b"") for name, raw in headers or () if not name.startswith("zsad-dlq-")]
         kept += [
@@ -280,6 +283,8 @@ class DeadLetter:
             (H_DLQ_DETAIL, _truncate(f"{type(error).__name__}: {error}", MAX_DETAIL_BYTES)),
             (H_DLQ_SOURCE, f"{source_topic}:{partition}:{offset}".encode()),
         ]
+        if group is not None:
+            kept.append((H_DLQ_GROUP, group.encode()))
         return cls(topic=dlq_topic, key=key, value=value, headers=kept)
 
     def header(self, name: str) -> str | None:

@@ -8,7 +8,9 @@ production), so each test decides which frames finish and when; Kafka is the rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -168,6 +170,77 @@ def test_a_dead_letter_is_not_written_again_by_the_next_reader_of_its_partition(
     assert letters(config, expected=1) == [("not_an_image", f"{config.kafka.frames_topic}:0:1")]
     assert second.stats()["counts"]["dead_letter_replays_skipped"] == 1
     assert "dead_lettered" not in second.stats()["counts"]
+
+
+class DiesAfterTheLetter(IngestWorker):
+    """An ingest worker whose actor is killed right after the broker acknowledged a dead letter, before the
+    commit that marks its offset done: the send blocks after it returned until the test kills the loop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.letter_sent = threading.Event()
+        self.killed = threading.Event()
+
+    def _send_letter(self, letter: Any) -> None:
+        super()._send_letter(letter)
+        self.letter_sent.set()
+        self.killed.wait(30)
+
+
+def test_a_dead_letter_whose_writer_died_before_its_commit_is_not_written_again(config: ZsadConfig) -> None:
+    send(config, 0, frame_bytes(1), "good")
+    send(config, 0, b"not an image", "bad")  # offset 1
+    send(config, 0, frame_bytes(2), "after")
+    first = DiesAfterTheLetter(config, [0], Serving().submit, name="first")
+
+    async def kill_then_resume() -> IngestWorker:
+        task = await run_until(first, first.letter_sent.is_set)
+        task.cancel()  # the actor dies with the letter on the broker and its offset not committed
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        first.killed.set()
+        assert committed_offsets(config).get(0, 0) <= 1
+        second = IngestWorker(config, [0], Serving().submit, name="second")
+        task = await run_until(second, lambda: second.committed.get(0) == 3)
+        await stop(second, task)
+        return second
+
+    second = asyncio.run(kill_then_resume())
+    assert letters(config, expected=1) == [("not_an_image", f"{config.kafka.frames_topic}:0:1")]
+    counts = second.stats()["counts"]
+    assert counts["announced_letters_found"] == 1 and counts["dead_letter_replays_skipped"] == 1
+    assert "dead_lettered" not in counts
+
+
+def test_an_announced_letter_that_was_never_sent_is_written_by_the_next_reader(config: ZsadConfig) -> None:
+    send(config, 0, frame_bytes(1), "good")
+    send(config, 0, b"not an image", "bad")  # offset 1
+    dlq = TopicPartition(config.kafka.dlq_topic, 0)
+    announced = json.dumps({"lettering": {"offsets": [1], "dlq_from": {"0": end_of(config, dlq)}}})
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
+                             enable_auto_commit=False)  # fmt: skip
+    try:  # a writer that died after announcing the letter, before sending it
+        consumer.commit({TopicPartition(config.kafka.frames_topic, 0): OffsetAndMetadata(1, announced, -1)})
+    finally:
+        consumer.close()
+    worker = IngestWorker(config, [0], Serving().submit, name="next")
+
+    async def scenario() -> None:
+        task = await run_until(worker, lambda: worker.committed.get(0) == 2)
+        await stop(worker, task)
+
+    asyncio.run(scenario())
+    assert letters(config, expected=1) == [("not_an_image", f"{config.kafka.frames_topic}:0:1")]
+    assert worker.stats()["counts"]["dead_lettered"] == 1
+    assert worker.stats()["counts"].get("announced_letters_found", 0) == 0  # looked, found none
+
+
+def end_of(config: ZsadConfig, tp: TopicPartition) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers)
+    try:
+        return int(consumer.end_offsets([tp])[tp])
+    finally:
+        consumer.close()
 
 
 @pytest.mark.parametrize(
