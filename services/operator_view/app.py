@@ -69,8 +69,11 @@ class ViewBackend:
         self.renderer = OverlayRenderer(config, self.store)
         self.auth = ViewAuth(config.view.viewer_token, config.view.operator_token, config.view.session_ttl_s)
         password = config.redis.password.get_secret_value() if config.redis.password else None
+        # Event streams block in XREAD for up to SSE_BLOCK_MS: the socket must wait longer than that, or every quiet
+        # camera's stream ends in a read timeout (measured: a stream ended every 5 s with the client's default).
         self.events = redis.asyncio.Redis.from_url(config.redis.url, password=password,
-                                                   username=config.redis.username, decode_responses=False)  # fmt: skip
+                                                   username=config.redis.username, decode_responses=False,
+                                                   socket_timeout=SSE_BLOCK_MS / 1000 + 10)  # fmt: skip
 
     async def ingest_status(self) -> dict[str, Any]:
         """The ingest controller's status, or an ``error`` entry when it does not answer."""

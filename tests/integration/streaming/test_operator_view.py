@@ -7,6 +7,7 @@ viewer token. Screenshots go to the test's tmp dir.
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import shutil
 import time
@@ -102,6 +103,29 @@ def test_refused_without_a_token_and_for_a_viewer_action(view_app: tuple[str, Zs
     assert status == 200, body
     overview = json.loads(http(base + "/api/overview", VIEWER)[1])
     assert [row["paused"] for row in overview["cameras"]] == [True]
+
+
+def test_an_event_stream_stays_open_through_a_quiet_spell(view_app: tuple[str, ZsadConfig]) -> None:
+    """A camera with no frames for longer than the Redis client's default read timeout (5 s) keeps its stream:
+    the next frame's event arrives on the same connection."""
+    base, config = view_app
+    camera = next(iter(config.cameras))
+    host, port = base.split("//")[1].split("/")[0].split(":")
+    connection = http_client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("GET", base.split(port, 1)[1] + f"/camera/{camera}/events",
+                       headers={"Authorization": f"Bearer {VIEWER}"})  # fmt: skip
+    response = connection.getresponse()
+    assert response.status == 200 and response.readline() == b"retry: 2000\n"
+    time.sleep(8.0)
+    produce_frames(config, 1)
+    lines = []
+    while not any(line.startswith(b"data: ") for line in lines):
+        line = response.readline()
+        assert line, f"the stream ended after {lines}"
+        lines.append(line)
+    connection.close()
+    (data,) = [json.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
+    assert data["frame_id"] == f"{camera}-0"
 
 
 def test_live_wall_and_frame_page_in_a_browser(view_app: tuple[str, ZsadConfig], browser, tmp_path: Path) -> None:
