@@ -24,6 +24,7 @@ from stream_helpers import FRAME_SIDE, produce_frames, stream_config
 from services.config import ViewConfig, ZsadConfig
 from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import NoidaBroker, RedisServer
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,8 @@ def view_app(ray_serve: None, noida_broker: NoidaBroker, redis_server: RedisServ
     """The whole application with view tokens; yields the view's base URL and the config."""
     unique = uuid.uuid4().hex[:8]
     config = stream_config(noida_broker, redis_server, unique, {f"cam-{unique}": {"method": "clip-ad"}},
-                           partitions=2, num_actors=1)  # fmt: skip
+                           partitions=2, num_actors=1,
+                           registry={"root": "redis://", "namespace": f"test:{unique}:registry"})  # fmt: skip
     config = config.model_copy(update={"view": ViewConfig(viewer_token=VIEWER, operator_token=OPERATOR)})
     name = f"view-{unique}"
     serve.run(app_from_config(config), name=name, route_prefix=f"/{name}", blocking=False)
@@ -166,3 +168,34 @@ def test_live_wall_and_frame_page_in_a_browser(view_app: tuple[str, ZsadConfig],
         "headers: {'Content-Type': 'application/x-www-form-urlencoded'}}); return r.status;",
         f"{base}/actions/mark", f"camera={camera}&frame_id={frame_ids[-1]}&label=good")  # fmt: skip
     assert status == 403
+
+
+def test_registry_page_promotes_and_rolls_back_in_a_browser(
+    view_app: tuple[str, ZsadConfig], browser, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from test_prompt_hot_swap import METHOD, make_versions
+
+    base, config = view_app
+    registry = PromptRegistry(config.registry.root, redis_server.client(), namespace=config.registry.namespace)
+    first, second = make_versions(registry, tmp_path / "artifacts", 2)
+    registry.promote(METHOD, first, actor="test", reason="the first champion")
+    browser.get(base + "/login")
+    browser.find_element(By.ID, "token").send_keys(OPERATOR)
+    browser.find_element(By.ID, "login").click()
+    wait_for(lambda: "Log in" not in browser.page_source, 30, "the operator's login")
+    browser.get(base + "/registry")
+    versions = {row.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text: row
+                for row in browser.find_elements(By.CSS_SELECTOR, "#versions tr")[1:]}  # fmt: skip
+    assert set(versions) == {first, second}
+    versions[second].find_element(By.TAG_NAME, "button").click()  # promote the second to champion
+    wait_for(lambda: registry.aliases(METHOD).get("champion") == second, 30, "the promotion")
+    assert f"champion → {second}" in browser.find_element(By.ID, "aliases").text  # back on the registry page
+    assert "promoted in the view" in browser.find_element(By.ID, "audit").text
+    browser.save_screenshot(str(tmp_path / "registry.png"))
+
+    browser.find_element(By.CSS_SELECTOR, "#aliases button").click()  # roll the champion back
+    wait_for(lambda: registry.aliases(METHOD).get("champion") == first, 30, "the rollback")
+    assert f"champion → {first}" in browser.find_element(By.ID, "aliases").text
+    history = [entry for entry in registry.audit(10) if entry.get("actor") == "operator-view"]
+    assert [entry.get("action") for entry in history] == ["rollback", "promote"]  # newest first
