@@ -14,7 +14,7 @@ test: bootstrap
 	@$(PY) -m pytest -q
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check zsad_core services tests benchmarks
+	@$(VENV)/bin/ruff check zsad_core services tests benchmarks scripts
 
 bench: bootstrap
 	@$(PY) -m benchmarks.bench_metrics && $(PY) -m benchmarks.bench_methods && $(PY) -m benchmarks.bench_pipeline
