@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from services.frame_path.result_store import ResultStore, StoredResult
 
 DEFAULT_RECENT = 20
-COLUMNS = ("FRAME", "SCORE", "LABEL", "THRESHOLD", "METHOD", "PROMPT", "CAPTURED (UTC)", "LATENCY_MS", "KAFKA")
+COLUMNS = ("FRAME", "SCORE", "DECISION", "THRESHOLD", "METHOD", "PROMPT", "REFERENCES", "CALIBRATION", "REGIONS",
+           "CAPTURED (UTC)", "LATENCY_MS", "KAFKA")  # fmt: skip
 
 
 class ResultNotFoundError(ZsadError, LookupError):
@@ -168,10 +169,13 @@ def format_table(results: Sequence[StoredResult]) -> str:
         rows.append((
             result.frame_id,
             f"{result.score:.4f}",
-            "anomaly" if result.label else "normal",
+            result.decision or ("reject" if result.label else "pass"),  # results stored before decisions existed
             f"{result.threshold:.4f}",
             result.method,
             result.prompt_version or "-",
+            result.reference_version or "-",
+            result.calibration_version or "-",
+            "-" if result.regions is None else str(len(result.regions)),  # -: regions were not computed
             _iso(result.capture_ts) or "-",
             "-" if latency is None else f"{latency:.1f}",
             f"{result.partition}:{result.offset}" if result.partition >= 0 else "-",  # -1: not read from Kafka

@@ -78,10 +78,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, n
         first = producer.send_frame(camera, encode_png(frame), frame_id="f-a", capture_ts=capture_ts).get(timeout=10)
         roi = producer.send_frame(roi_camera, encode_png(frame), frame_id="r-1", capture_ts=capture_ts).get(timeout=10)
 
-    def result(cam: str, frame_id: str, score: float, partition: int = -1, offset: int = -1) -> FrameResult:
+    def result(
+        cam: str, frame_id: str, score: float, partition: int = -1, offset: int = -1, **extra: str
+    ) -> FrameResult:
         return FrameResult(
             cam, frame_id, score=score, threshold=0.5, method="winclip", anomaly_map=hot_map(), prompt_version="v2",
-            partition=partition, offset=offset, capture_ts=capture_ts, infer_ts=capture_ts + 0.5,
+            partition=partition, offset=offset, capture_ts=capture_ts, infer_ts=capture_ts + 0.5, **extra,
         )  # fmt: skip
 
     store = ResultStore.from_config(config)
@@ -89,7 +91,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, n
         store.write_results([
             result(camera, "f-a", 0.9, first.partition, first.offset),
             result(camera, "f-b", 0.2),
-            result(camera, "f-c", 0.5),
+            result(camera, "f-c", 0.5, reference_version="refs-v3", calibration_version="cal-v2",
+                   regions="[[1,2,3,4,12,0.9,0.7],[5,6,2,2,4,0.8,0.6]]"),
             result(camera, "f-wrong", 0.3, first.partition, first.offset),  # the offset holds frame f-a
             result(camera, "f-gone", 0.1, first.partition, first.offset + 1000),
             result(roi_camera, "r-1", 0.7, roi.partition, roi.offset),
@@ -112,8 +115,10 @@ def test_recent_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["FRAME", "SCORE"]
     assert [line.split()[0] for line in lines[1:]] == ["f-gone", "f-wrong", "f-c", "f-b", "f-a"]  # newest first
+    assert lines[3].split()[:9] == ["f-c", "0.5000", "reject", "0.5000", "winclip", "v2", "refs-v3", "cal-v2", "2"]
+    assert lines[4].split()[:3] == ["f-b", "0.2000", "pass"]
     row = lines[-1].split()
-    assert row[:6] == ["f-a", "0.9000", "anomaly", "0.5000", "winclip", "v2"]
+    assert row[:9] == ["f-a", "0.9000", "reject", "0.5000", "winclip", "v2", "-", "-", "-"]
     assert row[-1] == f"{stack.partition}:{stack.offset}"
     assert 1000 < float(row[-2]) < 60_000  # capture 1.5 s before the write
 
