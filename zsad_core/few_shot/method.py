@@ -90,9 +90,14 @@ class FewShotMethod(ZeroShotMethod):
         return gaussian_blur(upsampled, self.fusion.sigma)
 
     def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """The wrapped method's result fused with the memory's distances, same shapes and types."""
-        maps, scores = self.method(pixels)
-        few_shot = self.few_shot_map(pixels)
+        """The wrapped method's result fused with the memory's distances, same shapes and types.
+
+        The memory's patch tokens come from the wrapped method's own forward when it tapped them on CLIP's path
+        (:meth:`~zsad_core.backbone.clip.ClipBackbone.reusing_forwards`); otherwise the tower runs again.
+        """
+        with self.backbone.reusing_forwards():
+            maps, scores = self.method(pixels)
+            few_shot = self.few_shot_map(pixels)
         fused = fuse_maps(maps.float(), few_shot, self.fusion.map_fusion, self.fusion.weight)
         return AnomalyResult(fused, fuse_scores(scores.float(), few_shot, self.fusion.score_fusion, self.fusion.weight))
 

@@ -74,3 +74,29 @@ def test_wrapper_refuses_a_memory_of_another_input_size(tiny_backbone, tiny_pixe
     method = load_method("clip-ad", backbone=tiny_backbone)
     with pytest.raises(IncompatibleReferencesError, match="96"):
         FewShotMethod(method, memory)
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("clip-ad", {}), ("anoclip", {"image_views": "none"}), ("vcp-clip", {}), ("vip2-clip", {}),
+])  # fmt: skip
+def test_references_add_no_forward_of_the_vision_tower(name, options, tiny_backbone, tiny_pixels):
+    """The memory's tokens are the ones the wrapped method tapped on the same batch: no second tower forward."""
+    method = load_method(name, backbone=tiny_backbone, class_name="disc", **options)
+    few = with_references(method, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7)))
+    forwards = []
+    hook = tiny_backbone.model.visual.conv1.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        method.predict(tiny_pixels)
+        alone = len(forwards)
+        result = few.predict(tiny_pixels)
+    finally:
+        hook.remove()
+    assert len(forwards) == 2 * alone
+    with torch.inference_mode():  # the shared tokens give what a separate forward would (to float rounding)
+        tokens, grid = patch_tokens(tiny_backbone, tiny_pixels, method.taps, "raw")
+        separate = few.memory.distance_map(tokens, grid)
+        with tiny_backbone.reusing_forwards():
+            method(tiny_pixels)
+            shared = few.memory.distance_map(*patch_tokens(tiny_backbone, tiny_pixels, method.taps, "raw"))
+    torch.testing.assert_close(shared, separate, rtol=1e-5, atol=1e-6)
+    assert result.maps.shape == (2, 64, 64)
