@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cameras = [f"soak{index}" for index in range(args.cameras)]
     rng = np.random.default_rng(args.seed)
     frames = [encode_jpeg(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), quality=80) for _ in range(64)]
-    with RedisServer(data_dir=f"{workdir}/redis", persistent=True) as redis_server, \
+    # A fixed port: restart_redis starts the server again where the pipeline's config points.
+    with RedisServer(port=free_port(), data_dir=f"{workdir}/redis", persistent=True) as redis_server, \
             NoidaBroker(data_dir=f"{workdir}/noida") as broker:  # fmt: skip
         config = ZsadConfig(
             kafka={"bootstrap_servers": [broker.bootstrap_servers], "partitions": 4},
