@@ -40,6 +40,17 @@ class ArtifactStoreError(ZsadError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[object, tuple[type[ArtifactStoreError], str, str]]:
+        """Pickle by reason and message: a store used in a Ray worker raises there, and Ray pickles the error
+        for the driver; the default (``cls(*args)``) would call this ``__init__`` without its reason."""
+        return _rebuild_error, (type(self), self.reason, str(self))
+
+
+def _rebuild_error(cls: type[ArtifactStoreError], reason: str, message: str) -> ArtifactStoreError:
+    error = cls.__new__(cls)
+    ArtifactStoreError.__init__(error, reason, message)
+    return error
+
 
 class MissingArtifactFileError(ArtifactStoreError):
     """A recorded artifact file is not in the store."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from services.prompt_lifecycle.artifact_store import (
+    ArtifactHashError,
     ArtifactStoreError,
     FsspecArtifactStore,
     LocalDirectoryStore,
@@ -93,3 +95,14 @@ def test_reference_sets_use_the_prompts_store_kind_beside_them(
     if isinstance(registry.store, RedisArtifactStore):
         assert registry.store.max_bytes == 1234
 
+
+@pytest.mark.parametrize(
+    "error",
+    [ArtifactStoreError("version_exists", "v1 already exists"), MissingArtifactFileError("a.bin is missing"),
+     ArtifactHashError("a.bin has another sha256")],
+    ids=lambda error: type(error).__name__,
+)  # fmt: skip
+def test_store_errors_survive_pickling(error: ArtifactStoreError) -> None:
+    """Ray hands an error raised in a worker (a training checkpoint write) to the driver pickled."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.reason, str(copy)) == (type(error), error.reason, str(error))
