@@ -1,7 +1,8 @@
 """``zsad train``: retrain a method's prompts as a Ray Train job (see :mod:`services.prompt_lifecycle.training_job`).
 
 ``train-local`` trains in the CLI's own process; ``train`` runs the same loop on Ray Train workers, with a
-checkpoint per epoch, recovery from worker failures, held-out evaluation and optional registration.
+checkpoint per epoch in the registry's kind of store, recovery from worker failures, held-out evaluation and
+optional registration.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, help="the method's main learning rate instead of the official one")
     train.add_argument("--name", help="run name; re-running with the same name resumes it (default: derived from "
                                       "the training options)")
-    train.add_argument("--storage", default="runs/train", help="where Ray Train keeps runs and checkpoints")
+    train.add_argument("--storage", default="runs/train",
+                       help="the driver's directory for Ray Train's bookkeeping and the artifact; checkpoints go "
+                            "beside the registry's artifacts (registry.root of --config)")
     train.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from")
     train.add_argument("--no-baseline", action="store_true", help="skip evaluating the untrained prompts")
     train.add_argument("--register", action="store_true",
@@ -45,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_failures=args.max_failures, baseline=not args.no_baseline,
     )  # fmt: skip
     check_spec(spec)  # before Ray starts: a typo should cost a second, not a cluster start
-    config = config_from_args(args) if args.register else None
+    config = config_from_args(args)
     # A process that already holds a Ray connection (a notebook, a test) keeps it; otherwise this command owns one.
     owned = not ray.is_initialized()
     if owned:
