@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from services.cli.options import add_backbone_options, add_config_option, add_training_options, config_from_args
+from services.config import ray_resource
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -19,6 +20,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_training_options(train, eval_required=True)
     train.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
     train.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    train.add_argument("--one-per-node", action="store_true",
+                       help="every worker on a node of its own (waits until that many nodes can take one)")
+    train.add_argument("--worker-resource", type=ray_resource, action="append", default=[], metavar="NAME=AMOUNT",
+                       help="a custom Ray resource each worker needs, so workers run only on the nodes that have "
+                            "it (repeatable)")
     train.add_argument("--lr", type=float, help="the method's main learning rate instead of the official one")
     train.add_argument("--name", help="run name; re-running with the same name resumes it (default: derived from "
                                       "the training options)")
@@ -44,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         method=args.method, backbone=args.backbone, backbone_weights=args.backbone_weights,
         pretrained=not args.random_weights, image_size=args.image_size, train_data=args.train_data,
         eval_data=args.eval_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, workers=args.workers,
-        use_gpu=args.gpu, seed=args.seed, storage_path=args.storage, name=args.name, register_artifact=args.register,
+        use_gpu=args.gpu, one_per_node=args.one_per_node, worker_resources=dict(args.worker_resource),
+        seed=args.seed, storage_path=args.storage, name=args.name, register_artifact=args.register,
         max_failures=args.max_failures, baseline=not args.no_baseline,
     )  # fmt: skip
     check_spec(spec)  # before Ray starts: a typo should cost a second, not a cluster start

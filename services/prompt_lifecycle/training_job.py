@@ -13,7 +13,8 @@ Beyond one machine: the checkpoints live in the registry's kind of artifact stor
 a volume every node mounts), and a worker that replaces one on a lost node resumes from what the lost one stored.
 Ray Train itself only keeps its bookkeeping under ``storage_path`` on the driver's machine, because no checkpoint is
 reported to it. Every node builds the training data from its spec: a ``synthetic:`` spec needs no file at all, a
-dataset path must exist on every training node.
+dataset path must exist on every training node. ``one_per_node`` puts each worker on its own node,
+``worker_resources`` on the nodes that have them.
 
 Epoch callbacks (:data:`EpochCallback`, the ``epoch_callbacks`` of :func:`run_training`) run on every worker
 after each epoch's checkpoint is stored: progress hooks, and fault injection. A callback that raises fails the
@@ -38,13 +39,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.config import load_config
+from services.config import RayResources, load_config
 from services.prompt_lifecycle.training_checkpoints import CheckpointLocation, Progress, TrainingCheckpoint
 from zsad_core.data import BaseDataset, Sample
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
     import torch
+    from ray.train import ScalingConfig
 
     from services.config import ZsadConfig
     from zsad_core.methods import ZeroShotMethod
@@ -56,8 +58,9 @@ logger = logging.getLogger(__name__)
 # Spec fields that do not change what is trained: a run named after the spec ignores them, so re-running the same
 # training with another held-out set, with registration on or on other nodes resumes the same run.
 _NOT_TRAINING_FIELDS = frozenset(
-    {"name", "storage_path", "register_artifact", "max_failures", "baseline", "eval_data", "use_gpu"}
-)
+    {"name", "storage_path", "register_artifact", "max_failures", "baseline", "eval_data", "use_gpu",
+     "one_per_node", "worker_resources"}
+)  # fmt: skip
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -84,6 +87,10 @@ class TrainJobSpec(BaseModel):
             (the methods' secondary rates, e.g. VCP-CLIP's temperatures, keep theirs); ``batch_size`` is per worker.
         workers: Ray Train workers; each trains on a rank-strided shard and gradients are averaged.
         use_gpu: one GPU per worker.
+        one_per_node: every worker on a node of its own (Ray's ``STRICT_SPREAD``): a run waits until that many
+            nodes can take one, and a node's failure costs one worker, never two.
+        worker_resources: custom Ray resources each worker needs (``{"train": 1}``): workers run only on nodes
+            started with them, e.g. the training nodes of a cluster shared with serving.
         storage_path: the driver's directory for the run: Ray Train's bookkeeping and the written artifact.
         name: the run's name; a re-run with the same name resumes from its latest checkpoint.
             None derives a stable name from the training fields (method, data, hyper-parameters, workers).
@@ -106,6 +113,8 @@ class TrainJobSpec(BaseModel):
     batch_size: PositiveInt | None = None
     workers: PositiveInt = 1
     use_gpu: bool = False
+    one_per_node: bool = False
+    worker_resources: RayResources = Field(default_factory=dict)
     seed: Annotated[int, Field(ge=0)] | None = None
     storage_path: Path = Path("runs/train")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -406,9 +415,21 @@ def check_spec(spec: TrainJobSpec) -> None:
     build_dataset(spec.eval_data)
 
 
+def scaling_config(spec: TrainJobSpec) -> ScalingConfig:
+    """Ray Train's worker count and placement for ``spec``: ``one_per_node`` is a ``STRICT_SPREAD`` placement
+    group (one worker per node), ``worker_resources`` are added to each worker's resources."""
+    from ray.train import ScalingConfig
+
+    resources = None
+    if spec.worker_resources:  # Ray then reserves only what is listed: keep its default CPU (or GPU) per worker
+        resources = {**({} if spec.use_gpu else {"CPU": 1}), **spec.worker_resources}
+    return ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu, resources_per_worker=resources,
+                         placement_strategy="STRICT_SPREAD" if spec.one_per_node else "PACK")  # fmt: skip
+
+
 def _fit(spec: TrainJobSpec, checkpoints: CheckpointLocation, epoch_callbacks: Sequence[EpochCallback]) -> None:
     """Run the Ray Train job to its end (the caller owns the Ray connection)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train import FailureConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     run_dir = spec.run_dir
@@ -417,7 +438,7 @@ def _fit(spec: TrainJobSpec, checkpoints: CheckpointLocation, epoch_callbacks: S
         _train_loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "checkpoints": checkpoints,
                            "epoch_callbacks": list(epoch_callbacks)},
-        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu),
+        scaling_config=scaling_config(spec),
         run_config=RunConfig(name=spec.run_name, storage_path=str(run_dir.parent),
                              failure_config=FailureConfig(max_failures=spec.max_failures)),
     )
