@@ -296,8 +296,6 @@ def test_gpu_groups_request_gpus_and_match_the_inspector_autoscaling() -> None:
     assert "nvidia.com/gpu" not in groups["ingest"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     inspector = deployments(serve_config_of(rayservice))["Inspector"]
     assert inspector["autoscaling_config"]["max_replicas"] == groups["gpu"]["maxReplicas"]
-    # One replica per GPU pod: Ray sees exactly the Inspector's CPUs there, so ingest lands on the CPU group.
-    assert float(groups["gpu"]["rayStartParams"]["num-cpus"]) == inspector["ray_actor_options"]["num_cpus"]
     for name, spec in ray_cluster_specs():
         for group_name, group in pod_groups(spec):
             resources = group["template"]["spec"]["containers"][0]["resources"]
@@ -306,6 +304,63 @@ def test_gpu_groups_request_gpus_and_match_the_inspector_autoscaling() -> None:
                 assert any(t["key"] == "nvidia.com/gpu" for t in group["template"]["spec"]["tolerations"]), name
             else:
                 assert group_name in ("head", "ingest"), f"{name}/{group_name} has no GPU"
+
+
+def actor_request(ray_actor_options: dict[str, Any]) -> dict[str, float]:
+    """The Ray resources an actor with these options asks for (zero amounts ask for nothing)."""
+    request = {"CPU": ray_actor_options.get("num_cpus", 0), "GPU": ray_actor_options.get("num_gpus", 0),
+               **ray_actor_options.get("resources", {})}  # fmt: skip
+    return {name: float(amount) for name, amount in request.items() if amount}
+
+
+def fits(request: dict[str, float], offered: dict[str, float]) -> bool:
+    return all(offered.get(name, 0) >= amount for name, amount in request.items())
+
+
+def placement_requests(serve_config: dict[str, Any], zsad: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What each Serve deployment's replicas and each ingest actor (started by the controller from the zsad
+    config's ``ingest`` section, not by Serve) ask Ray for."""
+    requests = {name: actor_request(deployment["ray_actor_options"])
+                for name, deployment in deployments(serve_config).items()}  # fmt: skip
+    ingest = zsad["ingest"]
+    requests["IngestActor"] = actor_request({"num_cpus": ingest["actor_num_cpus"], "resources": ingest["resources"]})
+    return requests
+
+
+def check_placement(offered: dict[str, dict[str, float]], requests: dict[str, dict[str, float]],
+                    zsad: dict[str, Any], gpu: str, ingest: str) -> None:  # fmt: skip
+    """Replicas only on the GPU nodes, one per node; ingest only on the CPU nodes, all of it fitting on one."""
+    where = {name: {node for node, resources in offered.items() if fits(request, resources)}
+             for name, request in requests.items()}  # fmt: skip
+    assert where["Inspector"] == {gpu}, where
+    assert where["IngestController"] == where["IngestActor"] == {ingest}, where
+    assert where["OperatorView"] and "head" not in where["OperatorView"], where
+    inspector = requests["Inspector"]
+    assert not fits({name: 2 * amount for name, amount in inspector.items()}, offered[gpu]), "one replica per node"
+    ingest_load = {name: (zsad["ingest"]["num_actors"] * amount + requests["IngestController"].get(name, 0))
+                   for name, amount in requests["IngestActor"].items()}  # fmt: skip
+    assert fits(ingest_load, offered[ingest]), "the ingest actors and their controller fit on one ingest node"
+
+
+def test_kuberay_groups_offer_the_custom_resources_the_config_places_by() -> None:
+    """What the Ray autoscaler reads from each group (its own parser) against what every actor asks for."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _get_ray_resources_from_group_spec
+
+    rayservice = the("RayService")
+    offered = {name: _get_ray_resources_from_group_spec(group, name == "head")
+               for name, group in pod_groups(rayservice["spec"]["rayClusterConfig"])}  # fmt: skip
+    zsad = ZSAD_CONFIGS["rayservice"]()
+    assert zsad["serving"]["resources"] == {"inspector": 1} and zsad["ingest"]["resources"] == {"ingest": 0.1}
+    check_placement(offered, placement_requests(serve_config_of(rayservice), zsad), zsad, gpu="gpu", ingest="ingest")
+
+
+def test_vm_node_types_offer_the_custom_resources_the_config_places_by() -> None:
+    config = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text(encoding="utf-8"))
+    offered = {("head" if name == config["head_node_type"] else name): node["resources"]
+               for name, node in config["available_node_types"].items()}  # fmt: skip
+    zsad = ZSAD_CONFIGS["vm-cluster"]()
+    requests = placement_requests(SERVE_CONFIGS["vm-cluster"](), zsad)
+    check_placement(offered, requests, zsad, gpu="ray.worker.gpu", ingest="ray.worker.cpu")
 
 
 def test_retraining_job_and_schedule() -> None:
@@ -418,14 +473,17 @@ def test_serve_config_has_the_shape_of_serve_build_output(label: str) -> None:
     view = deployments(serve_config)["OperatorView"]
     assert view["num_replicas"] == 1 and view["ray_actor_options"] == {"num_cpus": 0.1}, "the page stays small"
     assert all(set(deployment) - {"name"} for deployment in app["deployments"]), "each deployment has options"
+    # The resources are those of the serving and ingest sections of the zsad config that goes with it.
+    zsad = ZSAD_CONFIGS[label]()
     ingest = deployments(serve_config)["IngestController"]
-    assert ingest["num_replicas"] == 1 and ingest["ray_actor_options"] == {"num_cpus": 0.5}
+    assert ingest["num_replicas"] == 1 and ingest["ray_actor_options"]["num_cpus"] == 0.5
+    assert ingest["ray_actor_options"].get("resources") == zsad["ingest"].get("resources")
     inspector = deployments(serve_config)["Inspector"]
     assert inspector["max_ongoing_requests"] >= 1
-    # The Inspector's resources are the serving section of the zsad config that goes with it.
-    serving = ZSAD_CONFIGS[label]()["serving"]
+    serving = zsad["serving"]
     assert inspector["ray_actor_options"]["num_gpus"] == serving["num_gpus"]
     assert inspector["ray_actor_options"]["num_cpus"] == serving["num_cpus"]
+    assert inspector["ray_actor_options"].get("resources") == serving.get("resources")
     assert inspector["max_ongoing_requests"] >= serving["max_batch_size"], "batches could never fill"
 
 
