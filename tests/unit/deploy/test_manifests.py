@@ -48,6 +48,12 @@ SECRET_ENV = {
     "ZSAD_REDIS__PASSWORD": "zsad-redis",
     "ZSAD_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "zsad-kafka",
 }
+# The web view's role tokens: in every pod of the RayService (the app is built, config and all, wherever Serve
+# builds it, and the view's replica may run on any worker), in no retraining pod.
+VIEW_SECRET_ENV = {
+    "ZSAD_VIEW__VIEWER_TOKEN": ("zsad-view", "viewer"),
+    "ZSAD_VIEW__OPERATOR_TOKEN": ("zsad-view", "operator"),
+}
 DASHBOARD_METRICS = [
     "ray_zsad_frames_processed_total",
     "ray_zsad_frames_dead_lettered_total",
@@ -258,6 +264,32 @@ def test_every_ray_pod_gets_the_config_file_and_the_secrets() -> None:
             assert ref["name"] == secret_name and ref["key"] in secrets[secret_name]["stringData"], where
         assert "metrics" in {port["name"] for port in container["ports"]}, f"{where}: the PodMonitor scrapes it"
         assert pod["securityContext"]["runAsNonRoot"] is True, where
+
+
+def test_the_web_view_gets_its_tokens_from_a_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = {doc["metadata"]["name"]: doc["stringData"] for doc in manifests("Secret")}
+    for where, _, container in ray_containers():
+        env = {item["name"]: item for item in container["env"]}
+        for variable, (secret_name, key) in VIEW_SECRET_ENV.items():
+            if where.startswith("RayService"):
+                ref = env[variable]["valueFrom"]["secretKeyRef"]
+                assert (ref["name"], ref["key"]) == (secret_name, key), where
+                assert key in secrets[secret_name], f"{where}: Secret {secret_name} has no key {key}"
+            else:
+                assert variable not in env, f"{where}: retraining needs no view token"
+    # The example tokens are accepted by the config (16 characters at least) and land in the view's section.
+    for name in list(os.environ):
+        if name.startswith("ZSAD_"):
+            monkeypatch.delenv(name)
+    for variable, (secret_name, key) in VIEW_SECRET_ENV.items():
+        monkeypatch.setenv(variable, secrets[secret_name][key])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(ZSAD_CONFIGS["rayservice"]()), encoding="utf-8")
+    view = load_config(path).view
+    assert view.viewer_token is not None and view.operator_token is not None
+    assert view.viewer_token.get_secret_value() == secrets["zsad-view"]["viewer"]
+    assert view.operator_token.get_secret_value() == secrets["zsad-view"]["operator"]
+    assert "view" not in ZSAD_CONFIGS["rayservice"](), "the tokens belong in the Secret, not the ConfigMap"
 
 
 def test_example_secrets_are_obviously_fake() -> None:
