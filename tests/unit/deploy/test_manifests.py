@@ -408,11 +408,26 @@ def test_retraining_job_and_schedule() -> None:
     assert cronjob["spec"]["jobTemplate"] == template, "the scheduled job must be the one-off job"
     fields = cronjob["spec"]["schedule"].split()
     assert len(fields) == 5 and all(re.fullmatch(r"[\d*/,-]+", field) for field in fields)
+    registry_root = ZSAD_CONFIGS["rayservice"]()["registry"]["root"]
     for where, _, container in ray_containers():
+        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
         if where.startswith(("RayJob", "RayCronJob")):
-            mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
-            assert not mounts["/var/lib/zsad/prompts"].get("readOnly"), f"{where}: training writes prompts"
+            # Artifacts and every epoch's checkpoint go beside the registry, from whichever pod holds rank 0.
+            assert not mounts[registry_root].get("readOnly"), f"{where}: training writes prompts and checkpoints"
             assert mounts["/data"]["readOnly"] is True, where
+        elif not where.endswith("/ingest"):
+            assert registry_root in mounts, f"{where}: the replicas read the prompts there"
+
+
+def test_retraining_runs_one_worker_per_gpu_pod_with_flags_zsad_train_has() -> None:
+    from services.cli.main import build_parser
+
+    spec = the("RayJob")["spec"]
+    args = build_parser().parse_args(spec["entrypoint"].split()[1:])  # an unknown flag exits here
+    assert (args.func.__name__, args.register, args.gpu, args.one_per_node) == ("cmd_train", True, True, True)
+    (gpu,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert gpu["replicas"] == gpu["minReplicas"] == gpu["maxReplicas"] == args.workers, "one pod per worker"
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_podmonitor_selects_the_ray_pods_on_the_metrics_port() -> None:
