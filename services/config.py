@@ -38,6 +38,19 @@ PositiveInt = Annotated[int, Field(gt=0)]
 RayResources = dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(gt=0.0)]]
 
 
+def ray_resource(text: str) -> tuple[str, float]:
+    """``NAME=AMOUNT`` of one custom Ray resource on a command line (``zsad train --worker-resource train=1``).
+
+    An argparse ``type``, shared by the CLI and the schedules that check its command lines: a ValueError makes
+    argparse refuse the value with the option's name. Name and amount are validated as :data:`RayResources` where
+    they are used.
+    """
+    name, separator, amount = text.partition("=")
+    if not separator:
+        raise ValueError(f"{text!r} is not NAME=AMOUNT")
+    return name, float(amount)
+
+
 class _Section(BaseModel):
     # Unknown keys are errors: a misspelt `treshold` must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid")

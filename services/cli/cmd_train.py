@@ -1,7 +1,8 @@
 """``zsad train``: retrain a method's prompts as a Ray Train job (see :mod:`services.prompt_lifecycle.training_job`).
 
 ``train-local`` trains in the CLI's own process; ``train`` runs the same loop on Ray Train workers, with a
-checkpoint per epoch, recovery from worker failures, held-out evaluation and optional registration.
+checkpoint per epoch in the registry's kind of store, recovery from worker failures, held-out evaluation and
+optional registration.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from services.cli.options import add_backbone_options, add_config_option, add_training_options, config_from_args
+from services.config import ray_resource
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -18,10 +20,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_training_options(train, eval_required=True)
     train.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
     train.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    train.add_argument("--one-per-node", action="store_true",
+                       help="every worker on a node of its own (waits until that many nodes can take one)")
+    train.add_argument("--worker-resource", type=ray_resource, action="append", default=[], metavar="NAME=AMOUNT",
+                       help="a custom Ray resource each worker needs, so workers run only on the nodes that have "
+                            "it (repeatable)")
     train.add_argument("--lr", type=float, help="the method's main learning rate instead of the official one")
     train.add_argument("--name", help="run name; re-running with the same name resumes it (default: derived from "
                                       "the training options)")
-    train.add_argument("--storage", default="runs/train", help="where Ray Train keeps runs and checkpoints")
+    train.add_argument("--storage", default="runs/train",
+                       help="the driver's directory for Ray Train's bookkeeping and the artifact; checkpoints go "
+                            "beside the registry's artifacts (registry.root of --config)")
     train.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from")
     train.add_argument("--no-baseline", action="store_true", help="skip evaluating the untrained prompts")
     train.add_argument("--register", action="store_true",
@@ -41,11 +50,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         method=args.method, backbone=args.backbone, backbone_weights=args.backbone_weights,
         pretrained=not args.random_weights, image_size=args.image_size, train_data=args.train_data,
         eval_data=args.eval_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, workers=args.workers,
-        use_gpu=args.gpu, seed=args.seed, storage_path=args.storage, name=args.name, register_artifact=args.register,
+        use_gpu=args.gpu, one_per_node=args.one_per_node, worker_resources=dict(args.worker_resource),
+        seed=args.seed, storage_path=args.storage, name=args.name, register_artifact=args.register,
         max_failures=args.max_failures, baseline=not args.no_baseline,
     )  # fmt: skip
     check_spec(spec)  # before Ray starts: a typo should cost a second, not a cluster start
-    config = config_from_args(args) if args.register else None
+    config = config_from_args(args)
     # A process that already holds a Ray connection (a notebook, a test) keeps it; otherwise this command owns one.
     owned = not ray.is_initialized()
     if owned:

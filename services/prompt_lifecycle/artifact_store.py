@@ -40,6 +40,17 @@ class ArtifactStoreError(ZsadError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[object, tuple[type[ArtifactStoreError], str, str]]:
+        """Pickle by reason and message: a store used in a Ray worker raises there, and Ray pickles the error
+        for the driver; the default (``cls(*args)``) would call this ``__init__`` without its reason."""
+        return _rebuild_error, (type(self), self.reason, str(self))
+
+
+def _rebuild_error(cls: type[ArtifactStoreError], reason: str, message: str) -> ArtifactStoreError:
+    error = cls.__new__(cls)
+    ArtifactStoreError.__init__(error, reason, message)
+    return error
+
 
 class MissingArtifactFileError(ArtifactStoreError):
     """A recorded artifact file is not in the store."""
@@ -60,6 +71,10 @@ class ArtifactStore(Protocol):
 
     def taken(self, method: str, version: str) -> bool:
         """Whether ``version`` already has files (a version number is then skipped, never overwritten)."""
+        ...
+
+    def location(self, method: str, version: str) -> str:
+        """Where ``version``'s files are or would be (what :meth:`put` returns); no request is made."""
         ...
 
     def put(self, method: str, version: str, files: dict[str, bytes]) -> str:
@@ -97,8 +112,11 @@ class LocalDirectoryStore:
     def taken(self, method: str, version: str) -> bool:
         return (self.root / method / version).exists()
 
+    def location(self, method: str, version: str) -> str:
+        return str(self.root / method / version)
+
     def put(self, method: str, version: str, files: dict[str, bytes]) -> str:
-        target = self.root / method / version
+        target = Path(self.location(method, version))
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
         try:
@@ -165,6 +183,9 @@ class RedisArtifactStore:
     def taken(self, method: str, version: str) -> bool:
         return bool(self.client.exists(self._files_key(method, version)))
 
+    def location(self, method: str, version: str) -> str:
+        return f"{REDIS_ROOT}{self._files_key(method, version)}"
+
     def put(self, method: str, version: str, files: dict[str, bytes]) -> str:
         size = sum(len(data) for data in files.values())
         if size > self.max_bytes:
@@ -182,7 +203,7 @@ class RedisArtifactStore:
                 pipe.set(self._blob_key(digests[name]), data, nx=True)
             pipe.hset(key, mapping=digests)
             pipe.execute()
-        return f"{REDIS_ROOT}{key}"
+        return self.location(method, version)
 
     def read(self, location: str, names: tuple[str, ...]) -> dict[str, bytes]:
         key = _redis_key(location)
@@ -227,6 +248,9 @@ class FsspecArtifactStore:
     def taken(self, method: str, version: str) -> bool:
         return bool(self.fs.exists(self._directory(method, version)))
 
+    def location(self, method: str, version: str) -> str:
+        return f"{self.url}/{method}/{version}"
+
     def put(self, method: str, version: str, files: dict[str, bytes]) -> str:
         directory = self._directory(method, version)
         if self.fs.exists(directory):
@@ -234,7 +258,7 @@ class FsspecArtifactStore:
         self.fs.makedirs(directory, exist_ok=True)
         for name in sorted(files, key=lambda name: name.endswith(".json")):  # the manifest last
             self.fs.pipe_file(f"{directory}/{name}", files[name])
-        return f"{self.url}/{method}/{version}"
+        return self.location(method, version)
 
     def read(self, location: str, names: tuple[str, ...]) -> dict[str, bytes]:
         directory = self.base + location[len(self.url) :]
@@ -266,6 +290,20 @@ def open_artifact_store(
     if "://" in text:
         return FsspecArtifactStore(text)
     return LocalDirectoryStore(text)
+
+
+def store_root_beside(root: str, folder: str) -> str:
+    """A second store of the same kind beside the store ``root`` names: its sub-folder ``folder`` for a directory
+    or URL; ``redis://`` itself, as the second store's keys live under its own namespace.
+
+    Why beside and not elsewhere: whatever reaches the prompts (a mounted volume, the registry's Redis, an object
+    store's credentials) then reaches the second store too, with no setting of its own.
+    """
+    if root == REDIS_ROOT:
+        return root
+    if "://" in root:
+        return f"{root.rstrip('/')}/{folder}"
+    return str(Path(root) / folder)
 
 
 def _redis_key(location: str) -> str:

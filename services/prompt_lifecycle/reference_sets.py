@@ -3,9 +3,9 @@
 Why the prompt registry: a camera's reference set changes what its scores mean exactly as a prompt version
 does, so it needs the same guarantees: an immutable, hash-checked copy; aliases with history for promotion and
 rollback; an audit; a channel the replicas follow. The registry holds it as the :data:`REFERENCES` kind, in the
-same kind of artifact store as the prompts (:func:`reference_store_root`: ``<registry.root>/references/<camera>/r<N>/``
-for a directory or URL; the registry's Redis for ``redis://``), under the namespace ``<registry.namespace>:references``
-and with node copies under ``<registry.cache_dir>/references``.
+same kind of artifact store as the prompts (:func:`~.artifact_store.store_root_beside`:
+``<registry.root>/references/<camera>/r<N>/`` for a directory or URL; the registry's Redis for ``redis://``), under
+the namespace ``<registry.namespace>:references`` and with node copies under ``<registry.cache_dir>/references``.
 
 Why the reference images go through the ingest path's decoding (:func:`model_inputs`): the memory compares
 patches of stream frames with patches of the references, so both must show the same pixels: the camera's ROI
@@ -28,7 +28,7 @@ import redis
 from services.config import ZsadConfig
 from services.frame_path.decoding import model_input_sizes
 from services.frame_path.records import CAMERA_ID_PATTERN
-from services.prompt_lifecycle.artifact_store import REDIS_ROOT
+from services.prompt_lifecycle.artifact_store import store_root_beside
 from services.prompt_lifecycle.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
 from zsad_core.errors import ImageError, ZsadError
 from zsad_core.imageio import ImageLimits, decode_model_input, plan_model_input, probe_image
@@ -69,16 +69,6 @@ REFERENCES = ArtifactKind(
 )
 
 
-def reference_store_root(root: str) -> str:
-    """The reference sets' store beside the prompts' store ``root``: its ``references`` folder for a directory or
-    URL; ``redis://`` itself (the store's keys live under the reference registry's own namespace)."""
-    if root == REDIS_ROOT:
-        return root
-    if "://" in root:
-        return f"{root.rstrip('/')}/references"
-    return str(Path(root) / "references")
-
-
 def reference_registry(config: ZsadConfig, client: redis.Redis) -> PromptRegistry:
     """The registry of reference sets beside the prompt registry of ``config``: own store root, namespace and
     cache directory, the same store kind and size limit."""
@@ -86,7 +76,7 @@ def reference_registry(config: ZsadConfig, client: redis.Redis) -> PromptRegistr
         config.registry,
         client,
         kind=REFERENCES,
-        root=reference_store_root(config.registry.root),
+        root=store_root_beside(config.registry.root, "references"),
         namespace=f"{config.registry.namespace}:references",
         cache_dir=Path(config.registry.cache_dir) / "references",
     )

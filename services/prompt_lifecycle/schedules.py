@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import redis
 from croniter import CroniterError, croniter
 
+from services.config import ray_resource
 from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ SCHEDULABLE_COMMANDS: dict[str, SchedulableCommand] = {
             CommandOption(("--lr",), value_type=float),
             CommandOption(("--workers",), value_type=int),
             _flag("--gpu"),
+            _flag("--one-per-node"),
+            CommandOption(("--worker-resource",), value_type=ray_resource),
             CommandOption(("--name",)),
             CommandOption(("--storage",)),
             CommandOption(("--max-failures",), value_type=int),

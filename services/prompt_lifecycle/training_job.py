@@ -3,22 +3,21 @@
 Why a wrapper and not a second loop: :class:`zsad_core.training.PromptTrainer` already holds everything a
 checkpoint needs (method weights, optimiser, counters, data RNG). Each Ray Train worker runs that trainer on its
 own shard of the auxiliary data, the workers' gradients are averaged before every optimiser step, and after every
-epoch the trainer state is reported as a checkpoint. A failed worker group is restarted by Ray from the latest
-checkpoint (``FailureConfig``), and a re-run with the same name and storage path resumes the same way. The driver
-then evaluates the final prompts on held-out data, writes an immutable artifact and optionally registers it.
+epoch rank 0 stores the trainer state as a checkpoint (:mod:`.training_checkpoints`). A failed worker group is
+restarted by Ray (``FailureConfig``) and resumes from the latest checkpoint, and a re-run with the same name
+resumes the same way. The driver then evaluates the final prompts on held-out data, writes an immutable artifact
+and optionally registers it.
 
-Checkpoint layout (one directory per epoch, written by the workers into the same Ray checkpoint):
-
-* ``trainer_state.pt``: :meth:`PromptTrainer.state_dict` of rank 0 (tensors, numbers, strings only: it is read
-  back with ``torch.load(weights_only=True)``, so no arbitrary object is ever unpickled);
-* ``progress.json``: the epoch log and the epoch at which each attempt started (the proof of a resume);
-* ``data_rng_rank<R>.json``: each rank's data-order RNG, so a resumed shard continues its own random stream.
-
-On a multi-node cluster the storage path and the data paths must be visible to every node (a shared file
-system), as Ray Train requires for a local ``storage_path``.
+Beyond one machine: the checkpoints live in the registry's kind of artifact store (``registry.root``: a directory,
+``redis://`` or an object-store URL), so with ``redis://`` or a URL no node needs a shared disk (a directory must be
+a volume every node mounts), and a worker that replaces one on a lost node resumes from what the lost one stored.
+Ray Train itself only keeps its bookkeeping under ``storage_path`` on the driver's machine, because no checkpoint is
+reported to it. Every node builds the training data from its spec: a ``synthetic:`` spec needs no file at all, a
+dataset path must exist on every training node. ``one_per_node`` puts each worker on its own node,
+``worker_resources`` on the nodes that have them.
 
 Epoch callbacks (:data:`EpochCallback`, the ``epoch_callbacks`` of :func:`run_training`) run on every worker
-after each epoch's checkpoint is reported: progress hooks, and fault injection. A callback that raises fails the
+after each epoch's checkpoint is stored: progress hooks, and fault injection. A callback that raises fails the
 worker group exactly as a crashed worker does, so Ray restarts it from the latest checkpoint (up to
 ``max_failures``); that is how the recovery path is exercised. Callbacks travel to the workers pickled (Ray's
 cloudpickle), so they must be picklable and importable there, or registered with
@@ -32,20 +31,22 @@ import hashlib
 import json
 import logging
 import math
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.config import RayResources, load_config
+from services.prompt_lifecycle.training_checkpoints import CheckpointLocation, Progress, TrainingCheckpoint
 from zsad_core.data import BaseDataset, Sample
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
     import torch
+    from ray.train import ScalingConfig
 
     from services.config import ZsadConfig
     from zsad_core.methods import ZeroShotMethod
@@ -54,14 +55,12 @@ if TYPE_CHECKING:
 # Workers log with `logging`: Ray Train patches `print` in its workers to log *and* print, showing each line twice.
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
-PROGRESS_FILE = "progress.json"
-RNG_FILE = "data_rng_rank{rank}.json"
 # Spec fields that do not change what is trained: a run named after the spec ignores them, so re-running the same
-# training with another held-out set or with registration on resumes the same run.
+# training with another held-out set, with registration on or on other nodes resumes the same run.
 _NOT_TRAINING_FIELDS = frozenset(
-    {"name", "storage_path", "register_artifact", "max_failures", "baseline", "eval_data", "use_gpu"}
-)
+    {"name", "storage_path", "register_artifact", "max_failures", "baseline", "eval_data", "use_gpu",
+     "one_per_node", "worker_resources"}
+)  # fmt: skip
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -88,8 +87,12 @@ class TrainJobSpec(BaseModel):
             (the methods' secondary rates, e.g. VCP-CLIP's temperatures, keep theirs); ``batch_size`` is per worker.
         workers: Ray Train workers; each trains on a rank-strided shard and gradients are averaged.
         use_gpu: one GPU per worker.
-        storage_path: where Ray Train writes the run (checkpoints) and the artifact is saved.
-        name: the run's name; a re-run with the same name and storage path resumes from its latest checkpoint.
+        one_per_node: every worker on a node of its own (Ray's ``STRICT_SPREAD``): a run waits until that many
+            nodes can take one, and a node's failure costs one worker, never two.
+        worker_resources: custom Ray resources each worker needs (``{"train": 1}``): workers run only on nodes
+            started with them, e.g. the training nodes of a cluster shared with serving.
+        storage_path: the driver's directory for the run: Ray Train's bookkeeping and the written artifact.
+        name: the run's name; a re-run with the same name resumes from its latest checkpoint.
             None derives a stable name from the training fields (method, data, hyper-parameters, workers).
         register_artifact: register the artifact in the prompt registry and point alias ``candidate`` at it.
         max_failures: worker-group failures Ray Train recovers from (from the latest checkpoint).
@@ -110,6 +113,8 @@ class TrainJobSpec(BaseModel):
     batch_size: PositiveInt | None = None
     workers: PositiveInt = 1
     use_gpu: bool = False
+    one_per_node: bool = False
+    worker_resources: RayResources = Field(default_factory=dict)
     seed: Annotated[int, Field(ge=0)] | None = None
     storage_path: Path = Path("runs/train")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -128,7 +133,7 @@ class TrainJobSpec(BaseModel):
 
     @property
     def run_dir(self) -> Path:
-        """The run's directory (absolute: Ray Train requires it, and workers do not share the driver's cwd)."""
+        """The run's directory on the driver's machine (absolute, as Ray Train requires)."""
         return self.storage_path.expanduser().resolve() / self.run_name
 
 
@@ -139,18 +144,6 @@ def spec_from_fields(**fields: Any) -> TrainJobSpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise TrainJobError(f"invalid training job: {problems}") from None
-
-
-@dataclass
-class Progress:
-    """What the checkpoints record about the run itself: the epoch log and where each attempt started.
-
-    ``starts`` is ``[0]`` for an uninterrupted run and e.g. ``[0, 1]`` when a failure after epoch 1 was
-    recovered from the epoch-1 checkpoint; epochs are never repeated in ``history``.
-    """
-
-    history: list[dict[str, float]] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -164,7 +157,7 @@ class TrainOutcome:
         baseline_metrics: the same for the untrained prompts, when ``spec.baseline``.
         registry_version: the registered version (alias ``candidate`` points at it), when
             ``spec.register_artifact``.
-        checkpoint_path: the checkpoint the artifact was made from.
+        checkpoint_location: the checkpoint the artifact was made from, in the checkpoint store.
         epochs_done: epochs trained in total, across attempts and re-runs.
         history: one ``{"epoch", "loss", "steps"}`` per epoch (loss averaged over workers).
         attempt_starts: the epoch at which each attempt started (``[0, 1]``: resumed after epoch 1).
@@ -175,7 +168,7 @@ class TrainOutcome:
     metrics: dict[str, Any]
     baseline_metrics: dict[str, Any] | None
     registry_version: str | None
-    checkpoint_path: str
+    checkpoint_location: str
     epochs_done: int
     history: list[dict[str, float]]
     attempt_starts: list[int]
@@ -219,6 +212,12 @@ def _method_seed(spec: TrainJobSpec) -> int:
     from zsad_core.methods.registry import get_method_config
 
     return spec.seed if spec.seed is not None else int(get_method_config(spec.method).seed)
+
+
+def _epochs(spec: TrainJobSpec) -> int:
+    from zsad_core.methods.registry import get_method_config
+
+    return spec.epochs if spec.epochs is not None else int(get_method_config(spec.method).epochs)
 
 
 def build_method(spec: TrainJobSpec, device: str | torch.device = "cpu") -> ZeroShotMethod:
@@ -299,26 +298,34 @@ def _mean_over_workers(value: float, device: torch.device) -> float:
     return total.item() / dist.get_world_size()
 
 
-def _restore(trainer: PromptTrainer, directory: Path, rank: int) -> Progress:
+def _restore(trainer: PromptTrainer, checkpoint: TrainingCheckpoint, rank: int) -> Progress:
     """Load rank 0's trainer state and this rank's own data RNG (a rank new to the run keeps its fresh RNG)."""
-    import torch
-
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    rng_file = directory / RNG_FILE.format(rank=rank)
-    state["rng"] = json.loads(rng_file.read_text()) if rng_file.is_file() else trainer.state_dict()["rng"]
-    trainer.load_state_dict(state)
-    return Progress(**json.loads((directory / PROGRESS_FILE).read_text()))
+    rngs = checkpoint.data_rngs
+    own_rng = rngs[rank] if rank < len(rngs) else trainer.state_dict()["rng"]
+    trainer.load_state_dict({**checkpoint.state, "rng": own_rng})
+    return checkpoint.progress
 
 
-def _save(trainer: PromptTrainer, progress: Progress, directory: Path, rank: int) -> None:
-    """Rank 0 writes the trainer state and progress; every rank writes its data RNG."""
-    import torch
+def _from_rank_zero(value: Any, world_size: int) -> Any:
+    """Rank 0's ``value`` on every rank: every rank resumes from the one checkpoint rank 0 read."""
+    import torch.distributed as dist
 
-    state = trainer.state_dict()
-    (directory / RNG_FILE.format(rank=rank)).write_text(json.dumps(state["rng"]))
-    if rank == 0:
-        torch.save(state, directory / STATE_FILE)
-        (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+    if world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gathered(value: Any, world_size: int) -> list[Any]:
+    """Every rank's ``value``, by rank, on every rank (the data RNGs that rank 0 stores)."""
+    import torch.distributed as dist
+
+    if world_size == 1:
+        return [value]
+    values: list[Any] = [None] * world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 @dataclass(frozen=True)
@@ -328,14 +335,17 @@ class EpochEnd:
     Attributes:
         epoch: the epoch just finished (1-based).
         rank, world_size: this worker and the size of its group.
-        run_dir: the run's directory on the storage path (shared by every attempt of the run).
+        run_name: the run.
+        attempt_start: the epoch this attempt of the run started from (0 for a fresh start; a failed attempt's
+            successor starts from the latest checkpoint).
         log: the epoch's log as reported (``epoch``, ``steps``, ``loss``).
     """
 
     epoch: int
     rank: int
     world_size: int
-    run_dir: Path
+    run_name: str
+    attempt_start: int
     log: dict[str, Any]
 
 
@@ -343,15 +353,17 @@ EpochCallback = Callable[[EpochEnd], None]
 
 
 def _train_loop(config: dict[str, Any]) -> None:
-    """``train_loop_per_worker``: train this rank's shard, report a checkpoint after every epoch."""
+    """``train_loop_per_worker``: resume from the latest checkpoint, train this rank's shard, store every epoch."""
+    import contextlib
+
     import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
 
     from zsad_core.data import build_dataset
     from zsad_core.training import PromptTrainer, TrainingOptions
 
     spec = TrainJobSpec.model_validate(config["spec"])
+    checkpoints: CheckpointLocation = config["checkpoints"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -362,28 +374,30 @@ def _train_loop(config: dict[str, Any]) -> None:
     trainer = PromptTrainer(method, shard, options)
     if world_size > 1:
         average_gradients(trainer.optimizer, world_size)
-    progress = Progress()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            progress = _restore(trainer, Path(directory), rank)
-    progress.starts.append(trainer.epoch)
-    if rank == 0 and trainer.epoch:
-        logger.info("resumed from the checkpoint of epoch %d", trainer.epoch)
-    while trainer.epoch < trainer.epochs:
-        log = trainer.train_epoch()
-        if world_size > 1:
-            log["loss"] = _mean_over_workers(log["loss"], device)
-            _check_in_sync(method, device)
-        progress.history.append(log)
-        if rank == 0:
-            logger.info("epoch %d/%d: loss %.4f", log["epoch"], trainer.epochs, log["loss"])
-        with tempfile.TemporaryDirectory() as directory:
-            _save(trainer, progress, Path(directory), rank)
-            ray.train.report(log, checkpoint=Checkpoint.from_directory(directory))
-        finished = EpochEnd(trainer.epoch, rank, world_size, Path(config["run_dir"]), dict(log))
-        for callback in config["epoch_callbacks"]:
-            callback(finished)
+    # Rank 0 alone reads and writes the store: the ranks cannot disagree on where they resume.
+    with checkpoints.open() if rank == 0 else contextlib.nullcontext() as store:
+        latest = _from_rank_zero(store.latest(trainer.epochs) if store else None, world_size)
+        progress = _restore(trainer, latest, rank) if latest is not None else Progress()
+        attempt_start = trainer.epoch
+        progress.starts.append(attempt_start)
+        if rank == 0 and attempt_start:
+            logger.info("resumed from the checkpoint of epoch %d (%s)", attempt_start, latest.location)
+        while trainer.epoch < trainer.epochs:
+            log = trainer.train_epoch()
+            if world_size > 1:
+                log["loss"] = _mean_over_workers(log["loss"], device)
+                _check_in_sync(method, device)
+            progress.history.append(log)
+            data_rngs = _gathered(trainer.state_dict()["rng"], world_size)
+            if store is not None:
+                location = store.save(trainer.state_dict(), progress, data_rngs)
+                logger.info("epoch %d/%d: loss %.4f, checkpoint %s", log["epoch"], trainer.epochs, log["loss"],
+                            location)  # fmt: skip
+            # After the save: report waits for every rank, so an epoch reported is an epoch stored.
+            ray.train.report(log)
+            finished = EpochEnd(trainer.epoch, rank, world_size, spec.run_name, attempt_start, dict(log))
+            for callback in config["epoch_callbacks"]:
+                callback(finished)
 
 
 def check_spec(spec: TrainJobSpec) -> None:
@@ -401,28 +415,37 @@ def check_spec(spec: TrainJobSpec) -> None:
     build_dataset(spec.eval_data)
 
 
-def _fit(spec: TrainJobSpec, epoch_callbacks: Sequence[EpochCallback]) -> Any:
-    """Run the Ray Train job; returns its ``Result`` (the caller owns the Ray connection)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+def scaling_config(spec: TrainJobSpec) -> ScalingConfig:
+    """Ray Train's worker count and placement for ``spec``: ``one_per_node`` is a ``STRICT_SPREAD`` placement
+    group (one worker per node), ``worker_resources`` are added to each worker's resources."""
+    from ray.train import ScalingConfig
+
+    resources = None
+    if spec.worker_resources:  # Ray then reserves only what is listed: keep its default CPU (or GPU) per worker
+        resources = {**({} if spec.use_gpu else {"CPU": 1}), **spec.worker_resources}
+    return ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu, resources_per_worker=resources,
+                         placement_strategy="STRICT_SPREAD" if spec.one_per_node else "PACK")  # fmt: skip
+
+
+def _fit(spec: TrainJobSpec, checkpoints: CheckpointLocation, epoch_callbacks: Sequence[EpochCallback]) -> None:
+    """Run the Ray Train job to its end (the caller owns the Ray connection)."""
+    from ray.train import FailureConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     run_dir = spec.run_dir
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir),
+        train_loop_config={"spec": spec.model_dump(mode="json"), "checkpoints": checkpoints,
                            "epoch_callbacks": list(epoch_callbacks)},
-        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu),
+        scaling_config=scaling_config(spec),
         run_config=RunConfig(name=spec.run_name, storage_path=str(run_dir.parent),
                              failure_config=FailureConfig(max_failures=spec.max_failures)),
     )
     try:
-        result = trainer.fit()
+        trainer.fit()
     except TrainingFailedError as exc:
         raise TrainJobError(f"ray train run {spec.run_name} failed: {exc}") from exc
-    if result.checkpoint is None:
-        raise TrainJobError(f"ray train run {spec.run_name} reported no checkpoint")
-    return result
 
 
 def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any], str]:
@@ -434,12 +457,10 @@ def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any
     return {"dataset": spec.eval_data, **report.to_dict()["mean"]}, report.format_table()
 
 
-def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig | None, metrics: dict[str, Any]) -> str:
-    from services.config import load_config
+def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig, metrics: dict[str, Any]) -> str:
     from services.frame_path.result_store import connect
     from services.prompt_lifecycle.prompt_registry import PromptRegistry
 
-    config = config or load_config(None)
     actor = f"zsad-train:{spec.run_name}"
     client = connect(config.redis)
     try:
@@ -462,13 +483,14 @@ def run_training(
 ) -> TrainOutcome:
     """Train ``spec`` with Ray Train, evaluate on the held-out data, save (and optionally register) the artifact.
 
-    Ray must be initialised by the caller (``zsad train`` does it); a run directory that already holds
-    checkpoints of ``spec.run_name`` is resumed, not restarted.
+    Ray must be initialised by the caller (``zsad train`` does it); a run whose checkpoints are already in the
+    checkpoint store is resumed, not restarted.
 
     Args:
         spec: the job.
-        config: the system configuration; its ``redis`` and ``registry`` sections are used when
-            ``spec.register_artifact`` (None: the embedded defaults).
+        config: the system configuration (None: the embedded defaults); its ``registry`` section says where the
+            checkpoints go (beside the prompts) and, with ``spec.register_artifact``, where the artifact is
+            registered; its ``redis`` section reaches a ``redis://`` store and the registry.
         epoch_callbacks: called on every worker after each reported epoch (see the module docstring).
 
     Raises:
@@ -479,11 +501,16 @@ def run_training(
     from zsad_core.artifacts import save_prompts
 
     check_spec(spec)
-    result = _fit(spec, epoch_callbacks)
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-        progress = Progress(**json.loads((Path(directory) / PROGRESS_FILE).read_text()))
-    print(f"run {spec.run_name}: {state['epoch']} epochs; attempts started at epochs {progress.starts}")
+    config = config or load_config(None)
+    checkpoints = CheckpointLocation.from_config(config, spec.run_name)
+    _fit(spec, checkpoints, epoch_callbacks)
+    with checkpoints.open() as store:
+        final = store.latest(_epochs(spec))
+    if final is None:
+        raise TrainJobError(f"ray train run {spec.run_name} stored no checkpoint in {checkpoints.root}")
+    state, progress = final.state, final.progress
+    print(f"run {spec.run_name}: {state['epoch']} epochs; attempts started at epochs {progress.starts}; "
+          f"checkpoint {final.location}")  # fmt: skip
     method = build_method(spec, "cuda" if spec.use_gpu and torch.cuda.is_available() else "cpu")
     baseline = _evaluate(method, spec)[0] if spec.baseline else None
     method.load_state_dict(state["method"])
@@ -506,7 +533,7 @@ def run_training(
         metrics=metrics,
         baseline_metrics=baseline,
         registry_version=version,
-        checkpoint_path=result.checkpoint.path,
+        checkpoint_location=final.location,
         epochs_done=int(state["epoch"]),
         history=progress.history,
         attempt_starts=progress.starts,

@@ -2,7 +2,8 @@
 registration in a real Redis, all with the tiny random-weight backbone and synthetic textures.
 
 Training data and held-out data are different texture families (woven+wood vs stone+disc), as in the papers'
-cross-dataset protocol. One local Ray serves the whole module.
+cross-dataset protocol. One local Ray serves the whole module. The checkpoints go to the directory store beside
+each test's registry (the one-machine setting); tests/integration/multinode/ runs them through ``redis://``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import yaml
 from ray import cloudpickle
 
 from services.cli.main import main
+from services.config import ZsadConfig
 from services.frame_path.result_store import connect
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.prompt_registry import PromptRegistry
-from services.prompt_lifecycle.training_job import PROGRESS_FILE, STATE_FILE, EpochEnd, TrainJobSpec, run_training
+from services.prompt_lifecycle.training_checkpoints import CHECKPOINT_FILES, CheckpointLocation
+from services.prompt_lifecycle.training_job import EpochEnd, TrainJobSpec, run_training
 from zsad_core.artifacts import load_prompts
 from zsad_core.methods import load_method
 
@@ -38,19 +41,14 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @dataclass(frozen=True)
 class FailOnceAfterEpoch:
-    """Rank 0 raises right after reporting ``epoch``, on the first attempt only (a marker file in the run
-    directory remembers it), so the restarted attempt resumes from that epoch's checkpoint and finishes."""
+    """Rank 0 raises right after reporting ``epoch`` in an attempt that started from scratch, so the restarted
+    attempt resumes from that epoch's checkpoint and finishes."""
 
     epoch: int
 
-    def marker(self, run_dir: Path) -> Path:
-        return run_dir / f".injected-failure-epoch{self.epoch}"
-
     def __call__(self, finished: EpochEnd) -> None:
-        if finished.epoch != self.epoch or finished.rank != 0 or self.marker(finished.run_dir).exists():
-            return
-        self.marker(finished.run_dir).touch()
-        raise RuntimeError(f"injected failure after reporting epoch {finished.epoch}")
+        if finished.epoch == self.epoch and finished.rank == 0 and finished.attempt_start == 0:
+            raise RuntimeError(f"injected failure after reporting epoch {finished.epoch}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,19 +62,29 @@ def spec(tmp_path: Path, name: str, **fields: object) -> TrainJobSpec:
     return TrainJobSpec(**{**defaults, **fields})
 
 
-def checkpoint_dirs(job: TrainJobSpec) -> list[Path]:
-    return sorted(path for path in job.run_dir.glob("checkpoint_*") if path.is_dir())
+def config(tmp_path: Path) -> ZsadConfig:
+    """A configuration whose registry (and so the checkpoints beside it) is a directory of the test."""
+    return ZsadConfig(cameras={"cam1": {"method": "vcp-clip", "class_name": "bottle", "threshold": 0.5}},
+                      registry={"root": str(tmp_path / "registry")})  # fmt: skip
+
+
+def checkpoint_dirs(tmp_path: Path, job: TrainJobSpec) -> list[str]:
+    return sorted(path.name for path in (tmp_path / "registry" / "checkpoints" / job.run_name).iterdir())
 
 
 def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Path) -> None:
     job = spec(tmp_path, "two-workers", workers=2)
-    outcome = run_training(job)
+    outcome = run_training(job, config(tmp_path))
 
-    checkpoints = checkpoint_dirs(job)
-    assert len(checkpoints) == 2
-    for checkpoint in checkpoints:  # rank 0's trainer state plus each rank's own data RNG
-        assert {STATE_FILE, PROGRESS_FILE, "data_rng_rank0.json", "data_rng_rank1.json"} <= {
-            path.name for path in checkpoint.iterdir()}
+    assert checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2"]
+    assert not list(job.run_dir.glob("checkpoint_*")), "Ray Train's own storage holds no checkpoint"
+    location = CheckpointLocation.from_config(config(tmp_path), job.run_name)
+    with location.open() as store:
+        latest = store.latest(2)
+    assert latest is not None and latest.location == outcome.checkpoint_location
+    assert {path.name for path in Path(latest.location).iterdir()} == set(CHECKPOINT_FILES)
+    # rank 0's trainer state plus each rank's own data RNG, which differ (seeded by rank)
+    assert len(latest.data_rngs) == 2 and latest.data_rngs[0] == latest.state["rng"] != latest.data_rngs[1]
     # 12 samples, 6 per rank, batches of 3: 2 steps per epoch on each rank (one worker alone would take 4).
     assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4)]
     assert outcome.epochs_done == 2 and outcome.attempt_starts == [0]
@@ -84,7 +92,7 @@ def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Pa
     fresh = load_method("vcp-clip", **TINY)
     untrained = {key: value.clone() for key, value in fresh.state_dict().items()}
     manifest = load_prompts(fresh, outcome.artifact_dir)
-    final = torch.load(Path(outcome.checkpoint_path) / STATE_FILE, weights_only=True)["method"]
+    final = latest.state["method"]
     assert all(torch.equal(fresh.state_dict()[key], value) for key, value in final.items())
     assert any(not torch.equal(untrained[key], value) for key, value in final.items())
     assert manifest["ray_run_name"] == "two-workers" and manifest["training_data"] == TRAIN_DATA
@@ -95,15 +103,13 @@ def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Pa
 
 def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_rerun_resumes_by_name(tmp_path: Path) -> None:
     job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
-    failure = FailOnceAfterEpoch(1)
-    outcome = run_training(job, epoch_callbacks=[failure])
+    outcome = run_training(job, config(tmp_path), epoch_callbacks=[FailOnceAfterEpoch(1)])
 
-    assert failure.marker(job.run_dir).exists()  # the first attempt did fail
-    assert outcome.attempt_starts == [0, 1]  # the second attempt started from the epoch-1 checkpoint
+    assert outcome.attempt_starts == [0, 1]  # the first attempt failed, the second started from epoch 1
     assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4), (3, 6)]
-    assert outcome.epochs_done == 3 and len(checkpoint_dirs(job)) == 3
+    assert outcome.epochs_done == 3 and checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2", "epoch-3"]
 
-    again = run_training(job.model_copy(update={"epochs": 4}))
+    again = run_training(job.model_copy(update={"epochs": 4}), config(tmp_path))
     assert again.attempt_starts == [0, 1, 3] and [log["epoch"] for log in again.history] == [1, 2, 3, 4]
     assert again.artifact_dir != outcome.artifact_dir  # artifacts are immutable: each run writes a new one
 

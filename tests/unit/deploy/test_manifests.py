@@ -48,6 +48,12 @@ SECRET_ENV = {
     "ZSAD_REDIS__PASSWORD": "zsad-redis",
     "ZSAD_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "zsad-kafka",
 }
+# The web view's role tokens: in every pod of the RayService (the app is built, config and all, wherever Serve
+# builds it, and the view's replica may run on any worker), in no retraining pod.
+VIEW_SECRET_ENV = {
+    "ZSAD_VIEW__VIEWER_TOKEN": ("zsad-view", "viewer"),
+    "ZSAD_VIEW__OPERATOR_TOKEN": ("zsad-view", "operator"),
+}
 DASHBOARD_METRICS = [
     "ray_zsad_frames_processed_total",
     "ray_zsad_frames_dead_lettered_total",
@@ -260,6 +266,32 @@ def test_every_ray_pod_gets_the_config_file_and_the_secrets() -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True, where
 
 
+def test_the_web_view_gets_its_tokens_from_a_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = {doc["metadata"]["name"]: doc["stringData"] for doc in manifests("Secret")}
+    for where, _, container in ray_containers():
+        env = {item["name"]: item for item in container["env"]}
+        for variable, (secret_name, key) in VIEW_SECRET_ENV.items():
+            if where.startswith("RayService"):
+                ref = env[variable]["valueFrom"]["secretKeyRef"]
+                assert (ref["name"], ref["key"]) == (secret_name, key), where
+                assert key in secrets[secret_name], f"{where}: Secret {secret_name} has no key {key}"
+            else:
+                assert variable not in env, f"{where}: retraining needs no view token"
+    # The example tokens are accepted by the config (16 characters at least) and land in the view's section.
+    for name in list(os.environ):
+        if name.startswith("ZSAD_"):
+            monkeypatch.delenv(name)
+    for variable, (secret_name, key) in VIEW_SECRET_ENV.items():
+        monkeypatch.setenv(variable, secrets[secret_name][key])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(ZSAD_CONFIGS["rayservice"]()), encoding="utf-8")
+    view = load_config(path).view
+    assert view.viewer_token is not None and view.operator_token is not None
+    assert view.viewer_token.get_secret_value() == secrets["zsad-view"]["viewer"]
+    assert view.operator_token.get_secret_value() == secrets["zsad-view"]["operator"]
+    assert "view" not in ZSAD_CONFIGS["rayservice"](), "the tokens belong in the Secret, not the ConfigMap"
+
+
 def test_example_secrets_are_obviously_fake() -> None:
     text = (K8S / "secrets.example.yaml").read_text(encoding="utf-8")
     assert "replace" in text.lower()
@@ -296,8 +328,6 @@ def test_gpu_groups_request_gpus_and_match_the_inspector_autoscaling() -> None:
     assert "nvidia.com/gpu" not in groups["ingest"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     inspector = deployments(serve_config_of(rayservice))["Inspector"]
     assert inspector["autoscaling_config"]["max_replicas"] == groups["gpu"]["maxReplicas"]
-    # One replica per GPU pod: Ray sees exactly the Inspector's CPUs there, so ingest lands on the CPU group.
-    assert float(groups["gpu"]["rayStartParams"]["num-cpus"]) == inspector["ray_actor_options"]["num_cpus"]
     for name, spec in ray_cluster_specs():
         for group_name, group in pod_groups(spec):
             resources = group["template"]["spec"]["containers"][0]["resources"]
@@ -306,6 +336,63 @@ def test_gpu_groups_request_gpus_and_match_the_inspector_autoscaling() -> None:
                 assert any(t["key"] == "nvidia.com/gpu" for t in group["template"]["spec"]["tolerations"]), name
             else:
                 assert group_name in ("head", "ingest"), f"{name}/{group_name} has no GPU"
+
+
+def actor_request(ray_actor_options: dict[str, Any]) -> dict[str, float]:
+    """The Ray resources an actor with these options asks for (zero amounts ask for nothing)."""
+    request = {"CPU": ray_actor_options.get("num_cpus", 0), "GPU": ray_actor_options.get("num_gpus", 0),
+               **ray_actor_options.get("resources", {})}  # fmt: skip
+    return {name: float(amount) for name, amount in request.items() if amount}
+
+
+def fits(request: dict[str, float], offered: dict[str, float]) -> bool:
+    return all(offered.get(name, 0) >= amount for name, amount in request.items())
+
+
+def placement_requests(serve_config: dict[str, Any], zsad: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What each Serve deployment's replicas and each ingest actor (started by the controller from the zsad
+    config's ``ingest`` section, not by Serve) ask Ray for."""
+    requests = {name: actor_request(deployment["ray_actor_options"])
+                for name, deployment in deployments(serve_config).items()}  # fmt: skip
+    ingest = zsad["ingest"]
+    requests["IngestActor"] = actor_request({"num_cpus": ingest["actor_num_cpus"], "resources": ingest["resources"]})
+    return requests
+
+
+def check_placement(offered: dict[str, dict[str, float]], requests: dict[str, dict[str, float]],
+                    zsad: dict[str, Any], gpu: str, ingest: str) -> None:  # fmt: skip
+    """Replicas only on the GPU nodes, one per node; ingest only on the CPU nodes, all of it fitting on one."""
+    where = {name: {node for node, resources in offered.items() if fits(request, resources)}
+             for name, request in requests.items()}  # fmt: skip
+    assert where["Inspector"] == {gpu}, where
+    assert where["IngestController"] == where["IngestActor"] == {ingest}, where
+    assert where["OperatorView"] and "head" not in where["OperatorView"], where
+    inspector = requests["Inspector"]
+    assert not fits({name: 2 * amount for name, amount in inspector.items()}, offered[gpu]), "one replica per node"
+    ingest_load = {name: (zsad["ingest"]["num_actors"] * amount + requests["IngestController"].get(name, 0))
+                   for name, amount in requests["IngestActor"].items()}  # fmt: skip
+    assert fits(ingest_load, offered[ingest]), "the ingest actors and their controller fit on one ingest node"
+
+
+def test_kuberay_groups_offer_the_custom_resources_the_config_places_by() -> None:
+    """What the Ray autoscaler reads from each group (its own parser) against what every actor asks for."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _get_ray_resources_from_group_spec
+
+    rayservice = the("RayService")
+    offered = {name: _get_ray_resources_from_group_spec(group, name == "head")
+               for name, group in pod_groups(rayservice["spec"]["rayClusterConfig"])}  # fmt: skip
+    zsad = ZSAD_CONFIGS["rayservice"]()
+    assert zsad["serving"]["resources"] == {"inspector": 1} and zsad["ingest"]["resources"] == {"ingest": 0.1}
+    check_placement(offered, placement_requests(serve_config_of(rayservice), zsad), zsad, gpu="gpu", ingest="ingest")
+
+
+def test_vm_node_types_offer_the_custom_resources_the_config_places_by() -> None:
+    config = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text(encoding="utf-8"))
+    offered = {("head" if name == config["head_node_type"] else name): node["resources"]
+               for name, node in config["available_node_types"].items()}  # fmt: skip
+    zsad = ZSAD_CONFIGS["vm-cluster"]()
+    requests = placement_requests(SERVE_CONFIGS["vm-cluster"](), zsad)
+    check_placement(offered, requests, zsad, gpu="ray.worker.gpu", ingest="ray.worker.cpu")
 
 
 def test_retraining_job_and_schedule() -> None:
@@ -321,11 +408,26 @@ def test_retraining_job_and_schedule() -> None:
     assert cronjob["spec"]["jobTemplate"] == template, "the scheduled job must be the one-off job"
     fields = cronjob["spec"]["schedule"].split()
     assert len(fields) == 5 and all(re.fullmatch(r"[\d*/,-]+", field) for field in fields)
+    registry_root = ZSAD_CONFIGS["rayservice"]()["registry"]["root"]
     for where, _, container in ray_containers():
+        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
         if where.startswith(("RayJob", "RayCronJob")):
-            mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
-            assert not mounts["/var/lib/zsad/prompts"].get("readOnly"), f"{where}: training writes prompts"
+            # Artifacts and every epoch's checkpoint go beside the registry, from whichever pod holds rank 0.
+            assert not mounts[registry_root].get("readOnly"), f"{where}: training writes prompts and checkpoints"
             assert mounts["/data"]["readOnly"] is True, where
+        elif not where.endswith("/ingest"):
+            assert registry_root in mounts, f"{where}: the replicas read the prompts there"
+
+
+def test_retraining_runs_one_worker_per_gpu_pod_with_flags_zsad_train_has() -> None:
+    from services.cli.main import build_parser
+
+    spec = the("RayJob")["spec"]
+    args = build_parser().parse_args(spec["entrypoint"].split()[1:])  # an unknown flag exits here
+    assert (args.func.__name__, args.register, args.gpu, args.one_per_node) == ("cmd_train", True, True, True)
+    (gpu,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert gpu["replicas"] == gpu["minReplicas"] == gpu["maxReplicas"] == args.workers, "one pod per worker"
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_podmonitor_selects_the_ray_pods_on_the_metrics_port() -> None:
@@ -418,14 +520,17 @@ def test_serve_config_has_the_shape_of_serve_build_output(label: str) -> None:
     view = deployments(serve_config)["OperatorView"]
     assert view["num_replicas"] == 1 and view["ray_actor_options"] == {"num_cpus": 0.1}, "the page stays small"
     assert all(set(deployment) - {"name"} for deployment in app["deployments"]), "each deployment has options"
+    # The resources are those of the serving and ingest sections of the zsad config that goes with it.
+    zsad = ZSAD_CONFIGS[label]()
     ingest = deployments(serve_config)["IngestController"]
-    assert ingest["num_replicas"] == 1 and ingest["ray_actor_options"] == {"num_cpus": 0.5}
+    assert ingest["num_replicas"] == 1 and ingest["ray_actor_options"]["num_cpus"] == 0.5
+    assert ingest["ray_actor_options"].get("resources") == zsad["ingest"].get("resources")
     inspector = deployments(serve_config)["Inspector"]
     assert inspector["max_ongoing_requests"] >= 1
-    # The Inspector's resources are the serving section of the zsad config that goes with it.
-    serving = ZSAD_CONFIGS[label]()["serving"]
+    serving = zsad["serving"]
     assert inspector["ray_actor_options"]["num_gpus"] == serving["num_gpus"]
     assert inspector["ray_actor_options"]["num_cpus"] == serving["num_cpus"]
+    assert inspector["ray_actor_options"].get("resources") == serving.get("resources")
     assert inspector["max_ongoing_requests"] >= serving["max_batch_size"], "batches could never fill"
 
 

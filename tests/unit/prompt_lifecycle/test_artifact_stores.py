@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import pytest
 import redis
 
 from services.prompt_lifecycle.artifact_store import (
+    ArtifactHashError,
     ArtifactStoreError,
     FsspecArtifactStore,
     LocalDirectoryStore,
     MissingArtifactFileError,
     RedisArtifactStore,
     open_artifact_store,
+    store_root_beside,
 )
 
 FILES = {"prompts.safetensors": b"\x00weights\xff", "manifest.json": b'{"method": "vcp-clip"}'}
@@ -29,6 +32,7 @@ def test_fsspec_store_round_trip_and_immutability(memory_store: FsspecArtifactSt
     assert not memory_store.taken("vcp-clip", "v1")
     location = memory_store.put("vcp-clip", "v1", FILES)
     assert location == f"{memory_store.url}/vcp-clip/v1" and memory_store.taken("vcp-clip", "v1")
+    assert memory_store.location("vcp-clip", "v1") == location
     assert memory_store.read(location, tuple(FILES)) == FILES
     with pytest.raises(ArtifactStoreError) as exists:
         memory_store.put("vcp-clip", "v1", {"prompts.safetensors": b"other"})
@@ -44,7 +48,7 @@ def test_fsspec_store_round_trip_and_immutability(memory_store: FsspecArtifactSt
 def test_local_store_writes_read_only_files(tmp_path: Path) -> None:
     store = LocalDirectoryStore(tmp_path / "registry")
     location = store.put("vcp-clip", "v1", FILES)
-    assert Path(location) == tmp_path / "registry" / "vcp-clip" / "v1"
+    assert Path(location) == tmp_path / "registry" / "vcp-clip" / "v1" == Path(store.location("vcp-clip", "v1"))
     assert store.read(location, tuple(FILES)) == FILES
     assert all((Path(location) / name).stat().st_mode & 0o777 == 0o444 for name in FILES)
     assert [p.name for p in (tmp_path / "registry" / "vcp-clip").iterdir()] == ["v1"]  # no staging left
@@ -81,12 +85,24 @@ def test_reference_sets_use_the_prompts_store_kind_beside_them(
     from types import SimpleNamespace
 
     from services.config import RegistryConfig
-    from services.prompt_lifecycle.reference_sets import REFERENCES, reference_registry, reference_store_root
+    from services.prompt_lifecycle.reference_sets import REFERENCES, reference_registry
 
     settings = RegistryConfig(root=root, namespace="ns", cache_dir="cache", max_redis_bytes=1234)
     registry = reference_registry(SimpleNamespace(registry=settings), redis.Redis())  # type: ignore[arg-type]
-    assert reference_store_root(root) == reference_root
+    assert store_root_beside(root, "references") == reference_root
     assert isinstance(registry.store, store_type) and registry.kind is REFERENCES
     assert (registry.namespace, registry.cache_dir) == ("ns:references", Path("cache") / "references")
     if isinstance(registry.store, RedisArtifactStore):
         assert registry.store.max_bytes == 1234
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ArtifactStoreError("version_exists", "v1 already exists"), MissingArtifactFileError("a.bin is missing"),
+     ArtifactHashError("a.bin has another sha256")],
+    ids=lambda error: type(error).__name__,
+)  # fmt: skip
+def test_store_errors_survive_pickling(error: ArtifactStoreError) -> None:
+    """Ray hands an error raised in a worker (a training checkpoint write) to the driver pickled."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.reason, str(copy)) == (type(error), error.reason, str(error))
