@@ -94,7 +94,8 @@ def check_compatible(method: ZeroShotMethod, manifest: dict[str, Any]) -> None:
     ]
     # Flags the weights were trained under (official quirks, activations): an artifact that recorded another
     # value would load without error and score wrongly. Artifacts written before a flag existed do not record
-    # it and are not checked for it.
+    # it and are not checked for it: no default can stand in, since e.g. ViP2-CLIP artifacts without a record
+    # were trained with global_ln_post=True before its fidelity fix and with False in the short time after it.
     recorded = manifest.get("config") or {}
     wrong += [
         f"config {flag}: artifact {recorded[flag]!r} != model {ours['config'][flag]!r} (load it with "
