@@ -17,9 +17,10 @@ import json
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
+
+from cluster_helpers import FAST_NODE_FAILURE, wait_for
 
 STREAMING_TESTS = Path(__file__).resolve().parents[1] / "streaming"
 sys.path.insert(0, str(STREAMING_TESTS))
@@ -87,14 +88,6 @@ def _alive_nodes(class_name: str) -> list[str]:
     return sorted(actor.node_id for actor in list_actors(filters=alive, raise_on_missing_output=True))
 
 
-def _wait(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """The scenario; returns what it observed (node ids, actor placements per phase, frames sent)."""
     import ray
@@ -111,11 +104,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     config = _config(request, num_replicas=2)
     ensure_topics(config.kafka)
     store = ResultStore.from_config(config)
-    # A node is declared dead after about 1.5 s of failed health checks instead of Ray's default 30 s or more.
-    fast_failure = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "resources": {"ingest": 1}, "include_dashboard": True, "dashboard_host": HOST,
-        "dashboard_port": free_port(), "_system_config": fast_failure,
+        "dashboard_port": free_port(), "_system_config": FAST_NODE_FAILURE,
     })  # fmt: skip
     observed: dict[str, Any] = {"head": cluster.head_node.node_id}
     try:
@@ -126,7 +117,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         serve.start(proxy_location="HeadOnly", http_options={"host": HOST, "port": free_port()})
         serve.run(app_from_config(config), name=app_name, route_prefix=f"/{app_name}", blocking=False)
         stream = FrameStream(config, camera).start()
-        _wait(lambda: store.count_results(camera) >= 20, 120, "the first 20 results")
+        wait_for(lambda: store.count_results(camera) >= 20, 120, "the first 20 results")
         observed["replicas_before"] = _alive_nodes(replica_class)
         observed["ingest_actors"] = _alive_nodes("IngestActor")
         observed["ingest_controller"] = _alive_nodes(f"ServeReplica:{app_name}:IngestController")
@@ -135,11 +126,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         observed["killed"] = doomed.node_id
         observed["results_at_kill"] = store.count_results(camera)
         cluster.remove_node(doomed, allow_graceful=False)  # SIGKILL: its raylet and every worker process on it
-        _wait(lambda: len(_alive_nodes(replica_class)) == 2 and doomed.node_id not in _alive_nodes(replica_class),
+        wait_for(lambda: len(_alive_nodes(replica_class)) == 2 and doomed.node_id not in _alive_nodes(replica_class),
               90, "Serve to replace the replica of the dead node")  # fmt: skip
         observed["replicas_after_kill"] = _alive_nodes(replica_class)
         resumed = store.count_results(camera)
-        _wait(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results after the node failure")
+        wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results after the node failure")
 
         joined = cluster.add_node(num_cpus=2, resources={"inspector": INSPECTOR_CAPACITY})
         cluster.wait_for_nodes()
@@ -147,14 +138,14 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         # Scaling out after adding capacity: the survivor is full, so the third replica must use the new node.
         serve.run(app_from_config(_config(request, num_replicas=3)), name=app_name, route_prefix=f"/{app_name}",
                   blocking=False)  # fmt: skip
-        _wait(lambda: len(_alive_nodes(replica_class)) == 3 and joined.node_id in _alive_nodes(replica_class),
+        wait_for(lambda: len(_alive_nodes(replica_class)) == 3 and joined.node_id in _alive_nodes(replica_class),
               120, "a replica on the node that joined")  # fmt: skip
         observed["replicas_after_join"] = _alive_nodes(replica_class)
         resumed = store.count_results(camera)
-        _wait(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results on the grown cluster")
+        wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results on the grown cluster")
 
         observed["sent"] = stream.stop()
-        _wait(lambda: store.count_results(camera) >= len(observed["sent"]), 120, "a result for every frame sent")
+        wait_for(lambda: store.count_results(camera) >= len(observed["sent"]), 120, "a result for every frame sent")
         serve.delete(app_name)  # the ingest drain commits the last offsets
     finally:
         serve.shutdown()

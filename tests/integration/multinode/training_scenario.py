@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster_helpers import FAST_NODE_FAILURE, wait_for
+
 TRAIN_DATA = "synthetic:classes=woven+wood,per_class=4,size=64"
 EVAL_DATA = "synthetic:seed=7,classes=stone+disc,per_class=2,size=64"
 TRAIN_RESOURCE = "trainer"
@@ -59,14 +61,6 @@ class HoldAfterEpoch:
             time.sleep(HOLD_S)
 
 
-def _wait(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """The scenario; returns what it observed."""
     import ray
@@ -95,13 +89,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     def workers_of(attempt_start: int) -> dict[str, str]:
         return client.hgetall(f"{nodes_key}:{attempt_start}")
 
-    # A node is declared dead after about 1.5 s of failed health checks instead of Ray's default 30 s or more.
-    fast_failure = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500}
     # No exit hooks: they set a SIGTERM handler per node, which Python allows in the main thread only, and the
     # node that joins is added from the thread that kills, while training blocks the main one. The finally below
     # shuts the cluster down; the test kills the whole process group if the scenario hangs.
     cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
-                      head_node_args={"num_cpus": 1, "_system_config": fast_failure})  # fmt: skip
+                      head_node_args={"num_cpus": 1, "_system_config": FAST_NODE_FAILURE})  # fmt: skip
     observed: dict[str, Any] = {"head": cluster.head_node.node_id}
     try:
         nodes = [cluster.add_node(num_cpus=2, resources={TRAIN_RESOURCE: 2}) for _ in range(2)]
@@ -110,7 +102,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
 
         def kill_the_writer_and_add_a_node() -> None:
-            _wait(lambda: len(workers_of(0)) == 2, 180, "both workers to finish epoch 1")
+            wait_for(lambda: len(workers_of(0)) == 2, 180, "both workers to finish epoch 1")
             with CheckpointLocation.from_config(config, spec.run_name).open() as store:
                 stored = store.latest(spec.epochs)
             observed["stored_at_kill"] = None if stored is None else stored.epoch

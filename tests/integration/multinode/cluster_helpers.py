@@ -1,0 +1,29 @@
+"""What the multi-node scenarios share: a quick node-failure detector for their clusters, and a polling wait.
+
+Imported by ``multinode_scenario.py`` and ``training_scenario.py``, which run as scripts (their folder is on
+``sys.path``), each in a child process of its test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+# A node is declared dead after about 1.5 s of failed health checks instead of Ray's default 30 s or more.
+FAST_NODE_FAILURE: dict[str, Any] = {
+    "health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_timeout_ms": 500,
+}  # fmt: skip
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    """Poll ``predicate`` until it is true.
+
+    Raises:
+        AssertionError: naming ``what``, after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
