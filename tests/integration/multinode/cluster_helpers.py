@@ -6,8 +6,11 @@ Imported by ``multinode_scenario.py`` and ``training_scenario.py``, which run as
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # A node is declared dead after about 1.5 s of failed health checks instead of Ray's default 30 s or more.
@@ -27,3 +30,11 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, poll_s: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(poll_s)
+
+
+def scenario_main(run: Callable[[dict[str, Any]], dict[str, Any]], argv: list[str]) -> int:
+    """``SCRIPT REQUEST.json OBSERVED.json``: run a scenario on its request and write down what it observed."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by a test
+    request_path, observed_path = argv
+    Path(observed_path).write_text(json.dumps(run(json.loads(Path(request_path).read_text()))))
+    return 0

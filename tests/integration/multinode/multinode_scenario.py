@@ -13,14 +13,12 @@ addresses, the test's unique suffix and the directory for the nodes' artifact ca
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import FAST_NODE_FAILURE, wait_for
+from cluster_helpers import FAST_NODE_FAILURE, scenario_main, wait_for
 
 STREAMING_TESTS = Path(__file__).resolve().parents[1] / "streaming"
 sys.path.insert(0, str(STREAMING_TESTS))
@@ -154,13 +152,5 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     return observed
 
 
-def main(argv: list[str]) -> int:
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by a test
-    request_path, observed_path = argv
-    observed = run(json.loads(Path(request_path).read_text()))
-    Path(observed_path).write_text(json.dumps(observed))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(scenario_main(run, sys.argv[1:]))

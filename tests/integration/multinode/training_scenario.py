@@ -15,7 +15,6 @@ ran, the run's outcome and what the Ray run directory on the driver holds.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import FAST_NODE_FAILURE, wait_for
+from cluster_helpers import FAST_NODE_FAILURE, scenario_main, wait_for
 
 TRAIN_DATA = "synthetic:classes=woven+wood,per_class=4,size=64"
 EVAL_DATA = "synthetic:seed=7,classes=stone+disc,per_class=2,size=64"
@@ -132,14 +131,6 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     return observed
 
 
-def main(argv: list[str]) -> int:
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by a test
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # a dead worker is noticed within a fifth of a second
-    request_path, observed_path = argv
-    observed = run(json.loads(Path(request_path).read_text()))
-    Path(observed_path).write_text(json.dumps(observed))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # a dead worker is noticed within a fifth of a second
+    sys.exit(scenario_main(run, sys.argv[1:]))
