@@ -120,6 +120,21 @@ class KafkaConfig(_Section):
     receive_message_max_bytes: PositiveInt = 256 * MiB
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
+    def reader_options(self, role: str) -> dict[str, Any]:
+        """kafka-python ``KafkaConsumer`` keyword arguments every reader of ours shares; ``role`` names its client.
+
+        Why one place: readers never commit by themselves (ingest commits what is done, the others are standalone
+        readers that must not move the group), and every one needs ``receive_message_max_bytes`` raised, since a
+        broker that ignores fetch size limits (noida-db) answers with the whole backlog. Callers add their group,
+        reset policy and fetch sizes.
+        """
+        return {
+            **self.client_kwargs(),
+            "client_id": f"{self.client_id}-{role}",
+            "enable_auto_commit": False,
+            "receive_message_max_bytes": self.receive_message_max_bytes,
+        }
+
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:

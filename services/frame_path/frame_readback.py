@@ -60,12 +60,9 @@ def fetch_frame(
     deadline = time.monotonic() + timeout_s
     try:
         consumer = KafkaConsumer(
-            **kafka.client_kwargs(),
-            client_id=f"{kafka.client_id}-frame-lookup",
+            **kafka.reader_options("frame-lookup"),
             group_id=None,
-            enable_auto_commit=False,
             auto_offset_reset="none",  # never jump to another offset silently
-            receive_message_max_bytes=kafka.receive_message_max_bytes,
             bootstrap_timeout_ms=max(1, int(timeout_s * 1000)),
         )
     except KafkaError as exc:

@@ -238,13 +238,10 @@ class IngestWorker:
 
         def connect() -> tuple[Any, Any]:
             consumer = KafkaConsumer(
-                **kafka.client_kwargs(),
+                **kafka.reader_options(self.name),
                 group_id=kafka.group_id,
-                client_id=f"{kafka.client_id}-{self.name}",
-                enable_auto_commit=False,
                 # No silent resets: a position outside the log raises, and _out_of_range applies the policy.
                 auto_offset_reset="none",
-                receive_message_max_bytes=kafka.receive_message_max_bytes,
                 fetch_max_bytes=kafka.receive_message_max_bytes,
                 max_partition_fetch_bytes=self._fetch_bytes,
             )
@@ -442,9 +439,7 @@ class IngestWorker:
         from kafka.errors import KafkaError
 
         kafka = self.config.kafka
-        probe = KafkaConsumer(**kafka.client_kwargs(), client_id=f"{kafka.client_id}-{self.name}-probe",
-                              enable_auto_commit=False, auto_offset_reset="none",
-                              receive_message_max_bytes=kafka.receive_message_max_bytes,
+        probe = KafkaConsumer(**kafka.reader_options(f"{self.name}-probe"), auto_offset_reset="none",
                               max_partition_fetch_bytes=self._fetch_bytes)  # fmt: skip
         try:
             probe.assign([tp])

@@ -114,9 +114,7 @@ def find_letters(
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(**kafka.client_kwargs(), client_id=f"{kafka.client_id}-letter-check",
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             receive_message_max_bytes=kafka.receive_message_max_bytes,
+    consumer = KafkaConsumer(**kafka.reader_options("letter-check"), auto_offset_reset="earliest",
                              fetch_max_bytes=kafka.receive_message_max_bytes,
                              max_partition_fetch_bytes=fetch_bytes)  # fmt: skip
     try:

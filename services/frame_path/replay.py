@@ -149,12 +149,9 @@ def _consumer(config: ZsadConfig) -> KafkaConsumer:
     try:
         # No group: a standalone reader that cannot move the ingest group's offsets.
         return KafkaConsumer(
-            **kafka.client_kwargs(),
-            client_id=f"{kafka.client_id}-replay",
+            **kafka.reader_options("replay"),
             group_id=None,
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
-            receive_message_max_bytes=kafka.receive_message_max_bytes,
             fetch_max_bytes=kafka.receive_message_max_bytes,
             max_partition_fetch_bytes=2 * record_limit(config.limits),
         )

@@ -151,6 +151,9 @@ def test_security_settings_pass_through(tmp_path: Path) -> None:
         "ssl_cafile": "/etc/ca.pem",
         "ssl_check_hostname": True,
     }
+    reader = load_config(write(tmp_path, document)).kafka.reader_options("replay")
+    assert reader == {**kwargs, "client_id": "zsad-replay", "enable_auto_commit": False,
+                      "receive_message_max_bytes": 256 * 2**20}  # fmt: skip
 
 
 def test_every_default_method_is_known() -> None:
