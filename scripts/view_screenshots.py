@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import threading
 import time
-import zlib
 from pathlib import Path
 
 from services.config import load_config
-from services.frame_path.producer import FrameProducer, produce
+from services.frame_path.producer import stream_synthetic
 from services.local_stack.control import running_stack
 from services.local_stack.stack_process import STACK_DIR
 
@@ -68,15 +66,7 @@ def main() -> int:
         _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "tr[data-camera]"), 60, "the overview")
         driver.get(f"{base}/camera/{cameras[0]}")
         _wait(lambda: driver.find_element(By.ID, "status").text == "live", 60, "the live wall's event stream")
-
-        def send(camera: str) -> None:
-            with FrameProducer.from_config(config) as producer:
-                produce(producer, camera, "synthetic", fps=args.fps, count=args.frames,
-                        seed=zlib.crc32(camera.encode()) % 1000)  # fmt: skip
-
-        senders = [threading.Thread(target=send, args=(camera,), daemon=True) for camera in cameras]
-        for sender in senders:
-            sender.start()
+        senders = stream_synthetic(config, cameras, args.frames, args.fps)
         _wait(lambda: int(driver.find_element(By.ID, "seen").text or 0) >= min(args.frames, 9), 600,
               "the live wall to fill with streamed frames")  # fmt: skip
         loaded = "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0);"

@@ -13,9 +13,7 @@ unless a weight file is configured; the maps then show the pipeline working, not
 from __future__ import annotations
 
 import argparse
-import threading
 import time
-import zlib
 from pathlib import Path
 
 OFFLINE_METHODS = ("winclip", "clip-ad")
@@ -49,7 +47,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
     from services.cli.options import STACK_CONFIG, STACK_DIR
     from services.cli.summaries import camera_summary, format_stack_state, format_summary
     from services.config import load_config
-    from services.frame_path.producer import FrameProducer, produce
+    from services.frame_path.producer import stream_synthetic
     from services.frame_path.result_store import ResultStore
     from services.local_stack.control import running_stack, start_stack, stop_stack
 
@@ -68,14 +66,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         print(f"\nproducing {frames} synthetic frames for each of {', '.join(cameras)} "
               f"({', '.join(config.cameras[c].method for c in cameras)}) ...")  # fmt: skip
 
-        def send(camera: str) -> None:
-            with FrameProducer.from_config(config) as producer:
-                seed = zlib.crc32(camera.encode()) % 1000
-                produce(producer, camera, "synthetic", fps=args.fps, count=frames, seed=seed)
-
-        senders = [threading.Thread(target=send, args=(camera,), daemon=True) for camera in cameras]
-        for sender in senders:
-            sender.start()
+        stream_synthetic(config, cameras, frames, args.fps)
         started = time.monotonic()
         last = dict(before)
         last_time = started

@@ -14,10 +14,11 @@ here with :class:`FrameTooLargeError` before it is sent, since ingest would only
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -237,6 +238,23 @@ def produce(
         partitions.add(_acknowledged(pending.popleft(), producer.kafka.frames_topic))
     return ProduceStats(sent, sent_bytes, time.monotonic() - start, frozenset(partitions))
 
+
+
+def stream_synthetic(config: ZsadConfig, cameras: Sequence[str], count: int, fps: float) -> list[threading.Thread]:
+    """Start one thread per camera sending ``count`` synthetic frames at ``fps`` (0: as fast as possible).
+
+    Why a thread per camera and a seed from the camera id: a demo shows the cameras side by side, each with its
+    own product and the same frames on every run. Join the threads to wait for the last acknowledgement.
+    """
+
+    def send(camera: str) -> None:
+        with FrameProducer.from_config(config) as producer:
+            produce(producer, camera, "synthetic", fps=fps, count=count, seed=zlib.crc32(camera.encode()) % 1000)
+
+    senders = [threading.Thread(target=send, args=(camera,), daemon=True) for camera in cameras]
+    for sender in senders:
+        sender.start()
+    return senders
 
 def _acknowledged(future: FutureRecordMetadata, topic: str) -> int:
     """The partition a sent frame landed on; a size refusal by the broker becomes a :class:`FrameTooLargeError`."""

@@ -14,8 +14,15 @@ import pytest
 from kafka import KafkaProducer
 from stream_helpers import read_topic
 
-from services.config import KafkaConfig, LimitsConfig
-from services.frame_path.producer import FrameProducer, FrameTooLargeError, ensure_topics, produce, record_limit
+from services.config import KafkaConfig, LimitsConfig, ZsadConfig
+from services.frame_path.producer import (
+    FrameProducer,
+    FrameTooLargeError,
+    ensure_topics,
+    produce,
+    record_limit,
+    stream_synthetic,
+)
 from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, BadHeadersError, DeadLetter, FrameHeaders
 from services.local_stack.service_processes import KafkaBroker, NoidaBroker
 from zsad_core.preprocess import decode_image, encode_png
@@ -74,6 +81,25 @@ def test_frames_from_two_cameras_arrive_with_valid_headers(kafka: KafkaConfig, u
             assert image.shape == (64, 64, 3) and abs(meta.capture_ts - time.time()) < 120
     assert len(frame_ids) == 13  # every frame has its own id
     assert all(len(partitions) == 1 for partitions in by_camera.values())  # one camera, one partition, in order
+
+
+def test_synthetic_streams_send_each_camera_its_own_frames_the_same_on_every_run(
+    kafka: KafkaConfig, unique: str
+) -> None:
+    cams = [f"cam1-{unique}", f"cam2-{unique}"]
+    config = ZsadConfig(
+        kafka=kafka, cameras={cam: {"method": "clip-ad", "class_name": "object", "threshold": 0.5} for cam in cams}
+    )
+    for _ in range(2):  # two runs
+        for sender in stream_synthetic(config, cams, count=3, fps=0.0):
+            sender.join(60)
+    records = read_topic(kafka, kafka.frames_topic, expected=12)
+    values: dict[str, list[bytes]] = {cam: [] for cam in cams}
+    for record in sorted(records, key=lambda r: r.offset):
+        values[FrameHeaders.from_kafka(record.key, record.headers).camera].append(record.value)
+    assert [len(values[cam]) for cam in cams] == [6, 6]
+    assert all(values[cam][:3] == values[cam][3:] for cam in cams)  # a seed per camera: the same frames again
+    assert not set(values[cams[0]]) & set(values[cams[1]])  # and each camera its own
 
 
 def test_folder_source_and_pacing(kafka: KafkaConfig, unique: str, tmp_path: Path) -> None:
