@@ -70,14 +70,23 @@ def read_manifest(location: str | Path) -> tuple[dict[str, Any], Path]:
     """The manifest and weight-file path of an artifact directory (or of its weight file)."""
     location = Path(location)
     directory = location if location.is_dir() else location.parent
-    manifest_path = directory / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise IncompatibleWeightsError(f"{directory} has no {MANIFEST_FILE}; prompt weights need their manifest")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IncompatibleWeightsError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    manifest = load_manifest_json(directory, IncompatibleWeightsError, "prompt weights need their manifest")
     return manifest, directory / WEIGHTS_FILE
+
+
+def load_manifest_json(directory: Path, error: type[IncompatibleWeightsError], needed_by: str) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of an artifact directory (prompt weights, a reference memory).
+
+    Raises:
+        error: the file is missing (``needed_by`` says what needs it) or not JSON.
+    """
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise error(f"{directory} has no {MANIFEST_FILE}; {needed_by}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from exc
 
 
 def check_compatible(method: ZeroShotMethod, manifest: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from zsad_core.artifacts import sha256_file
+from zsad_core.artifacts import MANIFEST_FILE, load_manifest_json, sha256_file
 from zsad_core.backbone import ClipBackbone
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.few_shot.coreset import greedy_k_center
@@ -45,7 +45,6 @@ Distance = Literal["cosine", "l2"]
 
 MEMORY_SCHEMA_VERSION = 1
 MEMORY_FILE = "references.safetensors"
-MANIFEST_FILE = "manifest.json"
 # Query patches x memory patches per distance block: 2^24 float32 = 64 MiB, whatever the memory size.
 _BLOCK_ELEMENTS = 1 << 24
 
@@ -350,13 +349,8 @@ def load_memory(
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
+    manifest = load_manifest_json(directory, IncompatibleReferencesError, "a reference memory needs it")
     path = directory / MANIFEST_FILE
-    if not path.is_file():
-        raise IncompatibleReferencesError(f"{directory} has no {MANIFEST_FILE}; a reference memory needs it")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IncompatibleReferencesError(f"{path} is not valid JSON: {exc}") from exc
     if manifest.get("kind") != "reference_memory" or manifest.get("schema_version") != MEMORY_SCHEMA_VERSION:
         raise IncompatibleReferencesError(
             f"{path} is not a reference memory of schema {MEMORY_SCHEMA_VERSION} "
