@@ -396,13 +396,7 @@ class IngestWorker:
         except Exception as exc:  # noqa: BLE001 - the next read's commit moves it anyway
             log.warning("%s: commit of reset position failed (%s)", self.name, exc)
             return
-        if self.committed.get(tp.partition, offset) > offset:
-            self.counts["commit_rewinds"] += 1
-            if self.metrics is not None:
-                self.metrics.commit_rewound(tp.partition)
-        self.committed[tp.partition] = offset
-        self._committed_metadata[tp.partition] = ""
-        self.tracker.mark_committed({tp.partition: offset})
+        self._note_commit(tp.partition, offset, "")
 
     async def _log_bounds(self, tp: Any) -> tuple[int, int]:
         begin = await self._kafka(self._consumer.beginning_offsets, [tp], timeout_ms=5000)
@@ -638,16 +632,21 @@ class IngestWorker:
         except Exception as exc:  # noqa: BLE001 - a failed commit is retried with the next one
             log.warning("%s: commit failed (%s); will retry", self.name, exc)
             return False
-        self.tracker.mark_committed({partition: offset for partition, (offset, _) in offsets.items()})
         for partition, (offset, metadata) in offsets.items():
-            previous = self.committed.get(partition)
-            if previous is not None and offset < previous:
-                self.counts["commit_rewinds"] += 1  # only after an out-of-range reset to an earlier offset
-                if self.metrics is not None:
-                    self.metrics.commit_rewound(partition)
-            self.committed[partition] = offset
-            self._committed_metadata[partition] = metadata
+            self._note_commit(partition, offset, metadata)
         return True
+
+    def _note_commit(self, partition: int, offset: int, metadata: str) -> None:
+        """What the broker now holds for ``partition``; a commit below the previous one (only after an
+        out-of-range reset to an earlier offset) is counted as a rewind."""
+        previous = self.committed.get(partition)
+        if previous is not None and offset < previous:
+            self.counts["commit_rewinds"] += 1
+            if self.metrics is not None:
+                self.metrics.commit_rewound(partition)
+        self.committed[partition] = offset
+        self._committed_metadata[partition] = metadata
+        self.tracker.mark_committed({partition: offset})
 
     async def _measure_lag(self) -> None:
         try:
