@@ -590,12 +590,17 @@ class IngestWorker:
         """
         attempt = 0
         while not self.stopping:
+            ledger = self.letters.setdefault(partition, PartitionLedger())
             try:
-                dlq_ends = await self._kafka(dlq_end_offsets, self._consumer, self.config.kafka.dlq_topic)
+                if offset not in ledger.announced:
+                    # Where the dead-letter topic ends now; not asked while letters announced earlier pin an
+                    # earlier position to search from (the ledger keeps that one).
+                    topic = self.config.kafka.dlq_topic
+                    ends = {} if ledger.announced else await self._kafka(dlq_end_offsets, self._consumer, topic)
+                    ledger.announce(offset, ends)
             except Exception as exc:  # noqa: BLE001 - the broker is away; so is the letter's destination
                 log.warning("%s: dead-letter topic unreadable (%s), retrying", self.name, exc)
             else:
-                self.letters.setdefault(partition, PartitionLedger()).announce(offset, dlq_ends)
                 if await self._commit():
                     return True
             attempt += 1
