@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from ray import serve
@@ -112,10 +113,9 @@ def test_an_event_stream_stays_open_through_a_quiet_spell(view_app: tuple[str, Z
     the next frame's event arrives on the same connection."""
     base, config = view_app
     camera = next(iter(config.cameras))
-    host, port = base.split("//")[1].split("/")[0].split(":")
-    connection = http_client.HTTPConnection(host, int(port), timeout=60)
-    connection.request("GET", base.split(port, 1)[1] + f"/camera/{camera}/events",
-                       headers={"Authorization": f"Bearer {VIEWER}"})  # fmt: skip
+    url = urlsplit(f"{base}/camera/{camera}/events")
+    connection = http_client.HTTPConnection(url.hostname, url.port, timeout=60)
+    connection.request("GET", url.path, headers={"Authorization": f"Bearer {VIEWER}"})
     response = connection.getresponse()
     assert response.status == 200 and response.readline() == b"retry: 2000\n"
     time.sleep(8.0)
