@@ -21,20 +21,11 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.timing import best_time
 from zsad_core.backbone import build_backbone
 from zsad_core.few_shot import MemoryOptions, nearest_distances, with_references
 from zsad_core.few_shot.memory import patch_tokens
 from zsad_core.methods import ZeroShotMethod, load_method
-
-
-def _best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def _interleaved_best_times(scorers: dict[int, ZeroShotMethod], pixels: torch.Tensor, repeats: int) -> dict[int, float]:
@@ -108,7 +99,7 @@ def main() -> None:
         tokens, _ = patch_tokens(backbone, pixels, largest.taps, largest.feature)
     tap = largest.taps[-1]
     queries, bank = tokens[tap].reshape(-1, tokens[tap].shape[-1]), largest.features[tap]
-    torch_seconds = _best_time(lambda: nearest_distances(queries, bank, "cosine"), args.repeats)
+    torch_seconds = best_time(lambda: nearest_distances(queries, bank, "cosine"), args.repeats)
     print(f"\nNN search, one tap: {queries.shape[0]} query patches x {bank.shape[0]} memory patches x "
           f"{bank.shape[1]} dims")
     print(f"torch, blocked mm: {torch_seconds * 1000:.1f} ms")
@@ -117,7 +108,7 @@ def main() -> None:
     except ImportError:
         print("faiss: not installed")
         return
-    faiss_seconds = _best_time(search, args.repeats)
+    faiss_seconds = best_time(search, args.repeats)
     difference = (search() - nearest_distances(queries, bank, "cosine")).abs().max()
     print(f"faiss IndexFlatIP: {faiss_seconds * 1000:.1f} ms (max difference {float(difference):.1e})")
 

@@ -13,22 +13,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import time
 
 import torch
 
+from benchmarks.timing import best_time
 from zsad_core.backbone import build_backbone
 from zsad_core.methods import get_method_spec, list_methods, load_method
-
-
-def _best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:
@@ -48,7 +38,7 @@ def main() -> None:
         with torch.inference_mode():
             backbone.encode_image(pixels)
 
-    base = _best_time(bare, args.repeats)
+    base = best_time(bare, args.repeats)
     print(f"# {dt.date.today()} {platform.node()} {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {args.threads} threads; {args.backbone} @ {args.image_size}, batch {args.batch}")
     print(f"bare backbone forward: {base * 1000 / args.batch:.1f} ms/img")
@@ -58,7 +48,7 @@ def main() -> None:
         fields = get_method_spec(name).config_cls.__dataclass_fields__
         overrides = {"image_views": "none"} if "image_views" in fields else {}
         method = load_method(name, backbone=backbone, **overrides).eval()
-        seconds = _best_time(lambda m=method: m.predict(pixels), args.repeats)
+        seconds = best_time(lambda m=method: m.predict(pixels), args.repeats)
         print(f"| {name}{' (views: none)' if overrides else ''} | {seconds * 1000 / args.batch:.1f} | "
               f"{seconds / base:.2f}x |")
 
