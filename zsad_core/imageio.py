@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -35,6 +36,7 @@ from zsad_core.errors import (
     ImageTooLargeError,
     TruncatedImageError,
     UnsupportedImageError,
+    ZsadError,
 )
 
 Interpolation = Literal["bicubic", "bilinear"]
@@ -268,6 +270,24 @@ def _decode_jpeg(data: bytes, min_width: int, min_height: int) -> np.ndarray:
         if "premature end" in str(exc).lower():
             raise TruncatedImageError(f"JPEG data ends before the image does: {exc}") from exc
         raise UnsupportedImageError(f"JPEG data cannot be decoded: {exc}") from exc
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_files(folder: str | Path, error: type[ZsadError]) -> list[Path]:
+    """The ``.png``/``.jpg``/``.jpeg`` files of ``folder`` (not recursive) in name order; other files are passed over.
+
+    Raises:
+        error: no such folder, or no images in it (the caller's error, so the message reaches its user as its own).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise error(f"{root} is not a folder")
+    files = sorted(path for path in root.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise error(f"{root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    return files
 
 
 def read_image(path: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:

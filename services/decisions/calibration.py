@@ -39,12 +39,11 @@ from zsad_core.decisions import DriftReference, ThresholdChoice, f1_max_threshol
 from zsad_core.decisions.drift import BINS
 from zsad_core.decisions.thresholds import goods_needed
 from zsad_core.errors import ZsadError
-from zsad_core.imageio import ImageLimits, read_image
+from zsad_core.imageio import ImageLimits, image_files, read_image
 
 if TYPE_CHECKING:
     from services.decisions.camera_settings import CameraSettingsStore
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class CalibrationInputError(ZsadError, ValueError):
@@ -86,14 +85,9 @@ def read_folder(folder: str | Path, limits: ImageLimits) -> LabelledImages:
         CalibrationInputError: no such folder, or no images in it.
         ImageError: a file fails the limits or does not decode (the message names it).
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise CalibrationInputError(f"{root} is not a folder")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise CalibrationInputError(f"{root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    files = image_files(folder, CalibrationInputError)
     images = tuple(read_image(str(path), limits) for path in files)
-    return LabelledImages(str(root), tuple(p.name for p in files), images)
+    return LabelledImages(str(Path(folder)), tuple(p.name for p in files), images)
 
 
 def read_marked_goods(config: ZsadConfig, camera: str, n: int) -> LabelledImages:

@@ -31,12 +31,11 @@ from services.frame_path.records import CAMERA_ID_PATTERN
 from services.prompt_lifecycle.artifact_store import store_root_beside
 from services.prompt_lifecycle.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
 from zsad_core.errors import ImageError, ZsadError
-from zsad_core.imageio import ImageLimits, decode_model_input, plan_model_input, probe_image
+from zsad_core.imageio import ImageLimits, decode_model_input, image_files, plan_model_input, probe_image
 
 if TYPE_CHECKING:
     from zsad_core.few_shot import MemoryOptions
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 
 
@@ -97,14 +96,9 @@ def images_from_folder(folder: str | Path) -> ReferenceImages:
     Raises:
         ReferenceInputError: no such folder, or no images in it.
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise ReferenceInputError(f"{root} is not a folder")
-    files = sorted(path for path in root.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ReferenceInputError(f"{root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    files = image_files(folder, ReferenceInputError)
     payloads = tuple(path.read_bytes() for path in files)
-    return ReferenceImages(f"folder:{root.resolve()}", tuple(path.name for path in files), payloads)
+    return ReferenceImages(f"folder:{Path(folder).resolve()}", tuple(path.name for path in files), payloads)
 
 
 def images_from_marked(config: ZsadConfig, camera: str, n: int) -> ReferenceImages:

@@ -19,9 +19,9 @@ from PIL import Image
 
 from zsad_core.data.sample import Sample
 from zsad_core.errors import ImageError, ZsadError
+from zsad_core.imageio import IMAGE_SUFFIXES
 from zsad_core.preprocess import DEFAULT_LIMITS, ImageLimits, probe_image, read_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Benchmark datasets ship BMP (BTAD, KolektorSDD) and TIFF (CVC-ClinicDB) files; reading them in place keeps the
 # native layouts usable without a conversion step that could silently change pixels.
 BENCHMARK_SUFFIXES = (*IMAGE_SUFFIXES, ".bmp", ".tif", ".tiff")
