@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint bench
+.PHONY: bootstrap demo test test-fast lint bench
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -10,8 +10,13 @@ bootstrap:
 demo: bootstrap
 	@$(VENV)/bin/zsad demo
 
+# The whole suite on two workers, whole files each (docs/testing.md); the 20 slowest tests are printed at the end.
 test: bootstrap
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q -n 2 --dist loadfile --durations=20
+
+# The inner loop: every test that starts no service and uses no real-size model.
+test-fast: bootstrap
+	@$(PY) -m pytest -q -n 2 -m "not integration and not slow" --durations=10
 
 lint: bootstrap
 	@$(VENV)/bin/ruff check zsad_core services tests benchmarks scripts

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 
 # Nothing in the suite may reach for a model hub: no network exists on CI, and retries would cost minutes.
 os.environ.setdefault("ZSAD_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A Ray temporary directory of this process's own: Ray finds "the latest cluster" through it, and with two
+# workers of `make test` (or two suites on one machine) a process that joins by address "auto" or none must find
+# the cluster of its own worker, never another's (which it could stop). Short: Ray's socket paths must stay under
+# the 107 characters of a Unix socket name.
+os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="zr-", dir="/tmp")
 
 import pytest
 import torch
 
+from services.local_stack.service_processes import LocalService
 from zsad_core.backbone import TINY_ARCH, ClipBackbone, build_backbone
 
 
@@ -26,3 +35,75 @@ def tiny_pixels(tiny_backbone: ClipBackbone) -> torch.Tensor:
     """Two random normalised images at the tiny backbone's size."""
     generator = torch.Generator().manual_seed(1)
     return torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=generator)
+
+
+# --- The suite's guards (docs/testing.md): accurate markers, and no test that quietly grows past a minute. ---
+
+LONG_TEST_S = 60.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "takes_long(reason): the test may run past 60 s; the reason says why it needs that long")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Check the markers, then run the longest files first.
+
+    Everything under tests/integration starts services, so it must say so (``make test-fast`` selects by marker).
+    ``make test`` hands whole files to two workers in collection order: files with a test that takes long go first,
+    then the other integration files, then the unit tests, so that no long file starts last and runs alone.
+    """
+    unmarked = [item.nodeid for item in items
+                if "/integration/" in f"/{item.nodeid}" and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError("integration tests without @pytest.mark.integration: " + ", ".join(unmarked))
+    long_files = {item.path for item in items if item.get_closest_marker("takes_long") is not None}
+    service_files = {item.path for item in items if item.get_closest_marker("integration") is not None}
+    items.sort(key=lambda item: (item.path not in long_files, item.path not in service_files))
+
+
+class ServiceStartedOutsideIntegrationError(AssertionError):
+    """A test without the integration marker tried to start Redis, a broker, Prometheus, Ray or Serve."""
+
+
+@pytest.fixture(autouse=True)
+def _services_only_in_integration_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Make a started service fail a test that is not marked ``integration``, so the fast loop never starts one."""
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ServiceStartedOutsideIntegrationError(
+            f"{request.node.nodeid} starts a service: mark it @pytest.mark.integration (docs/testing.md)")
+
+    def ray_running() -> bool:
+        ray = sys.modules.get("ray")
+        return ray is not None and ray.is_initialized()
+
+    # A worker of `make test` that ran integration files before keeps their session's Ray: not this test's.
+    ray_before = ray_running()
+    monkeypatch.setattr(LocalService, "start", refuse)
+    for module, name in (("ray", "init"), ("ray.serve", "start"), ("ray.serve", "run")):
+        target = sys.modules.get(module)
+        if target is not None:
+            monkeypatch.setattr(target, name, refuse)
+    yield
+    if not ray_before and ray_running():  # Ray imported by the test itself after the patches above
+        sys.modules["ray"].shutdown()
+        refuse()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Fail a phase of a test that took over a minute unless the test says why it needs that long."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.passed and call.duration > LONG_TEST_S and item.get_closest_marker("takes_long") is None:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid}: {report.when} took {call.duration:.0f} s, over the suite's "
+                           f"{LONG_TEST_S:.0f} s per test; make it faster or mark it "
+                           "@pytest.mark.takes_long(reason=...) (docs/testing.md)")

@@ -25,6 +25,10 @@ def _get(url: str) -> str:
         return response.read().decode()
 
 
+@pytest.mark.takes_long(
+    reason="a whole `zsad up` stack (its own Ray, Redis, broker and Serve application)"
+    " started and stopped"
+)
 def test_up_produce_status_results_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

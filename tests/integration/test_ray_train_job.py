@@ -101,6 +101,10 @@ def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Pa
     assert 0.0 <= outcome.baseline_metrics["pixel_auroc"] <= 1.0
 
 
+@pytest.mark.takes_long(
+    reason="three Ray Train fits (a failing one, its resumption, a rerun by name), each"
+    " starting its workers"
+)
 def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_rerun_resumes_by_name(tmp_path: Path) -> None:
     job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
     outcome = run_training(job, config(tmp_path), epoch_callbacks=[FailOnceAfterEpoch(1)])

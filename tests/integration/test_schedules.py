@@ -240,6 +240,10 @@ def test_cli_adds_lists_and_removes_a_schedule(
     assert f"no schedule named '{name}'" in capsys.readouterr().err
 
 
+@pytest.mark.takes_long(
+    reason="a cron schedule's smallest period is one minute: the actor must reach the next"
+    " minute boundary"
+)
 def test_a_one_minute_schedule_trains_and_registers_a_candidate_through_the_actor_loop(
     scheduler: Any, store: ScheduleStore, jobs: Any, config: ZsadConfig, config_path: Path, tmp_path: Path,
     unique: str,

@@ -92,6 +92,10 @@ def _stored_frames(store: ResultStore) -> set[str]:
     return {key.decode().rsplit(":", 1)[1] for key in store.client.scan_iter(match=result_key(CAMERA, "*"))}
 
 
+@pytest.mark.takes_long(
+    reason="two `zsad up` stacks in turn (each its own Ray, Redis and broker), a Redis kill"
+    " -9 and two replays in subprocesses"
+)
 def test_results_survive_redis_kill_and_down_up_large_frames_loopback_and_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

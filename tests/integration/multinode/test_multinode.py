@@ -25,6 +25,10 @@ SCENARIO = Path(__file__).with_name("multinode_scenario.py")
 SCENARIO_TIMEOUT_S = 300
 
 
+@pytest.mark.takes_long(
+    reason="a 4-raylet cluster, a node killed and a new one joining: Ray's node-failure"
+    " detection alone takes tens of seconds"
+)
 def test_replicas_survive_a_node_failure_and_spread_to_a_new_node(
     noida_broker: KafkaBroker, redis_server: RedisServer, unique: str, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ SCENARIO = Path(__file__).with_name("training_scenario.py")
 SCENARIO_TIMEOUT_S = 300
 
 
+@pytest.mark.takes_long(reason="a 3-raylet cluster, a node killed mid-training and a new one joining")
 def test_training_resumes_from_the_last_checkpoint_after_a_worker_node_dies(
     redis_server: RedisServer, unique: str, tmp_path: Path
 ) -> None:

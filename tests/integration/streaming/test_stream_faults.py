@@ -83,6 +83,10 @@ def send_bad_records(config: ZsadConfig, camera: str) -> None:
         producer.close()
 
 
+@pytest.mark.takes_long(
+    reason="five faults in sequence on one stream, Redis frozen for 20 s (longer than the"
+    " store's socket timeout)"
+)
 def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lose_and_duplicate_nothing(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:

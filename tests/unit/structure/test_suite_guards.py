@@ -1,0 +1,76 @@
+"""The suite's own guards (tests/conftest.py) fail what they promise to fail: a service started by a test without
+the integration marker, an unmarked test under tests/integration, and a test past the time limit without a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = (Path(__file__).parents[2] / "conftest.py").read_text()
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A throw-away suite with our conftest, run in a child pytest (this test's own guards stay out of it)."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nmarkers =\n    integration: starts services\n    slow: real-size\n")
+    return pytester
+
+
+def test_a_service_started_without_the_integration_marker_fails(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_unit="""
+        import pytest
+        from services.local_stack.service_processes import RedisServer
+
+        def test_starts_redis(tmp_path):
+            RedisServer(data_dir=tmp_path).start()
+
+        @pytest.mark.integration
+        def test_marked_is_allowed_to_try():
+            from services.local_stack.service_processes import LocalService
+            assert LocalService.start.__name__ == "start"
+    """)
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_starts_redis starts a service: mark it @pytest.mark.integration*"])
+
+
+def test_ray_started_by_an_unmarked_test_fails(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_unit="""
+        def test_starts_ray():
+            import ray
+            ray.init(num_cpus=1, include_dashboard=False)
+    """)
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*test_starts_ray starts a service: mark it @pytest.mark.integration*"])
+
+
+def test_an_unmarked_file_under_integration_is_refused(suite: pytest.Pytester) -> None:
+    (suite.path / "integration").mkdir()
+    (suite.path / "integration" / "test_forgot.py").write_text("def test_x():\n    pass\n")
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*integration tests without @pytest.mark.integration: integration/test_forgot.py*"])
+
+
+def test_a_long_test_fails_unless_it_says_why(suite: pytest.Pytester) -> None:
+    assert "LONG_TEST_S = 60.0" in CONFTEST  # cut to a fraction of a second below
+    suite.makeconftest(CONFTEST.replace("LONG_TEST_S = 60.0", "LONG_TEST_S = 1.0"))
+    suite.makepyfile(test_timing="""
+        import time
+        import pytest
+
+        def test_quietly_long():
+            time.sleep(2.0)
+
+        @pytest.mark.takes_long(reason="waits on purpose")
+        def test_long_with_a_reason():
+            time.sleep(2.0)
+    """)
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_quietly_long: call took * s, over the suite's * s per test*"])
