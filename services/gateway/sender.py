@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 OutcomeCallback = Callable[[GatewayFrame, Outcome], None]
 # A broker that does not answer within these is treated as gone and the frames are spooled: short, because a
 # camera keeps producing meanwhile (the producer's own defaults wait a minute and more).
-PRODUCER_TIMEOUTS = {"max_block_ms": 5_000, "request_timeout_ms": 5_000, "delivery_timeout_ms": 10_000}
+PRODUCER_TIMEOUTS = {"bootstrap_timeout_ms": 5_000, "max_block_ms": 5_000, "request_timeout_ms": 5_000,
+                     "delivery_timeout_ms": 10_000, "reconnect_backoff_max_ms": 1_000}
 BATCH_BYTES = 64 * MiB
 _IDLE_POLL_S = 0.1
 
