@@ -421,6 +421,7 @@ class GatewayConfig(_Section):
         device: the camera's Aravis id, serial or address (gige).
         trigger: ``free`` running, ``software`` or ``hardware`` trigger (gige).
         exposure_us: exposure time (gige; ``None`` leaves the camera's).
+        count: stop after this many frames (gige: a calibration set or a test shot; ``None``: run until stopped).
         encode: ``keep`` a file's bytes (streams and cameras become JPEG), or re-encode as ``jpeg`` / ``png``.
         jpeg_quality: 1-100.
         max_side: frames with a longer side are downscaled to it.
@@ -444,6 +445,7 @@ class GatewayConfig(_Section):
     device: str | None = None
     trigger: Literal["free", "software", "hardware"] = "free"
     exposure_us: float | None = Field(None, gt=0.0)
+    count: PositiveInt | None = None
     encode: Literal["keep", "jpeg", "png"] = "keep"
     jpeg_quality: int = Field(90, ge=1, le=100)
     max_side: int | None = Field(None, ge=16)

@@ -1,4 +1,4 @@
-"""``zsad gateway folder|stream|run``: bring a camera's frames into Kafka (see :mod:`services.gateway`).
+"""``zsad gateway folder|stream|gige|run``: bring a camera's frames into Kafka (see :mod:`services.gateway`).
 
 Why standalone processes: a gateway runs next to the line, on the camera PC, where only Kafka has to be
 reachable; one process per camera source keeps a failing camera from stalling the others. The source
@@ -48,7 +48,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     stream.add_argument("--url", required=True, help="rtsp://..., http(s)://... (MJPEG) or a video file")
     stream.add_argument("--fps", type=float, help="frames per second to keep (default: every frame)")
     stream.set_defaults(func=cmd_gateway_source, kind="stream")
-    for parser in (folder, stream):
+
+    gige = kinds.add_parser("gige", help="a GigE Vision camera through Aravis", argument_default=argparse.SUPPRESS)
+    gige.add_argument("--device", required=True, help="Aravis device id, serial number or IP address")
+    gige.add_argument("--trigger", choices=["free", "software", "hardware"],
+                      help="free running (default), software trigger at --fps, or hardware trigger on Line1")
+    gige.add_argument("--fps", type=float, help="frame rate (free) or software triggers per second")
+    gige.add_argument("--exposure-us", type=float, help="exposure time in microseconds (default: the camera's)")
+    gige.add_argument("--count", type=int, help="stop after this many frames (default: run until stopped)")
+    gige.set_defaults(func=cmd_gateway_source, kind="gige")
+    for parser in (folder, stream, gige):
         _common_options(parser)
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from services.config import ConfigError, GatewayConfig, ZsadConfig
 from services.gateway.encoding import FrameEncoding
 from services.gateway.folder_source import FolderSettings, FolderSource, Submit
+from services.gateway.gige_source import GigeSource
 from services.gateway.metrics import GatewayMetrics, serve_metrics
 from services.gateway.part_identity import compile_part_pattern
 from services.gateway.sender import FrameSender
@@ -87,4 +88,5 @@ def _source(config: ZsadConfig, camera: str, entry: GatewayConfig, metrics: Gate
     if entry.kind == "stream":
         return StreamSource(camera, entry.url or "", fps=entry.fps, encoding=encoding, limits=config.limits,
                             metrics=metrics)  # fmt: skip
-    raise ConfigError(f"gateway of camera {camera}: source kind {entry.kind!r} is not available yet")
+    return GigeSource(camera, entry.device or "", trigger=entry.trigger, fps=entry.fps, exposure_us=entry.exposure_us,
+                      count=entry.count, encoding=encoding, limits=config.limits, metrics=metrics)  # fmt: skip
