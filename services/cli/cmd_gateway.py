@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.cli.options import add_config_option, config_from_args
+
+if TYPE_CHECKING:
+    from services.config import GatewayConfig, ZsadConfig
 
 GiB = 1024**3
 
@@ -90,7 +93,7 @@ def cmd_gateway_source(args: argparse.Namespace) -> int:
             for error in exc.errors()
         )
         raise ConfigError(f"zsad gateway {args.kind}: {problems}") from None
-    return _serve(args, entry)
+    return _serve(config_from_args(args), args.camera, entry)
 
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
@@ -101,14 +104,14 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     if args.camera not in config.gateways:
         known = ", ".join(sorted(config.gateways)) or "none"
         raise ConfigError(f"camera {args.camera!r} has no entry under gateways: (configured: {known})")
-    return _serve(args, config.gateways[args.camera])
+    return _serve(config, args.camera, config.gateways[args.camera])
 
 
-def _serve(args: argparse.Namespace, entry: Any) -> int:
+def _serve(config: ZsadConfig, camera: str, entry: GatewayConfig) -> int:
     from services.gateway.runner import build_gateway, run_gateway, stop_on_signals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    source, sender = build_gateway(config_from_args(args), args.camera, entry)
+    source, sender = build_gateway(config, camera, entry)
     stop = threading.Event()
     stop_on_signals(stop)
     run_gateway(source, sender, stop)
