@@ -31,21 +31,18 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.config import LimitsConfig
 from services.gateway.encoding import FrameEncoding, frame_from_bytes
-from services.gateway.frames import GatewayFrame, Outcome
+from services.gateway.frames import GatewayFrame, Outcome, OutcomeCallback, Submit
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.part_identity import SIDECAR_SUFFIX, identity_from_name, identity_from_sidecar, sidecar_path
-from services.gateway.sender import OutcomeCallback
 from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[GatewayFrame, OutcomeCallback], None]
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart")
 ERROR_SUFFIX = ".error.json"
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._:-]+")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,3 +35,8 @@ class Outcome(Enum):
 
     ACKNOWLEDGED = "acknowledged"  # the broker has it (acks=all): the source may forget it
     REFUSED = "refused"  # the spool was full: the frame was not kept; a folder offers the file again later
+
+
+OutcomeCallback = Callable[[GatewayFrame, Outcome], None]
+# How a source hands a frame over: the frame and, when the source must know, the callback told its outcome.
+Submit = Callable[[GatewayFrame, OutcomeCallback | None], None]

@@ -34,8 +34,7 @@ import numpy as np
 
 from services.config import ConfigError, LimitsConfig
 from services.gateway.encoding import FrameEncoding, frame_from_pixels
-from services.gateway.folder_source import Submit
-from services.gateway.frames import GatewayFrame
+from services.gateway.frames import GatewayFrame, Submit
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.part_identity import PartIdentity
 from zsad_core.errors import ZsadError

@@ -15,7 +15,8 @@ from typing import Protocol
 
 from services.config import ConfigError, GatewayConfig, ZsadConfig
 from services.gateway.encoding import FrameEncoding
-from services.gateway.folder_source import FolderSettings, FolderSource, Submit
+from services.gateway.folder_source import FolderSettings, FolderSource
+from services.gateway.frames import Submit
 from services.gateway.gige_source import GigeSource
 from services.gateway.metrics import GatewayMetrics, serve_metrics
 from services.gateway.part_identity import compile_part_pattern

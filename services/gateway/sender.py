@@ -20,20 +20,19 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kafka.errors import KafkaError
 
 from services.config import KafkaConfig
 from services.frame_path.producer import FrameProducer, MiB
-from services.gateway.frames import GatewayFrame, Outcome
+from services.gateway.frames import GatewayFrame, Outcome, OutcomeCallback
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.spool import DiskSpool
 
 log = logging.getLogger(__name__)
 
-OutcomeCallback = Callable[[GatewayFrame, Outcome], None]
 # A broker that does not answer within these is treated as gone and the frames are spooled: short, because a
 # camera keeps producing meanwhile (the producer's own defaults wait a minute and more).
 PRODUCER_TIMEOUTS = {"bootstrap_timeout_ms": 5_000, "max_block_ms": 5_000, "request_timeout_ms": 5_000,

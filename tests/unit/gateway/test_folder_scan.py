@@ -11,9 +11,8 @@ import numpy as np
 from services.config import LimitsConfig
 from services.gateway.encoding import FrameEncoding
 from services.gateway.folder_source import FolderSettings, FolderSource, file_frame_id
-from services.gateway.frames import GatewayFrame, Outcome
+from services.gateway.frames import GatewayFrame, Outcome, OutcomeCallback
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.sender import OutcomeCallback
 from zsad_core.imageio import encode_jpeg
 
 JPEG = encode_jpeg(np.full((16, 16, 3), 90, dtype=np.uint8))
