@@ -113,9 +113,20 @@ class FolderSource:
                 folder.mkdir(parents=True, exist_ok=True)
 
     def run(self, submit: Submit, stop: threading.Event) -> None:
-        """Scan until ``stop`` is set."""
+        """Scan until ``stop`` is set; a folder that cannot be listed (a share gone away) is retried, not fatal."""
+        unreachable = False
         while not stop.is_set():
-            self.scan(submit)
+            try:
+                self.scan(submit)
+            except OSError as exc:
+                if not unreachable:
+                    log.error("camera %s: cannot list %s (%s); retrying", self.camera, self.settings.path, exc)
+                unreachable = True
+            else:
+                if unreachable:
+                    self.metrics.reconnected()
+                    log.info("camera %s: %s is readable again", self.camera, self.settings.path)
+                unreachable = False
             stop.wait(self.settings.rescan_s)
 
     def scan(self, submit: Submit) -> int:

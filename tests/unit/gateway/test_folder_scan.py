@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class Collected:
 
 def _source(folder: Path, settle_s: float = 0.0, **settings: object) -> FolderSource:
     return FolderSource("cam", FolderSettings(path=folder, done=folder / "done", failed=folder / "failed",
-                                              settle_s=settle_s, **settings),  # type: ignore[arg-type]
+                                              settle_s=settle_s, rescan_s=0.05, **settings),  # type: ignore[arg-type]
                         encoding=FrameEncoding(), limits=LimitsConfig(), metrics=GatewayMetrics("cam"))  # fmt: skip
 
 
@@ -88,3 +89,22 @@ def test_oldest_files_are_submitted_first(tmp_path: Path) -> None:
     submit = Collected()
     _source(tmp_path).scan(submit)
     assert [frame.capture_ts for frame, _ in submit.frames] == [1_700_000_000, 1_700_000_001, 1_700_000_002]
+
+
+def test_a_folder_that_disappears_for_a_while_is_retried_and_counted_as_a_reconnect(tmp_path: Path) -> None:
+    folder = tmp_path / "share"
+    folder.mkdir()
+    source, submit, stop = _source(folder), Collected(), threading.Event()
+    runner = threading.Thread(target=source.run, args=(submit, stop), daemon=True)
+    folder.rename(tmp_path / "unmounted")  # the share goes away
+    runner.start()
+    time.sleep(0.3)
+    (tmp_path / "unmounted").rename(folder)
+    (folder / "a.jpg").write_bytes(JPEG)
+    deadline = time.monotonic() + 10
+    while not submit.frames and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    runner.join(5)
+    assert len(submit.frames) == 1
+    assert source.metrics.value("zsad_gateway_source_reconnects_total") == 1
