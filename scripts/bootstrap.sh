@@ -37,6 +37,11 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v arv-fake-gv-camera-0.8 >/dev/null 2>&1 || missing+=(aravis-tools)
 dpkg -s gir1.2-aravis-0.8 >/dev/null 2>&1 || missing+=(gir1.2-aravis-0.8)
 [ -d /usr/lib/python3/dist-packages/gi ] || missing+=(python3-gi)
+# GStreamer's RTSP server and the elements of its test stream (videotestsrc, jpegenc, rtpjpegpay): the stream
+# gateway's RTSP test serves a real RTSP stream with them.
+for package in gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "[bootstrap] installing Debian's ${missing[*]}"
     SUDO=""
