@@ -61,7 +61,7 @@ class GatewayMetrics:
         self._reconnects.labels(self.camera).inc()
 
     def value(self, name: str, **labels: str) -> float:
-        """A sample's current value (0 when absent), as a scrape would show it; for ``zsad status`` and tests."""
+        """A sample's current value (0 when absent), as a scrape of this gateway would show it."""
         return self.registry.get_sample_value(name, {"camera": self.camera, **labels}) or 0.0
 
 

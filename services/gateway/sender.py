@@ -98,11 +98,6 @@ class FrameSender:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
-    @property
-    def idle(self) -> bool:
-        """Nothing queued, being sent or spooled."""
-        return self._queue.unfinished_tasks == 0 and len(self.spool) == 0
-
     def _run(self) -> None:
         try:
             while True:
@@ -115,8 +110,6 @@ class FrameSender:
                         self._to_spool(batch)
                     else:
                         self._send(batch)
-                    for _ in batch:
-                        self._queue.task_done()
                 elif self._stopping.is_set():
                     return
         finally:
