@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
@@ -404,6 +404,65 @@ class ViewConfig(_Section):
         return value
 
 
+class GatewayConfig(_Section):
+    """One camera source of ``zsad gateway`` (see docs/gateway.md); the camera id is its key under ``gateways``.
+
+    Attributes:
+        kind: ``folder`` (image files), ``stream`` (RTSP, HTTP MJPEG or a video file) or ``gige`` (GigE Vision).
+        path: the watched folder (folder).
+        done: where acknowledged files go (folder; default ``<path>/done``); ``delete_sent`` deletes them instead.
+        failed: where invalid files and their ``.error.json`` go (folder; default ``<path>/failed``).
+        pattern: glob of the names that are frames (folder).
+        settle_s: how long a file's size and time must stay unchanged before it is read (folder; 0 when every
+            writer writes under a temporary name and renames).
+        rescan_s: time between scans of the folder.
+        url: ``rtsp://``, ``http(s)://`` or a video file (stream).
+        fps: frames per second sampled from a stream (``None``: every frame).
+        device: the camera's Aravis id, serial or address (gige).
+        trigger: ``free`` running, ``software`` or ``hardware`` trigger (gige).
+        exposure_us: exposure time (gige; ``None`` leaves the camera's).
+        count: stop after this many frames (gige: a calibration set or a test shot; ``None``: run until stopped).
+        encode: ``keep`` a file's bytes (streams and cameras become JPEG), or re-encode as ``jpeg`` / ``png``.
+        jpeg_quality: 1-100.
+        max_side: frames with a longer side are downscaled to it.
+        part_pattern: regular expression with groups ``part_id``, ``serial``, ``station`` on file names.
+        spool_dir: the disk spool (default ``runs/gateway/<camera>/spool``).
+        spool_max_bytes: the spool's limit; beyond it new frames are refused (docs/gateway.md).
+        metrics_port: serve Prometheus metrics on this port (``None``: not served).
+        metrics_host: the address they are served on (``0.0.0.0`` for a Prometheus on another host).
+    """
+
+    kind: Literal["folder", "stream", "gige"]
+    path: str | None = None
+    done: str | None = None
+    delete_sent: bool = False
+    failed: str | None = None
+    pattern: str = "*"
+    settle_s: float = Field(1.0, ge=0.0)
+    rescan_s: float = Field(0.5, gt=0.0)
+    url: str | None = None
+    fps: float | None = Field(None, gt=0.0)
+    device: str | None = None
+    trigger: Literal["free", "software", "hardware"] = "free"
+    exposure_us: float | None = Field(None, gt=0.0)
+    count: PositiveInt | None = None
+    encode: Literal["keep", "jpeg", "png"] = "keep"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    max_side: int | None = Field(None, ge=16)
+    part_pattern: str | None = None
+    spool_dir: str | None = None
+    spool_max_bytes: PositiveInt = 1024 * MiB
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _source_named(self) -> GatewayConfig:
+        needed = {"folder": "path", "stream": "url", "gige": "device"}[self.kind]
+        if getattr(self, needed) is None:
+            raise ValueError(f"a {self.kind} gateway needs {needed}")
+        return self
+
+
 class ZsadConfig(BaseSettings):
     """The whole configuration; build it with :func:`load_config`."""
 
@@ -417,6 +476,7 @@ class ZsadConfig(BaseSettings):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     view: ViewConfig = Field(default_factory=ViewConfig)
+    gateways: dict[CameraId, GatewayConfig] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

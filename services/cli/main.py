@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from services.cli import (
     cmd_camera,
     cmd_demo,
+    cmd_gateway,
     cmd_inference,
     cmd_reference,
     cmd_registry,
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     for module in (cmd_inference, cmd_demo, cmd_results, cmd_replay, cmd_registry, cmd_reference, cmd_camera, cmd_stack,
-                   cmd_train, cmd_schedule):
+                   cmd_train, cmd_schedule, cmd_gateway):
         module.register(commands)
     return parser
 

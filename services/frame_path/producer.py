@@ -106,6 +106,7 @@ class FrameProducer:
         content_type: ContentType | None = None,
         *,
         topic: str | None = None,
+        extra_headers: Sequence[tuple[str, bytes]] = (),
     ) -> FutureRecordMetadata:
         """Send one frame; the returned future resolves to its partition and offset.
 
@@ -116,6 +117,7 @@ class FrameProducer:
             capture_ts: seconds since the epoch; default now.
             content_type: default sniffed from the bytes.
             topic: default the configured frames topic.
+            extra_headers: headers sent after the contract's (a gateway's part identity, for example).
 
         Raises:
             BadHeadersError: an id or the timestamp breaks the contract (checked here, before sending).
@@ -134,7 +136,10 @@ class FrameProducer:
             content_type or sniff_content_type(image_bytes),
         )
         return self._producer.send(
-            topic or self.kafka.frames_topic, key=meta.kafka_key(), value=image_bytes, headers=meta.kafka_headers()
+            topic or self.kafka.frames_topic,
+            key=meta.kafka_key(),
+            value=image_bytes,
+            headers=meta.kafka_headers() + list(extra_headers),
         )
 
     def send_dead_letter(self, letter: DeadLetter) -> FutureRecordMetadata:

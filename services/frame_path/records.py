@@ -40,6 +40,11 @@ H_DLQ_DETAIL = "zsad-dlq-detail"
 H_DLQ_SOURCE = "zsad-dlq-source"
 H_DLQ_GROUP = "zsad-dlq-group"  # the consumer group that read the record (see letter_ledger)
 H_DLQ_DROPPED = "zsad-dlq-value-dropped"  # the payload did not fit the dead-letter topic
+# Optional part identity set by a gateway (services/gateway/part_identity.py), so a PLC or MES can join a decision
+# to the part it was made on; ASCII text, absent when the source names no part.
+H_PART_ID = "zsad-part-id"
+H_PART_SERIAL = "zsad-part-serial"
+H_PART_STATION = "zsad-part-station"
 
 SCHEMA_VERSION = "1"
 SUPPORTED_SCHEMAS = frozenset({SCHEMA_VERSION})

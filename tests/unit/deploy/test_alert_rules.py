@@ -20,7 +20,8 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "zsad-dashboard.json"
 REQUIRED_ALERTS = {
     "ZsadConsumerLagGrowing", "ZsadDeadLetterRate", "ZsadAnomalyRateSpike", "ZsadCameraSilent",
     "ZsadReplicaUnhealthy", "ZsadPromptLoadFailures", "ZsadScoreDrift", "ZsadCommittedPastLogEnd",
-    "ZsadOffsetsMovedBackwards", "ZsadIngestLoopCrashing", "ZsadModelFailing",
+    "ZsadOffsetsMovedBackwards", "ZsadIngestLoopCrashing", "ZsadModelFailing", "ZsadGatewaySpoolFull",
+    "ZsadGatewaySpooling",
 }  # fmt: skip
 # Ray's suffixes per metric kind, as Prometheus names them.
 SUFFIXES = {"Counter": ("_total",), "Gauge": ("",), "Histogram": ("_bucket", "_sum", "_count")}
