@@ -80,10 +80,13 @@ class FrameStream:
 
 def _alive_nodes(class_name: str) -> list[str]:
     """Node ids of the live actors of a class, one per actor, sorted."""
+    import ray
     from ray.util.state import list_actors
 
+    # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
+    here = ray.get_runtime_context().gcs_address
     alive = [("class_name", "=", class_name), ("state", "=", "ALIVE")]
-    return sorted(actor.node_id for actor in list_actors(filters=alive, raise_on_missing_output=True))
+    return sorted(actor.node_id for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True))
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:

@@ -40,10 +40,13 @@ pytestmark = pytest.mark.integration
 
 def replica_pid(app: str, deployment: str) -> int:
     """The process id of the one live replica of ``deployment`` in ``app``."""
+    import ray
     from ray.util.state import list_actors
 
+    # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
+    here = ray.get_runtime_context().gcs_address
     alive = [("class_name", "=", f"ServeReplica:{app}:{deployment}"), ("state", "=", "ALIVE")]
-    actors = list_actors(filters=alive, raise_on_missing_output=True)
+    actors = list_actors(address=here, filters=alive, raise_on_missing_output=True)
     assert len(actors) == 1, actors
     return int(actors[0].pid)
 
@@ -138,6 +141,10 @@ def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lo
     assert sum(end_offsets(config).values()) == 242
 
 
+@pytest.mark.takes_long(
+    reason="Serve must see the replica's health check fail in a row"
+    " and start a replacement, which loads its model"
+)
 def test_a_model_that_fails_on_everything_gets_its_replica_replaced_and_dead_letters_nothing(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str, tmp_path: Path
 ) -> None:

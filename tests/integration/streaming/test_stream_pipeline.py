@@ -50,10 +50,13 @@ def broker(request: pytest.FixtureRequest) -> KafkaBroker:
 
 def alive_ingest_actor_pids() -> list[int]:
     """Process ids of the live ingest actors on the cluster (this module's tests run one deployment at a time)."""
+    import ray
     from ray.util.state import list_actors
 
+    # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
+    here = ray.get_runtime_context().gcs_address
     alive = [("class_name", "=", "IngestActor"), ("state", "=", "ALIVE")]
-    return sorted(actor.pid for actor in list_actors(filters=alive, raise_on_missing_output=True))
+    return sorted(actor.pid for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True))
 
 
 def _cameras(unique: str, cameras: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -145,6 +148,10 @@ def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
     assert deployment.status()["restarts_seen"] == 0
 
 
+@pytest.mark.takes_long(
+    reason="two deployments in turn (the first pass, then the replay"
+    " from offset 0), each loading its models"
+)
 def test_replay_from_the_beginning_changes_nothing(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:
@@ -190,6 +197,10 @@ def _rewind_group(config: ZsadConfig) -> None:
         consumer.close()
 
 
+@pytest.mark.takes_long(
+    reason="an ingest actor and the replica are killed in turn: Ray restarts the actor and Serve"
+    " replaces the replica, which loads its models again"
+)
 def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:
