@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
@@ -312,6 +312,22 @@ class ServingConfig(_Section):
     unhealthy_after_model_failures: PositiveInt = 3
     health_check_period_s: float = Field(10.0, gt=0.0)
     resources: RayResources = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pretrained_needs_weights(self) -> ServingConfig:
+        # An untagged backbone with no weight file builds random weights: with pretrained: true the user asked
+        # for real ones, so say what is missing here rather than serve noise as decisions.
+        untagged = self.backbone is not None and ":" not in self.backbone
+        if self.pretrained and untagged and self.backbone_weights is None:
+            raise ValueError(f"pretrained: true, but backbone {self.backbone} has no tag and backbone_weights is "
+                             f"not set: set backbone_weights to its weight file, name a tag ({self.backbone}:openai), "
+                             "or set pretrained: false for random weights")
+        return self
+
+    @property
+    def random_weights(self) -> bool:
+        """True when replicas build random CLIP weights (``pretrained: false`` and no weight file)."""
+        return not self.pretrained and self.backbone_weights is None
 
 
 class IngestConfig(_Section):

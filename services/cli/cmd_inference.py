@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from services.cli.options import add_method_options, add_training_options, method_from_args, write_json
+from services.cli.options import (
+    add_method_options,
+    add_training_options,
+    announce_random_weights,
+    method_from_args,
+    write_json,
+)
 
 # Decoding workers: enough to keep one accelerator fed, never all cores (the model's own threads need some).
 DEFAULT_WORKERS = min(4, (os.cpu_count() or 1) // 2)
@@ -146,7 +152,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                         "map_max": float(full.max())})
         print(f"{path}: score {float(score):.4f}")
     write_json(out / "scores.json", {"method": method.name, "backbone": method.backbone.identity,
-                                     "results": records})
+                                     "random_weights": method.backbone.source.kind == "random", "results": records})
     return 0
 
 
@@ -190,7 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                  for seed, run in zip(args.shot_seed, runs, strict=True)}}
     if args.json:
         write_json(args.json, {"method": method.name, "backbone": method.backbone.identity,
-                               "dataset": spec, **few_shot, **report.to_dict()})
+                               "random_weights": method.backbone.source.kind == "random", "dataset": spec,
+                               **few_shot, **report.to_dict()})
     if args.save_overlays:
         _save_extremes(method, dataset, runs[0], Path(args.save_overlays), args.overlays_per_kind)
     if args.report:
@@ -277,6 +284,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from zsad_core.reproduce import reproduce
     from zsad_core.training import TrainingOptions
 
+    announce_random_weights(args)
     load_options: dict[str, Any] = {"backbone": args.backbone, "pretrained": not args.random_weights,
                                     "backbone_weights": args.backbone_weights, "device": args.device}
     if args.image_size:

@@ -10,6 +10,9 @@ from pathlib import Path
 from services.cli.options import STACK_DIR, add_config_option, config_from_args
 from services.cli.summaries import format_stack_state
 
+SERVING_RANDOM_WEIGHTS = ("RANDOM CLIP WEIGHTS (serving.pretrained: false, no serving.backbone_weights): "
+                          "the scores and decisions below are noise")
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``up``, ``down``, ``status`` and ``produce``."""
@@ -112,8 +115,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             ingest = {"error": str(exc)}
     if args.json:
         print(json.dumps({"cameras": [row.__dict__ for row in rows], "ingest": ingest,
+                          "random_weights": config.serving.random_weights,
                           "dashboard": state.dashboard_url if state else None}, indent=2))  # fmt: skip
         return 0
+    if config.serving.random_weights:
+        print(f"serving {SERVING_RANDOM_WEIGHTS}")
     print(format_summary(rows))
     if state is not None:
         print(f"\ndashboard {state.dashboard_url}")

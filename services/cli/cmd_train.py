@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from services.cli.options import add_backbone_options, add_config_option, add_training_options, config_from_args
+from services.cli.options import (
+    add_backbone_options,
+    add_config_option,
+    add_training_options,
+    announce_random_weights,
+    config_from_args,
+)
 from services.config import ray_resource
 
 
@@ -46,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from services.prompt_lifecycle.training_job import check_spec, run_training, spec_from_fields
 
+    announce_random_weights(args)
     spec = spec_from_fields(
         method=args.method, backbone=args.backbone, backbone_weights=args.backbone_weights,
         pretrained=not args.random_weights, image_size=args.image_size, train_data=args.train_data,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ def add_backbone_options(parser: argparse.ArgumentParser, default_method: str = 
     parser.add_argument("--backbone", help="CLIP backbone arch[:tag] instead of the method's official one")
     parser.add_argument("--backbone-weights", help="local CLIP weight file (.safetensors preferred)")
     parser.add_argument("--random-weights", action="store_true",
-                        help="random CLIP weights (no download; for smoke tests: maps are not meaningful)")
+                        help="random CLIP weights, said on every output (for smoke tests: maps are not meaningful); "
+                             "without it an untagged backbone needs --backbone-weights")
     parser.add_argument("--image-size", type=int, help="model input size instead of the method's official one")
 
 
@@ -44,10 +46,20 @@ def add_training_options(parser: argparse.ArgumentParser, *, eval_required: bool
     parser.add_argument("--seed", type=int, help="default: the method's seed")
 
 
+RANDOM_WEIGHTS_WARNING = "RANDOM CLIP WEIGHTS (--random-weights): the scores and maps test the pipeline, not parts"
+
+
+def announce_random_weights(args: argparse.Namespace) -> None:
+    """Say first, on stderr, that a run uses random weights: its numbers look like results and are not."""
+    if args.random_weights:
+        print(f"zsad: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr, flush=True)
+
+
 def method_from_args(args: argparse.Namespace) -> Any:
     """Load the method described by :func:`add_method_options` arguments."""
     from zsad_core import load_method
 
+    announce_random_weights(args)
     overrides: dict[str, Any] = {}
     for item in args.option:
         key, _, value = item.partition("=")
