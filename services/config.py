@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
+from services.state_home import in_state_home
 from zsad_core.errors import ZsadError
 from zsad_core.method_names import method_names
 
@@ -381,17 +382,25 @@ class RegistryConfig(_Section):
 
     Attributes:
         root: the artifact store (:mod:`~services.prompt_lifecycle.artifact_store`): a local directory (one
-            machine, or a volume every node mounts), ``redis://`` (the registry's Redis: no shared disk needed),
+            machine, or a volume every node mounts; a relative path lies in the state home, ``$ZSAD_HOME``),
+            ``redis://`` (the registry's Redis: no shared disk needed),
             or an fsspec URL such as ``s3://bucket/prefix`` (the filesystem's package must be installed).
         namespace: prefix of the registry's Redis keys and channel, so two deployments can share one Redis.
-        cache_dir: each node's local copies of artifacts read from a ``redis://`` or URL store.
+        cache_dir: each node's local copies of artifacts read from a ``redis://`` or URL store (relative: in the
+            state home).
         max_redis_bytes: the largest artifact ``redis://`` accepts; Redis keeps everything in memory.
     """
 
-    root: str = Field("runs/registry", min_length=1)
+    root: str = Field("registry", min_length=1)
     namespace: str = Field("zsad:registry", min_length=1)
-    cache_dir: str = Field("runs/registry-cache", min_length=1)
+    cache_dir: str = Field("registry-cache", min_length=1)
     max_redis_bytes: PositiveInt = 16 * MiB
+
+    @field_validator("root", "cache_dir")
+    @classmethod
+    def _anchor_in_state_home(cls, value: str) -> str:
+        # A relative path must not depend on where a command happens to be run: it lives in the state home.
+        return in_state_home(value)
 
 
 class ViewConfig(_Section):

@@ -44,22 +44,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace, frames: int) -> int:
-    from services.cli.options import STACK_CONFIG, STACK_DIR
     from services.cli.summaries import camera_summary, format_stack_state, format_summary
     from services.config import load_config
     from services.frame_path.producer import stream_synthetic
     from services.frame_path.result_store import ResultStore
     from services.local_stack.control import running_stack, start_stack, stop_stack
+    from services.state_home import stack_config_path, stack_dir
 
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     started_here = state is None or state.status == "failed"
     if started_here:
         print("starting the local stack ...", flush=True)
-        print(format_stack_state(start_stack(Path(args.config) if args.config else None, stack_dir=STACK_DIR)))
+        print(format_stack_state(start_stack(Path(args.config) if args.config else None, stack_dir=stack_dir())))
     else:
         print("using the running local stack")
     try:
-        config = load_config(STACK_CONFIG)
+        config = load_config(stack_config_path())
         store = ResultStore.from_config(config)
         cameras = list(config.cameras)
         before = {camera: camera_summary(store, camera).frames for camera in cameras}
@@ -85,7 +85,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         total = sum(last[camera] - before[camera] for camera in cameras)
         elapsed = time.monotonic() - started
         print(f"\n{total} frames scored and stored in {elapsed:.0f} s ({total / elapsed:.1f} frames/s end to end)")
-        state = running_stack(STACK_DIR)
+        state = running_stack(stack_dir())
         if state is not None:
             print(f"Ray dashboard: {state.dashboard_url} (Serve app, ingest actors, metrics)")
             print(f"web view: {state.serve_url} (log in with a token from {state.config_path}, section view)")
@@ -94,7 +94,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         return 0
     finally:
         if started_here and not args.keep:
-            stop_stack(STACK_DIR)
+            stop_stack(stack_dir())
             print("stopped the local stack")
 
 

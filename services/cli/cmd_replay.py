@@ -12,7 +12,8 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from services.cli.options import STACK_DIR, add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args
+from services.state_home import stack_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -54,7 +55,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     ray_address = args.ray_address
     if ray_address is None:
-        stack = running_stack(STACK_DIR)
+        stack = running_stack(stack_dir())
         ray_address = stack.ray_address if stack is not None and stack.status == "ready" else None
     if ray_address is not None:
         prepare_local_ray_driver(ray_address)  # before Ray is imported

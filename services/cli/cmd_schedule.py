@@ -20,7 +20,8 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from services.cli.options import STACK_DIR, add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args
+from services.state_home import stack_dir
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -82,7 +83,7 @@ def _stack() -> StackState | None:
     """The local stack's state when it is up."""
     from services.local_stack.control import running_stack
 
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     return state if state is not None and state.status == "ready" else None
 
 

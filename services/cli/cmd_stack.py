@@ -7,8 +7,9 @@ import json
 import urllib.request
 from pathlib import Path
 
-from services.cli.options import STACK_DIR, add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args
 from services.cli.summaries import format_stack_state
+from services.state_home import stack_dir
 
 SERVING_RANDOM_WEIGHTS = ("RANDOM CLIP WEIGHTS (serving.pretrained: false, no serving.backbone_weights): "
                           "the scores and decisions below are noise")
@@ -61,13 +62,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     config = Path(args.config) if args.config else None
     if args.foreground:
-        return run_stack(config, STACK_DIR, external=args.external, rotate_redis_password=args.rotate_redis_password)
-    state = running_stack(STACK_DIR)
+        return run_stack(config, stack_dir(), external=args.external, rotate_redis_password=args.rotate_redis_password)
+    state = running_stack(stack_dir())
     if state is not None and state.status in ("ready", "starting"):
         print(f"the local stack is already running (pid {state.pid})")
     else:
-        print(f"starting the local stack (log {STACK_DIR / LOG_NAME}) ...", flush=True)
-    state = start_stack(config, args.external, stack_dir=STACK_DIR, rotate_redis_password=args.rotate_redis_password)
+        print(f"starting the local stack (log {stack_dir() / LOG_NAME}) ...", flush=True)
+    state = start_stack(config, args.external, stack_dir=stack_dir(), rotate_redis_password=args.rotate_redis_password)
     print(format_stack_state(state))
     return 0
 
@@ -76,9 +77,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     """Stop the stack and everything it started."""
     from services.local_stack.control import running_stack, stop_stack
 
-    if running_stack(STACK_DIR) is not None:
+    if running_stack(stack_dir()) is not None:
         print("stopping the local stack ...", flush=True)
-    stopped = stop_stack(STACK_DIR)
+    stopped = stop_stack(stack_dir())
     if stopped is None:
         print("no local stack is running")
         return 0
@@ -105,7 +106,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     store = ResultStore.from_config(config)
     rows = [camera_summary(store, camera) for camera in config.cameras]
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     ingest = None
     if state is not None and state.status == "ready":
         try:

@@ -8,8 +8,10 @@ inside the commands that need them, keeping ``zsad --help`` and ``zsad version``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from services.cli import (
     cmd_camera,
@@ -23,6 +25,7 @@ from services.cli import (
     cmd_stack,
     cmd_train,
 )
+from services.state_home import HOME_ENV
 from zsad_core.errors import ZsadError
 from zsad_core.version import __version__
 
@@ -40,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zsad",
         description="Zero-shot visual inspection: CLIP anomaly detection on streamed frames.",
     )
+    parser.add_argument("--state-dir", help=f"state home of this command and all it starts (sets {HOME_ENV}; "
+                                            "default: $ZSAD_HOME, else $XDG_STATE_HOME/zsad or ~/.local/state/zsad)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
@@ -53,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zsad`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.state_dir:  # through the environment, so the stack process, Ray workers and jobs share it
+        os.environ[HOME_ENV] = str(Path(args.state_dir).expanduser().absolute())
     handler: Handler | None = getattr(args, "func", None)
     if handler is None:
         parser.print_help()

@@ -89,27 +89,26 @@ def write_json(path: str | Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
-STACK_DIR = Path("runs/stack")
-STACK_CONFIG = STACK_DIR / "config.yaml"
-
-
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config``: the system's YAML file (see :func:`config_from_args` for the default)."""
-    parser.add_argument("--config", help=f"configuration YAML (default: {STACK_CONFIG} of a running local stack, "
-                                         "else the embedded defaults)")
+    parser.add_argument("--config", help="configuration YAML (default: the running local stack's, "
+                                         "$ZSAD_HOME/stack/config.yaml)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The configuration a command works on.
 
-    Why the local stack's file comes first: ``zsad up`` starts Redis and the broker on free ports with a fresh
-    password and writes the effective configuration to :data:`STACK_CONFIG` (mode 0600); ``zsad produce``,
-    ``results`` and ``show`` must then talk to those, without the user copying ports and secrets around.
+    Why the local stack's file is the default: ``zsad up`` starts Redis and the broker on free ports with a kept
+    password and writes the effective configuration into the state home (mode 0600); ``zsad produce``,
+    ``results`` and ``show`` must then talk to those, from any directory, without the user copying ports and
+    secrets around. Without either, the embedded defaults would point at a Redis without a password: an error.
     """
-    from services.config import load_config
+    from services.config import ConfigError, load_config
+    from services.state_home import HOME_ENV, stack_config_path
 
     if getattr(args, "config", None):
         return load_config(args.config)
-    if STACK_CONFIG.is_file():
-        return load_config(STACK_CONFIG)
-    return load_config(None)
+    if stack_config_path().is_file():
+        return load_config(stack_config_path())
+    raise ConfigError(f"no --config given and no local stack config at {stack_config_path()}: start the stack "
+                      f"(zsad up), pass --config FILE, or point {HOME_ENV} / --state-dir at the stack's state home")
