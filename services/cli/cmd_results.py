@@ -38,12 +38,6 @@ class ResultNotFoundError(ZsadError, LookupError):
     reason = "no_result"
 
 
-class StoreUnavailableError(ZsadError, ConnectionError):
-    """Redis cannot be reached or refused the request (down, wrong address, wrong password)."""
-
-    reason = "redis_unavailable"
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad results`` and ``zsad show``."""
     results = commands.add_parser("results", help="a camera's latest or worst-scored frames, from Redis")
@@ -134,16 +128,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 @contextmanager
 def open_store(config: ZsadConfig) -> Iterator[ResultStore]:
-    """A result store for the command's duration; Redis failures become :class:`StoreUnavailableError`."""
-    import redis
-
+    """A result store for the command's duration (Redis failures are reported by ``main``, with the address)."""
     from services.frame_path.result_store import ResultStore
 
     store = ResultStore.from_config(config)
     try:
         yield store
-    except redis.RedisError as exc:
-        raise StoreUnavailableError(f"cannot read results from Redis: {exc}") from exc
     finally:
         store.close()
 

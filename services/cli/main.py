@@ -25,6 +25,7 @@ from services.cli import (
     cmd_stack,
     cmd_train,
 )
+from services.cli.unreachable import describe_unreachable
 from services.state_home import HOME_ENV
 from zsad_core.errors import ZsadError
 from zsad_core.version import __version__
@@ -69,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZsadError as exc:  # bad input or unavailable weights: a clear message, not a traceback
         print(f"zsad: error ({exc.reason}): {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        message = describe_unreachable(exc, args)  # Redis, Kafka or Ray down: which and where, in one line
+        if message is None:
+            raise
+        print(f"zsad: error (unreachable): {' '.join(message.split())}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":
