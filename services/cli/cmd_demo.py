@@ -16,6 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
+from services.arg_types import non_negative_float, positive_int
+
 OFFLINE_METHODS = ("winclip", "clip-ad")
 SUMMARY_EVERY_S = 2.0
 DEMO_TIMEOUT_S = 900.0
@@ -24,15 +26,16 @@ DEMO_TIMEOUT_S = 900.0
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad demo``."""
     demo = commands.add_parser("demo", help="run the main job on embedded defaults (synthetic frames)")
-    demo.add_argument("--frames", type=int, help="synthetic frames per camera (default 100; offline: 8)")
-    demo.add_argument("--fps", type=float, default=0.0, help="frames per second per camera (0: all at once)")
+    demo.add_argument("--frames", type=positive_int, help="synthetic frames per camera (default 100; offline: 8)")
+    demo.add_argument("--fps", type=non_negative_float, default=0.0,
+                      help="frames per second per camera (0: all at once)")
     demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     demo.add_argument("--config", help="configuration YAML (default: the embedded defaults)")
     demo.add_argument("--offline", action="store_true", help="the library only: no Kafka, Ray or Redis")
     demo.add_argument("--out", default="runs/demo", help="offline: where overlays go")
     demo.add_argument("--backbone", default="ViT-B-16-plus-240", help="offline: CLIP architecture")
     demo.add_argument("--backbone-weights", help="offline: local CLIP weight file (default random weights)")
-    demo.add_argument("--image-size", type=int, default=240, help="offline: model input size")
+    demo.add_argument("--image-size", type=positive_int, default=240, help="offline: model input size")
     demo.set_defaults(func=cmd_demo)
 
 

@@ -7,6 +7,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+from services.arg_types import non_negative_float, non_negative_int, positive_int
 from services.cli.options import add_config_option, config_from_args
 from services.cli.summaries import format_stack_state
 from services.state_home import stack_dir
@@ -44,14 +45,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     produce = commands.add_parser("produce", help="send frames of one camera to the frames topic")
     add_config_option(produce)
-    produce.add_argument("--camera", required=True)
+    produce.add_argument("--camera", required=True, help="camera id (as in the config)")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of JPEG/PNG files")
     source.add_argument("--synthetic", action="store_true", help="procedural products with synthetic defects")
-    produce.add_argument("--fps", type=float, default=0.0, help="frames per second (0: as fast as possible)")
-    produce.add_argument("--count", type=int, help="frames to send (default: a folder once, synthetic forever)")
-    produce.add_argument("--size", type=int, default=256, help="side of synthetic frames")
-    produce.add_argument("--seed", type=int, default=0)
+    produce.add_argument("--fps", type=non_negative_float, default=0.0,
+                         help="frames per second (0: as fast as possible)")
+    produce.add_argument("--count", type=positive_int,
+                         help="frames to send (default: a folder once, synthetic forever)")
+    produce.add_argument("--size", type=positive_int, default=256, help="side of synthetic frames")
+    produce.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic frames")
     produce.set_defaults(func=cmd_produce)
 
 

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zsad",
         description="Zero-shot visual inspection: CLIP anomaly detection on streamed frames.",
     )
+    parser.add_argument("--version", action="version", version=f"zsad-stream {__version__}",
+                        help="print the version and exit")
     parser.add_argument("--state-dir", help=f"state home of this command and all it starts (sets {HOME_ENV}; "
                                             "default: $ZSAD_HOME, else $XDG_STATE_HOME/zsad or ~/.local/state/zsad)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -62,9 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.state_dir:  # through the environment, so the stack process, Ray workers and jobs share it
         os.environ[HOME_ENV] = str(Path(args.state_dir).expanduser().absolute())
     handler: Handler | None = getattr(args, "func", None)
-    if handler is None:
-        parser.print_help()
-        return 0
+    if handler is None:  # a bare `zsad` is a usage error, as in git or ray: help on stderr, exit 2
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return handler(args)
     except ZsadError as exc:  # bad input or unavailable weights: a clear message, not a traceback

@@ -26,7 +26,7 @@ def describe_unreachable(exc: BaseException, args: argparse.Namespace) -> str | 
     if isinstance(exc, (kafka.errors.KafkaConnectionError, kafka.errors.KafkaTimeoutError)):
         return f"cannot reach the Kafka brokers {_kafka_address(args)} ({_source(args)}): {reason}"
     if isinstance(exc, ConnectionError):  # what ray.init raises where no cluster answers
-        address = getattr(args, "address", None) or getattr(args, "ray_address", None)
+        address = getattr(args, "address", None)
         return f"cannot connect to {f'Ray at {address}' if address else 'a service'}: {reason}"
     return None
 

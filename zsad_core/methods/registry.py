@@ -162,6 +162,7 @@ def load_method(
     domain: str = "object",
     device: str = "cpu",
     backbone_weights: str | None = None,
+    precision: str = "fp32",
     **overrides: object,
 ) -> ZeroShotMethod:
     """Build a ready-to-predict method.
@@ -180,6 +181,7 @@ def load_method(
         domain: ``object`` or ``texture`` (AnoCLIP's domain-aware prompts).
         device: where a newly built backbone lives.
         backbone_weights: a local CLIP weight file for a newly built backbone (no hub access needed).
+        precision: of a newly built backbone (see :class:`~zsad_core.backbone.BackboneConfig`).
         **overrides: fields of the method's config.
     """
     official = None
@@ -191,7 +193,8 @@ def load_method(
     config = get_method_config(name, **overrides)
     if not isinstance(backbone, ClipBackbone):
         backbone = build_backbone(
-            method_backbone_config(config, backbone, pretrained=pretrained, weights=backbone_weights, device=device)
+            method_backbone_config(config, backbone, pretrained=pretrained, weights=backbone_weights, device=device,
+                                   precision=precision)
         )
     method = get_method_spec(name).method_cls(backbone, config).to(backbone.device)
     if official is not None:

@@ -17,8 +17,8 @@ TINY = ["--backbone", "zsad-tiny-vit", "--random-weights", "--image-size", "64"]
 def test_version_and_help(capsys):
     assert main(["version"]) == 0
     assert "zsad-stream" in capsys.readouterr().out
-    assert main([]) == 0
-    assert "eval" in capsys.readouterr().out
+    assert main([]) == 2
+    assert "eval" in capsys.readouterr().err
 
 
 def test_methods_lists_registered_methods(capsys):
@@ -29,7 +29,7 @@ def test_methods_lists_registered_methods(capsys):
 def test_eval_on_synthetic_writes_table_json_and_overlays(tmp_path, capsys):
     out = tmp_path / "report.json"
     code = main(["eval", "--method", "winclip", *TINY, "--dataset", "synthetic:classes=2,per_class=4,size=64",
-                 "--json", str(out), "--save-overlays", str(tmp_path / "overlays"), "--overlays-per-kind", "1"])
+                 "--out", str(out), "--save-overlays", str(tmp_path / "overlays"), "--overlays-per-kind", "1"])
     assert code == 0
     table = capsys.readouterr().out
     assert "pixel AUROC" in table and "mean" in table
@@ -85,9 +85,9 @@ def test_train_local_writes_an_artifact_that_eval_loads(tmp_path, capsys):
 def test_eval_with_shots_averages_seeds_and_reports_the_same_metrics(tmp_path, capsys):
     dataset = ["--dataset", "synthetic:classes=1,per_class=4,size=64"]
     zero_shot, few_shot = tmp_path / "k0.json", tmp_path / "k2.json"
-    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--json", str(zero_shot)]) == 0
+    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--out", str(zero_shot)]) == 0
     assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--shots", "2", "--shot-seed", "0", "3",
-                 "--json", str(few_shot)]) == 0
+                 "--out", str(few_shot)]) == 0
     assert "2 shots, averaged over seeds [0, 3]" in capsys.readouterr().out
     baseline, report = json.loads(zero_shot.read_text()), json.loads(few_shot.read_text())
     assert report["shots"] == 2 and set(report["per_seed"]) == {"0", "3"}
