@@ -391,9 +391,9 @@ class RegistryConfig(_Section):
         max_redis_bytes: the largest artifact ``redis://`` accepts; Redis keeps everything in memory.
     """
 
-    root: str = Field("registry", min_length=1)
+    root: str = Field("registry", min_length=1, validate_default=True)
     namespace: str = Field("zsad:registry", min_length=1)
-    cache_dir: str = Field("registry-cache", min_length=1)
+    cache_dir: str = Field("registry-cache", min_length=1, validate_default=True)
     max_redis_bytes: PositiveInt = 16 * MiB
 
     @field_validator("root", "cache_dir")

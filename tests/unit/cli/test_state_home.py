@@ -66,3 +66,5 @@ def test_relative_registry_paths_lie_in_the_state_home(tmp_path, monkeypatch):
                                     "registry": {"root": "redis://", "cache_dir": "/var/cache/zsad"}}))
     registry = load_config(path).registry
     assert (registry.root, registry.cache_dir) == ("redis://", "/var/cache/zsad")
+    path.write_text(yaml.safe_dump({"cameras": {"cam1": CAMERA}}))  # the field defaults are anchored too
+    assert load_config(path).registry.root == str(tmp_path / "registry")
