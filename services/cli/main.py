@@ -15,6 +15,7 @@ from pathlib import Path
 
 from services.cli import (
     cmd_camera,
+    cmd_config,
     cmd_demo,
     cmd_inference,
     cmd_reference,
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     for module in (cmd_inference, cmd_demo, cmd_results, cmd_replay, cmd_registry, cmd_reference, cmd_camera, cmd_stack,
-                   cmd_train, cmd_schedule):
+                   cmd_train, cmd_schedule, cmd_config):
         module.register(commands)
     return parser
 
