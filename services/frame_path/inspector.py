@@ -413,6 +413,7 @@ class InspectorCore:
             settings_version=decided_by.version,
             calibration_version=decided_by.calibration,
             regions=regions,
+            weights=methods[key].module.backbone.source.kind,
         )
 
     def _watch_drift(self, stored: list[FrameResult]) -> None:
