@@ -204,6 +204,8 @@ class CameraConfig(_Section):
         prompt_version: a prompt artifact version, an alias (``champion``), or ``None`` for the method's
             zero-shot prompts.
         threshold: score above which a frame is labelled anomalous.
+        pixel_threshold: map value from which a pixel belongs to a defect region; ``None``: no regions.
+        min_area: smallest defect region kept, in frame pixels.
         roi: ``[x, y, w, h]`` region of interest in image pixels; ``None`` for the whole frame.
         result_ttl_s: overrides ``redis.result_ttl_s`` for this camera.
         image_size: model input side; ``None`` for the method's default.
@@ -219,6 +221,8 @@ class CameraConfig(_Section):
     domain: Literal["object", "texture"] = "object"
     prompt_version: str | None = Field(None, min_length=1, max_length=128)
     threshold: float = Field(ge=0.0, allow_inf_nan=False)
+    pixel_threshold: float | None = Field(None, allow_inf_nan=False)
+    min_area: int = Field(0, ge=0)
     roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], PositiveInt, PositiveInt] | None = None
     result_ttl_s: PositiveInt | None = None
     image_size: PositiveInt | None = None
