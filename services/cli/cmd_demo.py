@@ -13,6 +13,7 @@ unless a weight file is configured; the maps then show the pipeline working, not
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace, frames: int) -> int:
-    from services.cli.summaries import camera_summary, format_stack_state, format_summary
+    from services.cli.cmd_stack import SERVING_RANDOM_WEIGHTS
+    from services.cli.summaries import camera_summary, format_progress, format_stack_state, format_summary, redraw
     from services.config import load_config
     from services.frame_path.producer import stream_synthetic
     from services.frame_path.result_store import ResultStore
@@ -56,6 +58,10 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
 
     state = running_stack(stack_dir())
     started_here = state is None or state.status == "failed"
+    planned = load_config(Path(args.config) if args.config else None) if started_here else load_config(
+        stack_config_path())
+    if planned.serving.random_weights:  # said before anything else: every number below would otherwise mislead
+        print(f"zsad: {SERVING_RANDOM_WEIGHTS}; the demo shows the pipeline working, not a detector", flush=True)
     if started_here:
         print("starting the local stack ...", flush=True)
         print(format_stack_state(start_stack(Path(args.config) if args.config else None, stack_dir=stack_dir())))
@@ -73,13 +79,16 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         started = time.monotonic()
         last = dict(before)
         last_time = started
+        drawn = 0
         while True:
             time.sleep(SUMMARY_EVERY_S)
             rows = [camera_summary(store, camera) for camera in cameras]
             now = time.monotonic()
             rates = {row.camera: (row.frames - last[row.camera]) / (now - last_time) for row in rows}
             last, last_time = {row.camera: row.frames for row in rows}, now
-            print(f"\n[{now - started:5.0f} s]\n{format_summary(rows, rates)}", flush=True)
+            done = sum(min(row.frames - before[row.camera], frames) for row in rows)
+            view = f"{format_progress(done, frames * len(cameras), now - started)}\n{format_summary(rows, rates)}"
+            drawn = redraw(sys.stdout, view, drawn)
             if all(row.frames - before[row.camera] >= frames for row in rows):
                 break
             if now - started > DEMO_TIMEOUT_S:
