@@ -36,13 +36,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     methods.set_defaults(func=cmd_methods)
 
     infer = commands.add_parser("infer", help="anomaly maps, overlays and scores of image files")
-    infer.add_argument("images", nargs="+", help="JPEG/PNG files")
+    infer.add_argument("images", nargs="+", help="JPEG/PNG files, or folders (searched recursively)")
     add_method_options(infer)
     infer.add_argument("--out", required=True, help="output directory (maps, overlays, scores.json)")
     infer.add_argument("--contour-level", "--threshold", type=finite_float, dest="contour_level",
                        action=DeprecatedSpellings, deprecated=("--threshold",),
                        help="draw contours where the map >= this level on the overlays")
     infer.add_argument("--json", action="store_true", help="print scores.json on stdout instead of one line each")
+    infer.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
     infer.set_defaults(func=cmd_infer)
 
     evaluate = commands.add_parser("eval", help="evaluate a method on a dataset with the papers' metrics")
@@ -139,27 +140,46 @@ def cmd_infer(args: argparse.Namespace) -> int:
     method = method_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = [read_image(path) for path in args.images]
-    pixels, geometries = preprocess(images, method.backbone.preprocess_config())
-    result = method.predict(pixels)
+    inputs = _infer_inputs(args.images)
     records = []
-    for path, image, geometry, anomaly_map, score in zip(
-        args.images, images, geometries, result.maps.numpy(), result.scores.numpy(), strict=True
-    ):
-        stem = Path(path).stem
-        full = map_to_original(anomaly_map, geometry)
-        _write_map_png(out / f"{stem}_map.png", full)
-        save_overlay(out / f"{stem}_overlay.png", image, full, threshold=args.contour_level)
-        records.append({"image": path, "score": float(score), "map_min": float(full.min()),
-                        "map_max": float(full.max())})
-        if not args.json:
-            print(f"{path}: score {float(score):.4f}")
+    for start in range(0, len(inputs), args.batch_size):
+        batch = inputs[start : start + args.batch_size]
+        images = [read_image(str(path)) for path, _ in batch]
+        pixels, geometries = preprocess(images, method.backbone.preprocess_config())
+        result = method.predict(pixels)
+        for (path, name), image, geometry, anomaly_map, score in zip(
+            batch, images, geometries, result.maps.numpy(), result.scores.numpy(), strict=True
+        ):
+            full = map_to_original(anomaly_map, geometry)
+            _write_map_png(out / f"{name}_map.png", full)
+            save_overlay(out / f"{name}_overlay.png", image, full, threshold=args.contour_level)
+            records.append({"image": str(path), "score": float(score), "map_min": float(full.min()),
+                            "map_max": float(full.max())})
+            if not args.json:
+                print(f"{path}: score {float(score):.4f}")
     scores = {"method": method.name, "backbone": method.backbone.identity,
               "random_weights": method.backbone.source.kind == "random", "results": records}
     write_json(out / "scores.json", scores)
     if args.json:
         print(json.dumps(scores, indent=2))
     return 0
+
+
+def _infer_inputs(arguments: list[str]) -> list[tuple[Path, str]]:
+    """Each image to infer with the name of its outputs: a file's stem, or for a folder's images their path
+    inside it (``a/b.png`` -> ``a__b``), so same-named files of two sub-folders do not overwrite each other."""
+    from zsad_core.errors import ImageError
+    from zsad_core.imageio import image_files
+
+    inputs = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            inputs += [(file, "__".join(file.relative_to(path).with_suffix("").parts))
+                       for file in image_files(path, ImageError, recursive=True)]
+        else:
+            inputs.append((path, path.stem))
+    return inputs
 
 
 def _write_map_png(path: Path, anomaly_map: np.ndarray) -> None:

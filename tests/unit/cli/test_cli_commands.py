@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -97,3 +98,18 @@ def test_eval_with_shots_averages_seeds_and_reports_the_same_metrics(tmp_path, c
     assert report["mean"]["pixel_auroc"] != baseline["mean"]["pixel_auroc"]
     assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--shots", "9"]) == 2
     assert "4 good reference images, 9 shots" in capsys.readouterr().err
+
+
+def test_infer_a_folder_recursively_in_batches(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    for relative in ("a/part.png", "b/part.png", "b/deep/other.jpg", "b/notes.txt"):
+        path = tmp_path / "images" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)))
+    out = tmp_path / "out"
+    assert main(["infer", str(tmp_path / "images"), "--method", "winclip", *TINY, "--batch-size", "2",
+                 "--out", str(out), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert [Path(row["image"]).name for row in scores["results"]] == ["part.png", "other.jpg", "part.png"]
+    assert {path.name for path in out.glob("*_map.png")} == {"a__part_map.png", "b__part_map.png",
+                                                             "b__deep__other_map.png"}
