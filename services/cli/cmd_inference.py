@@ -229,14 +229,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{args.shots} shots, averaged over seeds {args.shot_seed}")
     if args.out:
         write_json(args.out, payload)
+    notes = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON alone
     if args.save_overlays:
         _save_extremes(method, dataset, runs[0], Path(args.save_overlays), args.overlays_per_kind)
+        print(f"overlays written to {args.save_overlays}", file=notes)
     if args.report:
         from zsad_core.report import write_report
 
         page = write_report(args.report, runs[0], title=f"{method.name} on {spec}", method=method, dataset=dataset,
                             per_kind=args.overlays_per_kind)
-        print(f"report written to {page}", file=sys.stderr if args.json else sys.stdout)
+        print(f"report written to {page}", file=notes)
     return 0
 
 
@@ -281,7 +283,6 @@ def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> No
             anomaly_map = method.predict([item.model_image]).maps[0].numpy()
             name = f"{kind}_{rank:02d}_{class_name}_{Path(run.paths[index]).stem}_s{run.scores[index]:.3f}.png"
             save_overlay(out / name, item.model_image, anomaly_map)
-    print(f"overlays written to {out}")
 
 
 def cmd_train_local(args: argparse.Namespace) -> int:
