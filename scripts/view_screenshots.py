@@ -21,7 +21,7 @@ from pathlib import Path
 from services.config import load_config
 from services.frame_path.producer import stream_synthetic
 from services.local_stack.control import running_stack
-from services.local_stack.stack_process import STACK_DIR
+from services.state_home import stack_dir
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                   "--window-size=1280,900")  # fmt: skip
@@ -46,7 +46,7 @@ def main() -> int:
     from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     if state is None or state.status != "ready":
         print("no running local stack: start one with `zsad up` (or `make demo`)", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ import redis
 from services.config import ZsadConfig, load_config
 from services.frame_path.result_store import ResultStore, events_key
 from services.operator_view.readers import OverlayRenderer, decision_of, result_fields, text_fields
+from services.state_home import stack_config_path
 
 log = logging.getLogger(__name__)
 RECONNECT_DELAY_S = 0.5
@@ -63,8 +64,8 @@ class ZsadClient:
 
     @classmethod
     def from_file(cls, path: str | None = None) -> ZsadClient:
-        """A client for a configuration file (default: the running local stack's ``runs/stack/config.yaml``)."""
-        return cls(load_config(path or "runs/stack/config.yaml"))
+        """A client for a configuration file (default: the running local stack's, in the state home)."""
+        return cls(load_config(path or stack_config_path()))
 
     def results(self, camera: str, *, worst: int = 0, recent: int = 0) -> list[dict[str, str]]:
         """The ``worst`` highest-scoring results (worst first) or the ``recent`` newest (newest first)."""

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
+from services.state_home import in_state_home
 from zsad_core.errors import ZsadError
 from zsad_core.method_names import method_names
 
@@ -203,6 +204,8 @@ class CameraConfig(_Section):
         prompt_version: a prompt artifact version, an alias (``champion``), or ``None`` for the method's
             zero-shot prompts.
         threshold: score above which a frame is labelled anomalous.
+        pixel_threshold: map value from which a pixel belongs to a defect region; ``None``: no regions.
+        min_area: smallest defect region kept, in frame pixels.
         roi: ``[x, y, w, h]`` region of interest in image pixels; ``None`` for the whole frame.
         result_ttl_s: overrides ``redis.result_ttl_s`` for this camera.
         image_size: model input side; ``None`` for the method's default.
@@ -218,6 +221,8 @@ class CameraConfig(_Section):
     domain: Literal["object", "texture"] = "object"
     prompt_version: str | None = Field(None, min_length=1, max_length=128)
     threshold: float = Field(ge=0.0, allow_inf_nan=False)
+    pixel_threshold: float | None = Field(None, allow_inf_nan=False)
+    min_area: int = Field(0, ge=0)
     roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], PositiveInt, PositiveInt] | None = None
     result_ttl_s: PositiveInt | None = None
     image_size: PositiveInt | None = None
@@ -313,6 +318,22 @@ class ServingConfig(_Section):
     health_check_period_s: float = Field(10.0, gt=0.0)
     resources: RayResources = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _pretrained_needs_weights(self) -> ServingConfig:
+        # An untagged backbone with no weight file builds random weights: with pretrained: true the user asked
+        # for real ones, so say what is missing here rather than serve noise as decisions.
+        untagged = self.backbone is not None and ":" not in self.backbone
+        if self.pretrained and untagged and self.backbone_weights is None:
+            raise ValueError(f"pretrained: true, but backbone {self.backbone} has no tag and backbone_weights is "
+                             f"not set: set backbone_weights to its weight file, name a tag ({self.backbone}:openai), "
+                             "or set pretrained: false for random weights")
+        return self
+
+    @property
+    def random_weights(self) -> bool:
+        """True when replicas build random CLIP weights (``pretrained: false`` and no weight file)."""
+        return not self.pretrained and self.backbone_weights is None
+
 
 class IngestConfig(_Section):
     """The Kafka ingest actors.
@@ -365,17 +386,25 @@ class RegistryConfig(_Section):
 
     Attributes:
         root: the artifact store (:mod:`~services.prompt_lifecycle.artifact_store`): a local directory (one
-            machine, or a volume every node mounts), ``redis://`` (the registry's Redis: no shared disk needed),
+            machine, or a volume every node mounts; a relative path lies in the state home, ``$ZSAD_HOME``),
+            ``redis://`` (the registry's Redis: no shared disk needed),
             or an fsspec URL such as ``s3://bucket/prefix`` (the filesystem's package must be installed).
         namespace: prefix of the registry's Redis keys and channel, so two deployments can share one Redis.
-        cache_dir: each node's local copies of artifacts read from a ``redis://`` or URL store.
+        cache_dir: each node's local copies of artifacts read from a ``redis://`` or URL store (relative: in the
+            state home).
         max_redis_bytes: the largest artifact ``redis://`` accepts; Redis keeps everything in memory.
     """
 
-    root: str = Field("runs/registry", min_length=1)
+    root: str = Field("registry", min_length=1, validate_default=True)
     namespace: str = Field("zsad:registry", min_length=1)
-    cache_dir: str = Field("runs/registry-cache", min_length=1)
+    cache_dir: str = Field("registry-cache", min_length=1, validate_default=True)
     max_redis_bytes: PositiveInt = 16 * MiB
+
+    @field_validator("root", "cache_dir")
+    @classmethod
+    def _anchor_in_state_home(cls, value: str) -> str:
+        # A relative path must not depend on where a command happens to be run: it lives in the state home.
+        return in_state_home(value)
 
 
 class ViewConfig(_Section):

@@ -23,6 +23,12 @@ from services.local_stack.service_processes import LocalService
 from zsad_core.backbone import TINY_ARCH, ClipBackbone, build_backbone
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test's state home (local stack, relative registry paths) is temporary, never the user's own."""
+    os.environ["ZSAD_HOME"] = str(tmp_path_factory.mktemp("zsad-home"))
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone() -> ClipBackbone:
     """A 4-block ViT (width 96, 3 heads, 64 px, 4x4 patches) with a 2-layer text tower, seeded."""

@@ -275,8 +275,9 @@ def _decode_jpeg(data: bytes, min_width: int, min_height: int) -> np.ndarray:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def image_files(folder: str | Path, error: type[ZsadError]) -> list[Path]:
-    """The ``.png``/``.jpg``/``.jpeg`` files of ``folder`` (not recursive) in name order; other files are passed over.
+def image_files(folder: str | Path, error: type[ZsadError], *, recursive: bool = False) -> list[Path]:
+    """The ``.png``/``.jpg``/``.jpeg`` files of ``folder`` (of its sub-folders too when ``recursive``) in path
+    order; other files are passed over.
 
     Raises:
         error: no such folder, or no images in it (the caller's error, so the message reaches its user as its own).
@@ -284,7 +285,8 @@ def image_files(folder: str | Path, error: type[ZsadError]) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise error(f"{root} is not a folder")
-    files = sorted(path for path in root.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    entries = root.rglob("*") if recursive else root.iterdir()
+    files = sorted(path for path in entries if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise error(f"{root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
     return files

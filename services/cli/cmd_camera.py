@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from services.arg_types import finite_float, non_negative_int, open_fraction, positive_int
 from services.cli.cmd_registry import _add_actor_option, _open
-from services.cli.options import add_config_option, config_from_args
+from services.cli.options import DeprecatedSpellings, add_config_option, config_from_args, resolve_device
 
 if TYPE_CHECKING:
     from services.decisions.calibration import CalibrationDecision
@@ -28,15 +29,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     _camera_option(calibrate)
     goods = calibrate.add_mutually_exclusive_group(required=True)
     goods.add_argument("--good", metavar="DIR", help="folder of known-good frames")
-    goods.add_argument("--from-stream", type=int, metavar="N",
+    goods.add_argument("--from-stream", type=positive_int, metavar="N",
                        help="the newest N frames of the camera marked good (read back from Kafka)")  # fmt: skip
     calibrate.add_argument("--bad", metavar="DIR", help="folder of known-bad frames: F1-max thresholds")
     calibrate.add_argument("--bad-masks", metavar="DIR",
                            help="masks of the bad frames (<stem>.png, non-zero = defect): pixel F1-max")  # fmt: skip
-    calibrate.add_argument("--false-reject", type=float, default=0.01, metavar="RATE",
+    calibrate.add_argument("--false-reject", type=open_fraction, default=0.01, metavar="RATE",
                            help="target false-reject rate on goods (default 0.01)")  # fmt: skip
-    calibrate.add_argument("--confidence", type=float, default=0.95, help="level of the reported bounds")
-    calibrate.add_argument("--device", default="cpu")
+    calibrate.add_argument("--confidence", type=open_fraction, default=0.95, help="level of the reported bounds")
+    calibrate.add_argument("--device", default="auto",
+                           help="torch device of the model: auto (cuda when available, else cpu), cpu, cuda, ...")
     calibrate.add_argument("--dry-run", action="store_true", help="print the decision, store nothing")
     calibrate.add_argument("--reason", default="", help="why (audited)")
     _add_actor_option(calibrate)
@@ -46,7 +48,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = calibration.add_subparsers(dest="calibration_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="every calibration of the camera, the current one marked")
     show = actions.add_parser("show", help="one calibration record as JSON (default: the current one)")
-    show.add_argument("--version", help="a calibration version (c1, c2, ...)")
+    show.add_argument("version", metavar="VERSION", nargs="?", default=argparse.SUPPRESS,
+                      help="a calibration version (c1, c2, ...); default: the current one")
+    show.add_argument("--version", dest="version", action=DeprecatedSpellings, deprecated=("--version",),
+                      replacement="the VERSION argument", default=argparse.SUPPRESS, help="a calibration version")
     rollback = actions.add_parser("rollback", help="make the previous calibration current again")
     rollback.add_argument("--reason", default="", help="why (audited)")
     _add_actor_option(rollback)
@@ -61,10 +66,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     show_settings.set_defaults(func=cmd_camera_show)
     change = verbs.add_parser("set", help="change settings at run time (a new audited version)",
                               argument_default=argparse.SUPPRESS)  # fmt: skip
-    change.add_argument("--threshold", type=float, help="image score from which a frame is anomalous")
+    change.add_argument("--threshold", type=finite_float, help="image score from which a frame is anomalous")
     change.add_argument("--pixel-threshold", type=_number_or_none, metavar="VALUE|none",
                         help="map value from which a pixel is part of a region")  # fmt: skip
-    change.add_argument("--min-area", type=int, help="smallest region kept, in frame pixels")
+    change.add_argument("--min-area", type=non_negative_int, help="smallest region kept, in frame pixels")
     change.add_argument("--roi", type=_roi, metavar="X,Y,W,H|none", help="inspected part of the frame")
     change.add_argument("--prompt-version", type=_text_or_none, metavar="VERSION|ALIAS|none",
                         help="prompt version or alias to follow (none: zero-shot prompts)")  # fmt: skip
@@ -125,7 +130,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             bad_masks=args.bad_masks,
             false_reject=args.false_reject,
             confidence=args.confidence,
-            device=args.device,
+            device=resolve_device(args.device),
         )
         _print_decision(args.camera, decision)
         if args.dry_run:
@@ -204,7 +209,7 @@ def cmd_calibration_list(args: argparse.Namespace) -> int:
 def cmd_calibration_show(args: argparse.Namespace) -> int:
     """The record as JSON."""
     with _store(args) as store:
-        record = store.calibration(args.camera, args.version)
+        record = store.calibration(args.camera, getattr(args, "version", None))  # absent: the current one
     print(json.dumps(record.to_dict(), indent=2, sort_keys=True))
     return 0
 

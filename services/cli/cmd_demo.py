@@ -13,8 +13,11 @@ unless a weight file is configured; the maps then show the pipeline working, not
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+
+from services.arg_types import non_negative_float, positive_int
 
 OFFLINE_METHODS = ("winclip", "clip-ad")
 SUMMARY_EVERY_S = 2.0
@@ -24,15 +27,16 @@ DEMO_TIMEOUT_S = 900.0
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad demo``."""
     demo = commands.add_parser("demo", help="run the main job on embedded defaults (synthetic frames)")
-    demo.add_argument("--frames", type=int, help="synthetic frames per camera (default 100; offline: 8)")
-    demo.add_argument("--fps", type=float, default=0.0, help="frames per second per camera (0: all at once)")
+    demo.add_argument("--frames", type=positive_int, help="synthetic frames per camera (default 100; offline: 8)")
+    demo.add_argument("--fps", type=non_negative_float, default=0.0,
+                      help="frames per second per camera (0: all at once)")
     demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     demo.add_argument("--config", help="configuration YAML (default: the embedded defaults)")
     demo.add_argument("--offline", action="store_true", help="the library only: no Kafka, Ray or Redis")
     demo.add_argument("--out", default="runs/demo", help="offline: where overlays go")
     demo.add_argument("--backbone", default="ViT-B-16-plus-240", help="offline: CLIP architecture")
     demo.add_argument("--backbone-weights", help="offline: local CLIP weight file (default random weights)")
-    demo.add_argument("--image-size", type=int, default=240, help="offline: model input size")
+    demo.add_argument("--image-size", type=positive_int, default=240, help="offline: model input size")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -44,22 +48,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace, frames: int) -> int:
-    from services.cli.options import STACK_CONFIG, STACK_DIR
-    from services.cli.summaries import camera_summary, format_stack_state, format_summary
+    from services.cli.cmd_stack import SERVING_RANDOM_WEIGHTS
+    from services.cli.summaries import camera_summary, format_progress, format_stack_state, format_summary, redraw
     from services.config import load_config
     from services.frame_path.producer import stream_synthetic
     from services.frame_path.result_store import ResultStore
     from services.local_stack.control import running_stack, start_stack, stop_stack
+    from services.state_home import stack_config_path, stack_dir
 
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     started_here = state is None or state.status == "failed"
+    planned = load_config(Path(args.config) if args.config else None) if started_here else load_config(
+        stack_config_path())
+    if planned.serving.random_weights:  # said before anything else: every number below would otherwise mislead
+        print(f"zsad: {SERVING_RANDOM_WEIGHTS}; the demo shows the pipeline working, not a detector", flush=True)
     if started_here:
         print("starting the local stack ...", flush=True)
-        print(format_stack_state(start_stack(Path(args.config) if args.config else None, stack_dir=STACK_DIR)))
+        print(format_stack_state(start_stack(Path(args.config) if args.config else None, stack_dir=stack_dir())))
     else:
         print("using the running local stack")
     try:
-        config = load_config(STACK_CONFIG)
+        config = load_config(stack_config_path())
         store = ResultStore.from_config(config)
         cameras = list(config.cameras)
         before = {camera: camera_summary(store, camera).frames for camera in cameras}
@@ -70,13 +79,16 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         started = time.monotonic()
         last = dict(before)
         last_time = started
+        drawn = 0
         while True:
             time.sleep(SUMMARY_EVERY_S)
             rows = [camera_summary(store, camera) for camera in cameras]
             now = time.monotonic()
             rates = {row.camera: (row.frames - last[row.camera]) / (now - last_time) for row in rows}
             last, last_time = {row.camera: row.frames for row in rows}, now
-            print(f"\n[{now - started:5.0f} s]\n{format_summary(rows, rates)}", flush=True)
+            done = sum(min(row.frames - before[row.camera], frames) for row in rows)
+            view = f"{format_progress(done, frames * len(cameras), now - started)}\n{format_summary(rows, rates)}"
+            drawn = redraw(sys.stdout, view, drawn)
             if all(row.frames - before[row.camera] >= frames for row in rows):
                 break
             if now - started > DEMO_TIMEOUT_S:
@@ -85,7 +97,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         total = sum(last[camera] - before[camera] for camera in cameras)
         elapsed = time.monotonic() - started
         print(f"\n{total} frames scored and stored in {elapsed:.0f} s ({total / elapsed:.1f} frames/s end to end)")
-        state = running_stack(STACK_DIR)
+        state = running_stack(stack_dir())
         if state is not None:
             print(f"Ray dashboard: {state.dashboard_url} (Serve app, ingest actors, metrics)")
             print(f"web view: {state.serve_url} (log in with a token from {state.config_path}, section view)")
@@ -94,7 +106,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         return 0
     finally:
         if started_here and not args.keep:
-            stop_stack(STACK_DIR)
+            stop_stack(stack_dir())
             print("stopped the local stack")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from services.cli.options import add_method_options, add_training_options, method_from_args, write_json
+from services.arg_types import finite_float, fraction, non_negative_int, positive_int
+from services.cli.options import (
+    DeprecatedSpellings,
+    add_backbone_options,
+    add_device_options,
+    add_json_options,
+    add_method_options,
+    add_training_options,
+    announce_random_weights,
+    method_from_args,
+    resolve_device,
+    write_json,
+)
 
 # Decoding workers: enough to keep one accelerator fed, never all cores (the model's own threads need some).
 DEFAULT_WORKERS = min(4, (os.cpu_count() or 1) // 2)
@@ -19,13 +32,18 @@ DEFAULT_WORKERS = min(4, (os.cpu_count() or 1) // 2)
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the inference, evaluation and local-training commands."""
     methods = commands.add_parser("methods", help="list the available methods")
+    methods.add_argument("--json", action="store_true", help="print the list as JSON")
     methods.set_defaults(func=cmd_methods)
 
     infer = commands.add_parser("infer", help="anomaly maps, overlays and scores of image files")
-    infer.add_argument("images", nargs="+", help="JPEG/PNG files")
+    infer.add_argument("images", nargs="+", help="JPEG/PNG files, or folders (searched recursively)")
     add_method_options(infer)
-    infer.add_argument("--out", required=True, help="output directory")
-    infer.add_argument("--threshold", type=float, help="draw contours of map >= threshold on the overlays")
+    infer.add_argument("--out", required=True, help="output directory (maps, overlays, scores.json)")
+    infer.add_argument("--contour-level", "--threshold", type=finite_float, dest="contour_level",
+                       action=DeprecatedSpellings, deprecated=("--threshold",),
+                       help="draw contours where the map >= this level on the overlays")
+    infer.add_argument("--json", action="store_true", help="print scores.json on stdout instead of one line each")
+    infer.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
     infer.set_defaults(func=cmd_infer)
 
     evaluate = commands.add_parser("eval", help="evaluate a method on a dataset with the papers' metrics")
@@ -34,18 +52,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="NAME:PATH (mvtec, visa, mpdd, btad, ksdd2, dagm, busi, meta, ...), synthetic[:opts], "
                                "or a bare NAME with --data-root")
     evaluate.add_argument("--data-root", help="the dataset folder, when --dataset is a bare NAME")
-    evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS,
+    evaluate.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
+    evaluate.add_argument("--num-workers", type=non_negative_int, default=DEFAULT_WORKERS,
                           help=f"processes decoding images ahead of the model (default {DEFAULT_WORKERS}; 0 inline)")
     evaluate.add_argument("--aupro", choices=["exact", "cflow"], default="exact",
                           help="exact AU-PRO to FPR 0.3, or the papers' 200-threshold variant")
     evaluate.add_argument("--normalize", choices=["none", "per_class_minmax"], default="none",
                           help="per-class min-max of maps and scores (evaluation only, as some papers do)")
-    evaluate.add_argument("--resolution", choices=["protocol", "original"], default="protocol")
+    evaluate.add_argument("--resolution", choices=["protocol", "original"], default="protocol",
+                          help="metrics at the papers' protocol size, or at each image's original size")
     evaluate.add_argument("--classes", nargs="*", help="only these classes")
-    evaluate.add_argument("--json", help="write the report as JSON here")
-    evaluate.add_argument("--save-overlays", help="write overlays of the worst and best cases here")
-    evaluate.add_argument("--overlays-per-kind", type=int, default=3)
+    add_json_options(evaluate, "the report")
+    evaluate.add_argument("--save-overlays", metavar="DIR", help="write overlays of the worst and best cases here")
+    evaluate.add_argument("--overlays-per-kind", type=positive_int, default=3,
+                          help="worst and best cases drawn by --save-overlays and --report")
     evaluate.add_argument("--report", help="write ROC/PR/PRO curves, score histograms, overlays and index.html here")
     _add_shot_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
@@ -54,72 +74,61 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_method_options(train, default_method="vcp-clip")
     add_training_options(train, eval_required=False)
     train.add_argument("--out", required=True, help="directory of the new prompt artifact")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    train.add_argument("--no-augment", action="store_true")
-    train.add_argument("--num-workers", type=int, default=DEFAULT_WORKERS,
+    train.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
+    train.add_argument("--no-augment", action="store_true", help="train without the method's data augmentation")
+    train.add_argument("--num-workers", type=non_negative_int, default=DEFAULT_WORKERS,
                        help="processes decoding training images ahead of the optimiser (0 inline)")
     train.set_defaults(func=cmd_train_local)
 
     reproduce = commands.add_parser("reproduce", help="the papers' protocol on every dataset under a folder, "
                                                       "next to the papers' numbers")
-    add_method_options(reproduce)
+    add_backbone_options(reproduce)
+    reproduce.add_argument("--weights", help="prompt artifact to evaluate instead of training one")
+    add_device_options(reproduce)
     reproduce.add_argument("--data-root", required=True, help="folder with one sub-folder per dataset (mvtec/ ...)")
     reproduce.add_argument("--datasets", help="comma-separated dataset folders (default: all found)")
-    reproduce.add_argument("--epochs", type=int)
-    reproduce.add_argument("--max-steps", type=int, help="stop auxiliary training after this many steps")
-    reproduce.add_argument("--batch-size", type=int, default=8)
-    reproduce.add_argument("--json", help="write the report as JSON here")
+    reproduce.add_argument("--epochs", type=positive_int, help="training epochs (default: the method's official)")
+    reproduce.add_argument("--max-steps", type=positive_int, help="stop auxiliary training after this many steps")
+    reproduce.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
+    add_json_options(reproduce, "the report")
     reproduce.set_defaults(func=cmd_reproduce)
 
 
 def _add_shot_options(parser: argparse.ArgumentParser) -> None:
     """Few-shot options of ``zsad eval`` (defaults: see ``zsad_core.few_shot``)."""
     shots = parser.add_argument_group("few-shot references (the papers' protocol: k good train images per class)")
-    shots.add_argument("--shots", type=_non_negative, default=0, help="references per class; 0 = zero-shot")
-    shots.add_argument("--shot-seed", type=int, nargs="+", default=[0], metavar="S",
+    shots.add_argument("--shots", type=non_negative_int, default=0, help="references per class; 0 = zero-shot")
+    shots.add_argument("--shot-seed", type=non_negative_int, nargs="+", default=[0], metavar="S",
                        help="seeds of the reference draws; metrics are averaged over them")
     shots.add_argument("--reference-dataset",
                        help="where references are drawn from (default: --dataset with split=train)")
-    shots.add_argument("--shot-distance", choices=["cosine", "l2"], default="cosine")
+    shots.add_argument("--shot-distance", choices=["cosine", "l2"], default="cosine",
+                       help="distance of a patch to its nearest reference patch")
     shots.add_argument("--shot-feature", choices=["raw", "projected"], default="raw",
                        help="residual-stream tokens or joint-space tokens of the method's taps")
     shots.add_argument("--shot-fusion", choices=["mean", "harmonic"], default="mean", help="map fusion")
     shots.add_argument("--shot-score", choices=["mean", "few_shot_max"], default="mean", help="image-score fusion")
-    shots.add_argument("--shot-weight", type=_fraction, default=0.5, help="few-shot share of both fusions, in [0, 1]")
-    shots.add_argument("--max-patches", type=_positive, default=16384,
+    shots.add_argument("--shot-weight", type=fraction, default=0.5, help="few-shot share of both fusions, in [0, 1]")
+    shots.add_argument("--max-patches", type=positive_int, default=16384,
                        help="coreset bound of the reference memory (greedy k-center above it)")
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
     """Print every registered method with whether it learns prompts."""
     from zsad_core.methods import get_method_spec, list_methods
 
+    rows = []
     for name in list_methods():
         spec = get_method_spec(name)
         config = spec.config_cls()
-        kind = "learnable" if spec.method_cls.learnable else "training-free"
-        print(f"{name:<12} {kind:<14} backbone {config.backbone} @ {config.image_size}")
+        rows.append({"name": name, "learnable": spec.method_cls.learnable, "backbone": config.backbone,
+                     "image_size": config.image_size})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        kind = "learnable" if row["learnable"] else "training-free"
+        print(f"{row['name']:<12} {kind:<14} backbone {row['backbone']} @ {row['image_size']}")
     return 0
 
 
@@ -131,23 +140,46 @@ def cmd_infer(args: argparse.Namespace) -> int:
     method = method_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = [read_image(path) for path in args.images]
-    pixels, geometries = preprocess(images, method.backbone.preprocess_config())
-    result = method.predict(pixels)
+    inputs = _infer_inputs(args.images)
     records = []
-    for path, image, geometry, anomaly_map, score in zip(
-        args.images, images, geometries, result.maps.numpy(), result.scores.numpy(), strict=True
-    ):
-        stem = Path(path).stem
-        full = map_to_original(anomaly_map, geometry)
-        _write_map_png(out / f"{stem}_map.png", full)
-        save_overlay(out / f"{stem}_overlay.png", image, full, threshold=args.threshold)
-        records.append({"image": path, "score": float(score), "map_min": float(full.min()),
-                        "map_max": float(full.max())})
-        print(f"{path}: score {float(score):.4f}")
-    write_json(out / "scores.json", {"method": method.name, "backbone": method.backbone.identity,
-                                     "results": records})
+    for start in range(0, len(inputs), args.batch_size):
+        batch = inputs[start : start + args.batch_size]
+        images = [read_image(str(path)) for path, _ in batch]
+        pixels, geometries = preprocess(images, method.backbone.preprocess_config())
+        result = method.predict(pixels)
+        for (path, name), image, geometry, anomaly_map, score in zip(
+            batch, images, geometries, result.maps.numpy(), result.scores.numpy(), strict=True
+        ):
+            full = map_to_original(anomaly_map, geometry)
+            _write_map_png(out / f"{name}_map.png", full)
+            save_overlay(out / f"{name}_overlay.png", image, full, threshold=args.contour_level)
+            records.append({"image": str(path), "score": float(score), "map_min": float(full.min()),
+                            "map_max": float(full.max())})
+            if not args.json:
+                print(f"{path}: score {float(score):.4f}")
+    scores = {"method": method.name, "backbone": method.backbone.identity,
+              "random_weights": method.backbone.source.kind == "random", "results": records}
+    write_json(out / "scores.json", scores)
+    if args.json:
+        print(json.dumps(scores, indent=2))
     return 0
+
+
+def _infer_inputs(arguments: list[str]) -> list[tuple[Path, str]]:
+    """Each image to infer with the name of its outputs: a file's stem, or for a folder's images their path
+    inside it (``a/b.png`` -> ``a__b``), so same-named files of two sub-folders do not overwrite each other."""
+    from zsad_core.errors import ImageError
+    from zsad_core.imageio import image_files
+
+    inputs = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            inputs += [(file, "__".join(file.relative_to(path).with_suffix("").parts))
+                       for file in image_files(path, ImageError, recursive=True)]
+        else:
+            inputs.append((path, path.stem))
+    return inputs
 
 
 def _write_map_png(path: Path, anomaly_map: np.ndarray) -> None:
@@ -181,24 +213,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
         else:
             run = evaluate_method(method, dataset, progress=bar.update, **options)
             report, runs = run.report, [run]
-    print(report.format_table())
     few_shot: dict[str, Any] = {}
     if args.shots:
-        print(f"{args.shots} shots, averaged over seeds {args.shot_seed}")
         few_shot = {"shots": args.shots, "shot_seeds": args.shot_seed,
                     "per_seed": {str(seed): run.report.to_dict()["mean"]
                                  for seed, run in zip(args.shot_seed, runs, strict=True)}}
+    payload = {"method": method.name, "backbone": method.backbone.identity,
+               "random_weights": method.backbone.source.kind == "random", "dataset": spec, **few_shot,
+               **report.to_dict()}
     if args.json:
-        write_json(args.json, {"method": method.name, "backbone": method.backbone.identity,
-                               "dataset": spec, **few_shot, **report.to_dict()})
+        print(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        print(report.format_table())
+        if args.shots:
+            print(f"{args.shots} shots, averaged over seeds {args.shot_seed}")
+    if args.out:
+        write_json(args.out, payload)
+    notes = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON alone
     if args.save_overlays:
         _save_extremes(method, dataset, runs[0], Path(args.save_overlays), args.overlays_per_kind)
+        print(f"overlays written to {args.save_overlays}", file=notes)
     if args.report:
         from zsad_core.report import write_report
 
         page = write_report(args.report, runs[0], title=f"{method.name} on {spec}", method=method, dataset=dataset,
                             per_kind=args.overlays_per_kind)
-        print(f"report written to {page}")
+        print(f"report written to {page}", file=notes)
     return 0
 
 
@@ -243,7 +283,6 @@ def _save_extremes(method: Any, dataset: Any, run: Any, out: Path, k: int) -> No
             anomaly_map = method.predict([item.model_image]).maps[0].numpy()
             name = f"{kind}_{rank:02d}_{class_name}_{Path(run.paths[index]).stem}_s{run.scores[index]:.3f}.png"
             save_overlay(out / name, item.model_image, anomaly_map)
-    print(f"overlays written to {out}")
 
 
 def cmd_train_local(args: argparse.Namespace) -> int:
@@ -277,15 +316,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from zsad_core.reproduce import reproduce
     from zsad_core.training import TrainingOptions
 
+    announce_random_weights(args)
     load_options: dict[str, Any] = {"backbone": args.backbone, "pretrained": not args.random_weights,
-                                    "backbone_weights": args.backbone_weights, "device": args.device}
+                                    "backbone_weights": args.backbone_weights, "device": resolve_device(args.device),
+                                    "precision": args.precision}
     if args.image_size:
         load_options["image_size"] = args.image_size
     report = reproduce(args.method, args.data_root, weights=args.weights,
                        datasets=args.datasets.split(",") if args.datasets else None, load_options=load_options,
                        training=TrainingOptions(epochs=args.epochs, max_steps=args.max_steps),
                        batch_size=args.batch_size, log=lambda message: print(message, file=sys.stderr))
-    print(report.format_table())
     if args.json:
-        write_json(args.json, report.to_dict())
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(report.format_table())
+    if args.out:
+        write_json(args.out, report.to_dict())
     return 0

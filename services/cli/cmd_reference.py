@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from services.arg_types import positive_int
 from services.cli.cmd_registry import _add_actor_option, _print_move
-from services.cli.options import add_config_option, config_from_args
+from services.cli.options import add_config_option, config_from_args, resolve_device
 
 if TYPE_CHECKING:
     from services.prompt_lifecycle.prompt_registry import PromptRegistry
@@ -29,12 +30,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     add = actions.add_parser("add", help="build a reference set from good images and register it (r1, r2, ...)")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of good .png/.jpg frames of the camera")
-    source.add_argument("--from-marked", type=int, metavar="N", help="the newest N frames marked good (from Kafka)")
+    source.add_argument("--from-marked", type=positive_int, metavar="N",
+                        help="the newest N frames marked good (from Kafka)")
     add.add_argument("--promote", choices=["champion", "candidate"], help="point this alias at the new version")
     add.add_argument("--feature", choices=["raw", "projected"], default="raw", help="patch features kept")
     add.add_argument("--distance", choices=["cosine", "l2"], default="cosine", help="nearest-neighbour distance")
-    add.add_argument("--max-patches", type=int, default=16384, help="coreset bound of the memory")
-    add.add_argument("--device", default="cpu")
+    add.add_argument("--max-patches", type=positive_int, default=16384, help="coreset bound of the memory")
+    add.add_argument("--device", default="auto",
+                     help="torch device of the model: auto (cuda when available, else cpu), cpu, cuda, ...")
     _add_actor_option(add)
     add.set_defaults(func=cmd_add)
 
@@ -42,18 +45,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=cmd_list)
 
     show = actions.add_parser("show", help="one version's record as JSON, with a check of its files")
-    show.add_argument("version", metavar="VERSION_OR_ALIAS", nargs="?", default="champion")
+    show.add_argument("version", metavar="VERSION_OR_ALIAS", nargs="?", default="champion",
+                      help="r1, r2, ... or an alias (default champion)")
     show.set_defaults(func=cmd_show)
 
     promote = actions.add_parser("promote", help="point an alias (champion by default) at a version")
-    promote.add_argument("version", metavar="VERSION_OR_ALIAS")
-    promote.add_argument("--alias", choices=["champion", "candidate"], default="champion")
+    promote.add_argument("version", metavar="VERSION_OR_ALIAS", help="r1, r2, ... or an alias")
+    promote.add_argument("--alias", choices=["champion", "candidate"], default="champion",
+                         help="the alias moved (default champion)")
     promote.add_argument("--reason", default="", help="why (audited)")
     _add_actor_option(promote)
     promote.set_defaults(func=cmd_promote)
 
     rollback = actions.add_parser("rollback", help="point an alias back at the version it held before")
-    rollback.add_argument("--alias", choices=["champion", "candidate"], default="champion")
+    rollback.add_argument("--alias", choices=["champion", "candidate"], default="champion",
+                          help="the alias moved (default champion)")
     rollback.add_argument("--reason", default="", help="why (audited)")
     _add_actor_option(rollback)
     rollback.set_defaults(func=cmd_rollback)
@@ -87,7 +93,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         images = (images_from_folder(args.images) if args.images is not None
                   else images_from_marked(config, args.camera, args.from_marked))  # fmt: skip
         entry = build_reference_set(config, args.camera, images, registry, options=options, actor=args.actor,
-                                    device=args.device)  # fmt: skip
+                                    device=resolve_device(args.device))  # fmt: skip
         print(f"registered {args.camera} {entry.version}: {len(images.names)} images from {images.source}")
         if args.promote:
             _print_move(registry.promote(args.camera, entry.version, alias=args.promote, actor=args.actor,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from services.arg_types import positive_int
 from services.cli.options import add_config_option, config_from_args
 
 if TYPE_CHECKING:
@@ -30,24 +31,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=cmd_list)
 
     show = actions.add_parser("show", help="one version's record as JSON, with a check of its files")
-    show.add_argument("method")
-    show.add_argument("version", metavar="VERSION_OR_ALIAS")
+    show.add_argument("method", help="the method the version belongs to")
+    show.add_argument("version", metavar="VERSION_OR_ALIAS", help="v1, v2, ... or an alias")
     show.set_defaults(func=cmd_show)
 
     add = actions.add_parser("add", help="register an artifact directory (copied; the copy is immutable)")
-    add.add_argument("artifact_dir")
+    add.add_argument("artifact_dir", help="a prompt artifact directory (zsad train-local --out)")
     add.add_argument("--training-data", help="what it was trained on (default: the manifest's training_data)")
     _add_actor_option(add)
     add.set_defaults(func=cmd_add)
 
     audit = actions.add_parser("audit", help="the newest audit entries")
-    audit.add_argument("-n", type=int, default=20, help="how many entries (newest first)")
+    audit.add_argument("-n", type=positive_int, default=20, help="how many entries (newest first)")
     audit.set_defaults(func=cmd_audit)
 
     promote = commands.add_parser("promote", help="point an alias (champion by default) at a registered version")
-    promote.add_argument("method")
-    promote.add_argument("version", metavar="VERSION_OR_ALIAS")
-    promote.add_argument("--alias", choices=["champion", "candidate"], default="champion")
+    promote.add_argument("method", help="the method whose alias moves")
+    promote.add_argument("version", metavar="VERSION_OR_ALIAS", help="v1, v2, ... or an alias")
+    promote.add_argument("--alias", choices=["champion", "candidate"], default="champion",
+                         help="the alias moved (default champion)")
     promote.add_argument(
         "--if-better-than",
         metavar="VERSION_OR_ALIAS",
@@ -59,8 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     promote.set_defaults(func=cmd_promote)
 
     rollback = commands.add_parser("rollback", help="point an alias back at the version it held before")
-    rollback.add_argument("method")
-    rollback.add_argument("--alias", choices=["champion", "candidate"], default="champion")
+    rollback.add_argument("method", help="the method whose alias moves back")
+    rollback.add_argument("--alias", choices=["champion", "candidate"], default="champion",
+                          help="the alias moved (default champion)")
     rollback.add_argument("--reason", default="", help="why (audited)")
     _add_actor_option(rollback)
     rollback.set_defaults(func=cmd_rollback)

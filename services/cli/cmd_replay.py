@@ -12,7 +12,9 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from services.cli.options import STACK_DIR, add_config_option, config_from_args
+from services.arg_types import non_negative_int
+from services.cli.options import add_address_option, add_config_option, config_from_args
+from services.state_home import stack_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,8 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     start.add_argument("--since", type=parse_time, metavar="TIME",
                        help="frames the broker received from TIME on: ISO 8601 (UTC unless it has an offset) "
                             "or seconds since the epoch")  # fmt: skip
-    start.add_argument("--from-offset", type=int, metavar="N", help="from offset N of the camera's partition")
-    replay.add_argument("--ray-address", help="Ray cluster of the Serve app (default: the local stack's)")
+    start.add_argument("--from-offset", type=non_negative_int, metavar="N",
+                       help="from offset N of the camera's partition")
+    add_address_option(replay, "Ray cluster of the Serve app (default: the local stack's)")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(func=cmd_replay)
 
@@ -52,9 +55,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from services.local_stack.stack_process import prepare_local_ray_driver
 
     config = config_from_args(args)
-    ray_address = args.ray_address
+    ray_address = args.address
     if ray_address is None:
-        stack = running_stack(STACK_DIR)
+        stack = running_stack(stack_dir())
         ray_address = stack.ray_address if stack is not None and stack.status == "ready" else None
     if ray_address is not None:
         prepare_local_ray_driver(ray_address)  # before Ray is imported

@@ -1,8 +1,9 @@
-"""``zsad results`` and ``zsad show``: what the stream found for a camera, read back from Redis.
+"""``zsad results``, ``zsad show`` and ``zsad mark``: what the stream found for a camera, and the operator's verdict.
 
 Why in the CLI: an operator checking a camera wants its latest or worst frames and one overlay without a
-dashboard. Both commands only read: the keys written by serving (:mod:`services.frame_path.result_store`) and, for the
-pixels that Redis does not keep, the frame's own record in Kafka (:mod:`services.frame_path.frame_readback`).
+dashboard, and to mark frames good or bad without the web view. ``results`` and ``show`` only read: the keys
+written by serving (:mod:`services.frame_path.result_store`) and, for the pixels that Redis does not keep, the
+frame's own record in Kafka (:mod:`services.frame_path.frame_readback`).
 
 Heavy modules (redis, kafka, OpenCV) are imported inside the handlers so that ``zsad --help`` stays instant.
 """
@@ -38,12 +39,6 @@ class ResultNotFoundError(ZsadError, LookupError):
     reason = "no_result"
 
 
-class StoreUnavailableError(ZsadError, ConnectionError):
-    """Redis cannot be reached or refused the request (down, wrong address, wrong password)."""
-
-    reason = "redis_unavailable"
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``zsad results`` and ``zsad show``."""
     results = commands.add_parser("results", help="a camera's latest or worst-scored frames, from Redis")
@@ -67,6 +62,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_option(show)
     show.set_defaults(func=cmd_show)
 
+    mark = commands.add_parser("mark", help="mark a scored frame good or bad, as the web view does (calibrate "
+                                            "--from-stream and reference add --from-marked learn from the marks)")
+    mark.add_argument("--camera", required=True, help="camera id (as in the config)")
+    mark.add_argument("--frame", required=True, help="frame id of a stored result")
+    mark.add_argument("label", choices=["good", "bad"], help="what the operator saw")
+    add_config_option(mark)
+    mark.set_defaults(func=cmd_mark)
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -87,6 +90,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     config.camera(args.camera)  # an unknown id: UnknownCameraError listing the configured ones
     with open_store(config) as store:
         rows = fetch_results(store, args.camera, worst=args.worst, recent=args.recent or DEFAULT_RECENT)
+    random = sum(row.weights == "random" for row in rows)
+    if random:  # first, on stderr: these decisions are noise, whatever the table says
+        print(f"zsad: warning: {random} of these {len(rows)} frames were scored with RANDOM CLIP weights "
+              "(serving.pretrained: false): their scores and decisions are noise", file=sys.stderr)
     if args.json:
         print(json.dumps([result_record(row) for row in rows], indent=2))
     if not rows:
@@ -132,18 +139,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mark(args: argparse.Namespace) -> int:
+    """Record the operator's mark; a frame without a stored result is refused (MarkError, exit 2)."""
+    from services.decisions.operator_marks import mark_frame
+    from services.frame_path.result_store import connect
+
+    config = config_from_args(args)
+    config.camera(args.camera)
+    with connect(config.redis) as client:
+        mark_frame(client, args.camera, args.frame, args.label)
+    print(f"frame {args.frame} of {args.camera} marked {args.label}")
+    return 0
+
+
 @contextmanager
 def open_store(config: ZsadConfig) -> Iterator[ResultStore]:
-    """A result store for the command's duration; Redis failures become :class:`StoreUnavailableError`."""
-    import redis
-
+    """A result store for the command's duration (Redis failures are reported by ``main``, with the address)."""
     from services.frame_path.result_store import ResultStore
 
     store = ResultStore.from_config(config)
     try:
         yield store
-    except redis.RedisError as exc:
-        raise StoreUnavailableError(f"cannot read results from Redis: {exc}") from exc
     finally:
         store.close()
 

@@ -2,7 +2,7 @@
 
 Schedules live in the Redis of the configuration (``--config``), and the cluster's scheduler actor submits
 them (:mod:`~services.prompt_lifecycle.scheduler_actor`). ``add`` starts that actor when it does not run yet, on
-the Ray cluster of ``--ray-address``, else of the local stack (``zsad up``), else of this process's own Ray
+the Ray cluster of ``--address``, else of the local stack (``zsad up``), else of this process's own Ray
 connection (a notebook, a test). With no cluster at all the schedule is still stored and runs once a scheduler
 is started there.
 
@@ -20,7 +20,8 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from services.cli.options import STACK_DIR, add_config_option, config_from_args
+from services.cli.options import add_address_option, add_config_option, config_from_args
+from services.state_home import stack_dir
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -47,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--disabled", action="store_true", help="store it without running it")
     add.add_argument("--replace", action="store_true", help="replace a schedule of the same name")
     add.add_argument("--actor", default=_os_user(), help="who adds it, stored with it (default: the OS user)")
-    add.add_argument("--ray-address", help="the Ray cluster to start the scheduler on (default: the local stack's)")
+    add_address_option(add, "the Ray cluster to start the scheduler on (default: the local stack's)")
     add_config_option(add)
     add.add_argument(
         "command",
@@ -58,15 +59,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.set_defaults(func=cmd_add)
 
     listing = actions.add_parser("list", help="schedules with their next run and their last run's job status")
-    listing.add_argument(
-        "--dashboard-url", help="Ray dashboard whose Jobs API has the runs' statuses (default: the local stack's)"
-    )
+    add_address_option(listing, "Ray dashboard whose Jobs API has the runs' statuses, as `ray job list --address` "
+                                "takes it (default: the local stack's)", old="--dashboard-url")
     listing.add_argument("--json", action="store_true", help="print JSON")
     add_config_option(listing)
     listing.set_defaults(func=cmd_list)
 
     remove = actions.add_parser("remove", help="delete a schedule (a run already submitted goes on)")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the schedule's name")
     add_config_option(remove)
     remove.set_defaults(func=cmd_remove)
 
@@ -82,7 +82,7 @@ def _stack() -> StackState | None:
     """The local stack's state when it is up."""
     from services.local_stack.control import running_stack
 
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     return state if state is not None and state.status == "ready" else None
 
 
@@ -90,12 +90,12 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
     """Make sure the cluster's scheduler runs; says where (or why it could not).
 
     A process that already holds a Ray connection (a notebook, a test) uses it, as ``zsad train`` does; otherwise
-    ``--ray-address`` or the local stack's cluster is joined for the call.
+    ``--address`` or the local stack's cluster is joined for the call.
     """
     from services.local_stack.stack_process import prepare_local_ray_driver
 
     stack = _stack()
-    address = args.ray_address or (stack.ray_address if stack is not None else None)
+    address = args.address or (stack.ray_address if stack is not None else None)
     if address is not None:
         prepare_local_ray_driver(address)  # before Ray is imported: the local stack's node is loopback-only
     import ray
@@ -107,7 +107,7 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
         return "the scheduler runs on this process's Ray cluster"
     if address is None:
         return (
-            "no Ray cluster found (zsad up, or --ray-address): the schedule is stored and runs once the "
+            "no Ray cluster found (zsad up, or --address): the schedule is stored and runs once the "
             "cluster's scheduler is started (zsad schedule add with a cluster up)"
         )
     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
@@ -135,11 +135,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def _jobs_client(args: argparse.Namespace) -> JobSubmissionClient | None:
-    """The Jobs API of ``--dashboard-url``, else this process's Ray, else the local stack; None when none answers."""
+    """The Jobs API of ``--address``, else this process's Ray, else the local stack; None when none answers."""
     import ray
     from ray.job_submission import JobSubmissionClient
 
-    address = args.dashboard_url
+    address = args.address
     if address is None and ray.is_initialized():
         address = ray.get_runtime_context().gcs_address  # the SDK finds this cluster's dashboard through it
     if address is None:

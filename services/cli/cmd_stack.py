@@ -7,8 +7,13 @@ import json
 import urllib.request
 from pathlib import Path
 
-from services.cli.options import STACK_DIR, add_config_option, config_from_args
+from services.arg_types import non_negative_float, non_negative_int, positive_int
+from services.cli.options import add_config_option, config_from_args
 from services.cli.summaries import format_stack_state
+from services.state_home import stack_dir
+
+SERVING_RANDOM_WEIGHTS = ("RANDOM CLIP WEIGHTS (serving.pretrained: false, no serving.backbone_weights): "
+                          "the scores and decisions below are noise")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -40,14 +45,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     produce = commands.add_parser("produce", help="send frames of one camera to the frames topic")
     add_config_option(produce)
-    produce.add_argument("--camera", required=True)
+    produce.add_argument("--camera", required=True, help="camera id (as in the config)")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of JPEG/PNG files")
     source.add_argument("--synthetic", action="store_true", help="procedural products with synthetic defects")
-    produce.add_argument("--fps", type=float, default=0.0, help="frames per second (0: as fast as possible)")
-    produce.add_argument("--count", type=int, help="frames to send (default: a folder once, synthetic forever)")
-    produce.add_argument("--size", type=int, default=256, help="side of synthetic frames")
-    produce.add_argument("--seed", type=int, default=0)
+    produce.add_argument("--fps", type=non_negative_float, default=0.0,
+                         help="frames per second (0: as fast as possible)")
+    produce.add_argument("--count", type=positive_int,
+                         help="frames to send (default: a folder once, synthetic forever)")
+    produce.add_argument("--size", type=positive_int, default=256, help="side of synthetic frames")
+    produce.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic frames")
     produce.set_defaults(func=cmd_produce)
 
 
@@ -58,13 +65,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     config = Path(args.config) if args.config else None
     if args.foreground:
-        return run_stack(config, STACK_DIR, external=args.external, rotate_redis_password=args.rotate_redis_password)
-    state = running_stack(STACK_DIR)
+        return run_stack(config, stack_dir(), external=args.external, rotate_redis_password=args.rotate_redis_password)
+    state = running_stack(stack_dir())
     if state is not None and state.status in ("ready", "starting"):
         print(f"the local stack is already running (pid {state.pid})")
     else:
-        print(f"starting the local stack (log {STACK_DIR / LOG_NAME}) ...", flush=True)
-    state = start_stack(config, args.external, stack_dir=STACK_DIR, rotate_redis_password=args.rotate_redis_password)
+        print(f"starting the local stack (log {stack_dir() / LOG_NAME}) ...", flush=True)
+    state = start_stack(config, args.external, stack_dir=stack_dir(), rotate_redis_password=args.rotate_redis_password)
     print(format_stack_state(state))
     return 0
 
@@ -73,9 +80,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     """Stop the stack and everything it started."""
     from services.local_stack.control import running_stack, stop_stack
 
-    if running_stack(STACK_DIR) is not None:
+    if running_stack(stack_dir()) is not None:
         print("stopping the local stack ...", flush=True)
-    stopped = stop_stack(STACK_DIR)
+    stopped = stop_stack(stack_dir())
     if stopped is None:
         print("no local stack is running")
         return 0
@@ -102,7 +109,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     store = ResultStore.from_config(config)
     rows = [camera_summary(store, camera) for camera in config.cameras]
-    state = running_stack(STACK_DIR)
+    state = running_stack(stack_dir())
     ingest = None
     if state is not None and state.status == "ready":
         try:
@@ -112,8 +119,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             ingest = {"error": str(exc)}
     if args.json:
         print(json.dumps({"cameras": [row.__dict__ for row in rows], "ingest": ingest,
+                          "random_weights": config.serving.random_weights,
                           "dashboard": state.dashboard_url if state else None}, indent=2))  # fmt: skip
         return 0
+    if config.serving.random_weights:
+        print(f"serving {SERVING_RANDOM_WEIGHTS}")
     print(format_summary(rows))
     if state is not None:
         print(f"\ndashboard {state.dashboard_url}")

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import argparse
 
-from services.cli.options import add_backbone_options, add_config_option, add_training_options, config_from_args
+from services.arg_types import non_negative_int, positive_float, positive_int
+from services.cli.options import (
+    add_address_option,
+    add_backbone_options,
+    add_config_option,
+    add_training_options,
+    announce_random_weights,
+    config_from_args,
+)
 from services.config import ray_resource
 
 
@@ -18,24 +26,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a learnable method's prompts with Ray Train")
     add_backbone_options(train, default_method="vcp-clip")
     add_training_options(train, eval_required=True)
-    train.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
+    train.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (data-parallel)")
     train.add_argument("--gpu", action="store_true", help="one GPU per worker")
     train.add_argument("--one-per-node", action="store_true",
                        help="every worker on a node of its own (waits until that many nodes can take one)")
     train.add_argument("--worker-resource", type=ray_resource, action="append", default=[], metavar="NAME=AMOUNT",
                        help="a custom Ray resource each worker needs, so workers run only on the nodes that have "
                             "it (repeatable)")
-    train.add_argument("--lr", type=float, help="the method's main learning rate instead of the official one")
+    train.add_argument("--lr", type=positive_float, help="the method's main learning rate instead of the official one")
     train.add_argument("--name", help="run name; re-running with the same name resumes it (default: derived from "
                                       "the training options)")
     train.add_argument("--storage", default="runs/train",
                        help="the driver's directory for Ray Train's bookkeeping and the artifact; checkpoints go "
                             "beside the registry's artifacts (registry.root of --config)")
-    train.add_argument("--max-failures", type=int, default=2, help="worker failures to recover from")
+    train.add_argument("--max-failures", type=non_negative_int, default=2, help="worker failures to recover from")
     train.add_argument("--no-baseline", action="store_true", help="skip evaluating the untrained prompts")
     train.add_argument("--register", action="store_true",
                        help="register the artifact in the prompt registry and point alias candidate at it")
-    train.add_argument("--ray-address", help="a running Ray cluster (e.g. 127.0.0.1:6379); default: start a local one")
+    add_address_option(train, "a running Ray cluster (e.g. 127.0.0.1:6379, auto); default: start a local one")
     add_config_option(train)
     train.set_defaults(func=cmd_train)
 
@@ -46,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from services.prompt_lifecycle.training_job import check_spec, run_training, spec_from_fields
 
+    announce_random_weights(args)
     spec = spec_from_fields(
         method=args.method, backbone=args.backbone, backbone_weights=args.backbone_weights,
         pretrained=not args.random_weights, image_size=args.image_size, train_data=args.train_data,
@@ -59,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # A process that already holds a Ray connection (a notebook, a test) keeps it; otherwise this command owns one.
     owned = not ray.is_initialized()
     if owned:
-        ray.init(address=args.ray_address or "local")
+        ray.init(address=args.address or "local")
     try:
         outcome = run_training(spec, config)
     finally:

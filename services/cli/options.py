@@ -1,11 +1,78 @@
-"""Options shared by the commands that load a method."""
+"""Options shared by several commands: the method and backbone, devices, Ray's address, deprecated spellings."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+from services.arg_types import non_negative_int, positive_int
+
+PRECISIONS = ("fp32", "bf16", "fp16", "amp_bf16", "amp_fp16")
+
+
+class DeprecatedSpellings(argparse.Action):
+    """An option some of whose names are old spellings, kept for one release: they work, and warn on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, deprecated: tuple[str, ...], **kwargs: Any) -> None:
+        self.deprecated = deprecated
+        current = [name for name in option_strings if name not in deprecated]
+        self.replacement = current[0] if current else kwargs.pop("replacement")
+        help_text = kwargs.pop("help", "")
+        kwargs["help"] = f"{help_text} ({', '.join(deprecated)}: deprecated, use {self.replacement})".lstrip()
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string in self.deprecated:
+            print(f"zsad: warning: {option_string} is deprecated, use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_address_option(parser: argparse.ArgumentParser, help_text: str, old: str = "--ray-address") -> None:
+    """``--address``, the Ray cluster (or its dashboard) as ``ray`` itself spells it, with ``old`` deprecated."""
+    parser.add_argument("--address", old, dest="address", action=DeprecatedSpellings, deprecated=(old,),
+                        help=help_text)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (``auto``: the GPU when there is one) and ``--precision`` of the backbone."""
+    parser.add_argument("--device", default="auto",
+                        help="torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="backbone precision: fp32; bf16/fp16 cast the weights; amp_* run under autocast")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; anything else is used as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _JsonSwitch(argparse.Action):
+    """``--json``: JSON on stdout. ``--json FILE`` (what it meant on eval and reproduce) still writes FILE, warned."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is None:
+            namespace.json = True
+            return
+        print(f"zsad: warning: --json FILE is deprecated, use --out {values} (--json alone prints JSON)",
+              file=sys.stderr)
+        namespace.out = values
+
+
+def add_json_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json`` (``what`` as JSON on stdout, instead of the table) and ``--out FILE`` (the same JSON to a file)."""
+    parser.add_argument("--json", nargs="?", default=False, action=_JsonSwitch, metavar="FILE",
+                        help=f"print {what} as JSON on stdout instead of the table (a FILE is the deprecated "
+                             "spelling of --out FILE)")
+    parser.add_argument("--out", metavar="FILE", help=f"also write {what} as JSON to FILE")
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, default_method: str = "winclip") -> None:
@@ -14,17 +81,20 @@ def add_backbone_options(parser: argparse.ArgumentParser, default_method: str = 
     parser.add_argument("--backbone", help="CLIP backbone arch[:tag] instead of the method's official one")
     parser.add_argument("--backbone-weights", help="local CLIP weight file (.safetensors preferred)")
     parser.add_argument("--random-weights", action="store_true",
-                        help="random CLIP weights (no download; for smoke tests: maps are not meaningful)")
-    parser.add_argument("--image-size", type=int, help="model input size instead of the method's official one")
+                        help="random CLIP weights, said on every output (for smoke tests: maps are not meaningful); "
+                             "without it an untagged backbone needs --backbone-weights")
+    parser.add_argument("--image-size", type=positive_int,
+                        help="model input size instead of the method's official one")
 
 
 def add_method_options(parser: argparse.ArgumentParser, default_method: str = "winclip") -> None:
     """The backbone options plus weights and prompt options, identical for infer, eval and train-local."""
     add_backbone_options(parser, default_method)
-    parser.add_argument("--weights", help="prompt artifact directory of a learnable method")
+    parser.add_argument("--weights", help="prompt artifact directory of a learnable method, or official:FILE")
     parser.add_argument("--class-name", default="object", help="product name for class-aware prompts")
-    parser.add_argument("--domain", choices=["object", "texture"], default="object")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--domain", choices=["object", "texture"], default="object",
+                        help="object or texture prompts (AnoCLIP's domain-aware prompts)")
+    add_device_options(parser)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a method config field (JSON value), repeatable")
 
@@ -33,21 +103,32 @@ def add_training_options(parser: argparse.ArgumentParser, *, eval_required: bool
     """The data and loop options of ``zsad train`` and ``zsad train-local``, with the same names in both.
 
     Why the aliases: ``--dataset``/``--eval-dataset`` were ``train-local``'s names before the two commands shared
-    their options; command lines written then still work.
+    their options; they mean evaluation data on ``eval``, so they are deprecated here.
     """
-    parser.add_argument("--train-data", "--dataset", dest="train_data", required=True,
-                        help="auxiliary training data with masks (dataset spec)")
+    parser.add_argument("--train-data", "--dataset", dest="train_data", required=True, action=DeprecatedSpellings,
+                        deprecated=("--dataset",), help="auxiliary training data with masks (dataset spec)")
     parser.add_argument("--eval-data", "--eval-dataset", dest="eval_data", required=eval_required,
+                        action=DeprecatedSpellings, deprecated=("--eval-dataset",),
                         help="held-out data evaluated after training (dataset spec; metrics go in the manifest)")
-    parser.add_argument("--epochs", type=int, help="default: the method's official number")
-    parser.add_argument("--batch-size", type=int, help="batch size (per worker) instead of the official one")
-    parser.add_argument("--seed", type=int, help="default: the method's seed")
+    parser.add_argument("--epochs", type=positive_int, help="default: the method's official number")
+    parser.add_argument("--batch-size", type=positive_int, help="batch size (per worker) instead of the official one")
+    parser.add_argument("--seed", type=non_negative_int, help="default: the method's seed")
+
+
+RANDOM_WEIGHTS_WARNING = "RANDOM CLIP WEIGHTS (--random-weights): the scores and maps test the pipeline, not parts"
+
+
+def announce_random_weights(args: argparse.Namespace) -> None:
+    """Say first, on stderr, that a run uses random weights: its numbers look like results and are not."""
+    if args.random_weights:
+        print(f"zsad: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr, flush=True)
 
 
 def method_from_args(args: argparse.Namespace) -> Any:
     """Load the method described by :func:`add_method_options` arguments."""
     from zsad_core import load_method
 
+    announce_random_weights(args)
     overrides: dict[str, Any] = {}
     for item in args.option:
         key, _, value = item.partition("=")
@@ -65,7 +146,8 @@ def method_from_args(args: argparse.Namespace) -> Any:
         backbone_weights=args.backbone_weights,
         class_name=args.class_name,
         domain=args.domain,
-        device=args.device,
+        device=resolve_device(args.device),
+        precision=args.precision,
         **overrides,
     )
 
@@ -77,27 +159,26 @@ def write_json(path: str | Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
-STACK_DIR = Path("runs/stack")
-STACK_CONFIG = STACK_DIR / "config.yaml"
-
-
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config``: the system's YAML file (see :func:`config_from_args` for the default)."""
-    parser.add_argument("--config", help=f"configuration YAML (default: {STACK_CONFIG} of a running local stack, "
-                                         "else the embedded defaults)")
+    parser.add_argument("--config", help="configuration YAML (default: the running local stack's, "
+                                         "$ZSAD_HOME/stack/config.yaml)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The configuration a command works on.
 
-    Why the local stack's file comes first: ``zsad up`` starts Redis and the broker on free ports with a fresh
-    password and writes the effective configuration to :data:`STACK_CONFIG` (mode 0600); ``zsad produce``,
-    ``results`` and ``show`` must then talk to those, without the user copying ports and secrets around.
+    Why the local stack's file is the default: ``zsad up`` starts Redis and the broker on free ports with a kept
+    password and writes the effective configuration into the state home (mode 0600); ``zsad produce``,
+    ``results`` and ``show`` must then talk to those, from any directory, without the user copying ports and
+    secrets around. Without either, the embedded defaults would point at a Redis without a password: an error.
     """
-    from services.config import load_config
+    from services.config import ConfigError, load_config
+    from services.state_home import HOME_ENV, stack_config_path
 
     if getattr(args, "config", None):
         return load_config(args.config)
-    if STACK_CONFIG.is_file():
-        return load_config(STACK_CONFIG)
-    return load_config(None)
+    if stack_config_path().is_file():
+        return load_config(stack_config_path())
+    raise ConfigError(f"no --config given and no local stack config at {stack_config_path()}: start the stack "
+                      f"(zsad up), pass --config FILE, or point {HOME_ENV} / --state-dir at the stack's state home")

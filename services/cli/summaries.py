@@ -8,7 +8,7 @@ the event stream gives the recent results' labels and end-to-end latencies (capt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -55,6 +55,26 @@ def format_summary(rows: list[CameraSummary], rates: dict[str, float] | None = N
             f"{row.p50_ms:>9.0f}{row.p95_ms:>9.0f}{row.p99_ms:>9.0f}"
         )
     return "\n".join(lines)
+
+
+def redraw(stream: TextIO, text: str, previous_lines: int) -> int:
+    """Write ``text`` over the ``previous_lines`` lines written last time (a terminal), else below them.
+
+    Why: a live summary redrawn every few seconds is one view that updates in place on a terminal, instead of
+    a scrolling wall of tables; in a log file (not a terminal) each summary is simply appended.
+    """
+    if previous_lines and stream.isatty():
+        stream.write(f"\x1b[{previous_lines}F\x1b[J")  # cursor to the start of the old view, clear below
+    stream.write(text + "\n")
+    stream.flush()
+    return text.count("\n") + 1
+
+
+def format_progress(done: int, total: int, seconds: float, width: int = 30) -> str:
+    """``[#######-------]  140/200 frames  70 %  12 s``: how far the demo is."""
+    share = min(done / total, 1.0) if total else 1.0
+    filled = round(share * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done:>5}/{total} frames {share:4.0%} {seconds:5.0f} s"
 
 
 def format_stack_state(state: StackState) -> str:

@@ -93,7 +93,8 @@ class CameraSettings:
     @classmethod
     def from_config(cls, camera: str, config: CameraConfig) -> CameraSettings:
         """The configuration file's values, before any change was stored."""
-        return cls(camera, None, config.threshold, roi=config.roi, prompt_version=config.prompt_version)
+        return cls(camera, None, config.threshold, pixel_threshold=config.pixel_threshold, min_area=config.min_area,
+                   roi=config.roi, prompt_version=config.prompt_version)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly fields."""

@@ -239,7 +239,9 @@ class InspectorCore:
             precision=serving.precision,
         )
         if backbone_config not in self._backbones:
-            self._backbones[backbone_config] = build_backbone(backbone_config)
+            built = self._backbones[backbone_config] = build_backbone(backbone_config)
+            if self.metrics is not None:
+                self.metrics.backbone_weights(self.replica, backbone_config.name, built.source.kind)
         weights, version = (resolved.path, resolved.version) if resolved is not None else (None, None)
         module = load_method(
             key.method,
@@ -411,6 +413,7 @@ class InspectorCore:
             settings_version=decided_by.version,
             calibration_version=decided_by.calibration,
             regions=regions,
+            weights=methods[key].module.backbone.source.kind,
         )
 
     def _watch_drift(self, stored: list[FrameResult]) -> None:

@@ -98,6 +98,11 @@ class PipelineMetrics:
                 "zsad_ingest_loop_crashes", "Ingest loops that ended on an error (restarted with a backoff).",
                 tag_keys=("actor",),
             ),
+            "weights": Gauge(
+                "zsad_backbone_weights_info", "1 per backbone a replica serves, labelled with where its weights "
+                "came from (random, tag, file, hf): random means the decisions are noise.",
+                tag_keys=("replica", "backbone", "weights"),
+            ),
             "model_failures": Gauge(
                 "zsad_replica_model_failures", "Consecutive batches the model failed on, per replica.",
                 tag_keys=("replica",),
@@ -167,6 +172,10 @@ class PipelineMetrics:
     def model_failures(self, replica: str, batches: int) -> None:
         """Consecutive batches on which the replica's model failed for every frame."""
         self._metrics["model_failures"].set(batches, tags={"replica": replica})
+
+    def backbone_weights(self, replica: str, backbone: str, source: str) -> None:
+        """A replica built ``backbone`` with weights from ``source`` (``random`` when nobody supplied any)."""
+        self._metrics["weights"].set(1, tags={"replica": replica, "backbone": backbone, "weights": source})
 
     def decided(self, camera: str, decision: str, score: float | None = None) -> None:
         """A frame's decision (one of :data:`DECISIONS`) and, when it was scored, its image score."""

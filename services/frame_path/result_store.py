@@ -39,7 +39,7 @@ MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
     "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "reference_version", "decision",
-    "settings_version", "calibration_version", "regions",
+    "settings_version", "calibration_version", "regions", "weights",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
@@ -175,6 +175,8 @@ class FrameResult:
             (``c<N>``) that decided the frame; ``None`` for the configuration file's values, or no calibration.
         regions: the defect regions at the camera's pixel threshold, encoded by
             :func:`~zsad_core.decisions.encode_regions`; ``None`` when the camera has no pixel threshold.
+        weights: where the backbone's CLIP weights came from (``random``, ``tag``, ``file``, ``hf``): a result
+            scored with ``random`` weights is noise, and says so wherever it is read.
     """
 
     camera: str
@@ -193,6 +195,7 @@ class FrameResult:
     settings_version: str | None = None
     calibration_version: str | None = None
     regions: str | None = None
+    weights: str = ""
 
     def __post_init__(self) -> None:
         """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
@@ -242,6 +245,7 @@ class StoredResult:
     settings_version: str | None = None
     calibration_version: str | None = None
     regions: tuple[Region, ...] | None = None
+    weights: str = ""
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -268,6 +272,7 @@ class StoredResult:
             settings_version=text.get("settings_version") or None,
             calibration_version=text.get("calibration_version") or None,
             regions=tuple(decode_regions(text["regions"])) if text.get("regions") else None,
+            weights=text.get("weights", ""),
         )
 
 
@@ -393,6 +398,7 @@ class ResultStore:
             "settings_version": result.settings_version or "",
             "calibration_version": result.calibration_version or "",
             "regions": result.regions if result.regions is not None else "",
+            "weights": result.weights,
         }
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [

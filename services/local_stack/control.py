@@ -19,7 +19,6 @@ from services.config import ZsadConfig
 from services.local_stack.stack_process import (
     CONFIG_NAME,
     LOG_NAME,
-    STACK_DIR,
     STATE_NAME,
     StackState,
     process_alive,
@@ -54,7 +53,7 @@ class StoppedStack:
     orphans: list[str] = field(default_factory=list)
 
 
-def running_stack(stack_dir: Path = STACK_DIR) -> StackState | None:
+def running_stack(stack_dir: Path) -> StackState | None:
     """The local stack's state, or None when none was started in ``stack_dir`` or its process is gone.
 
     A failed start is returned (status ``failed``, with its error) so that callers can say why.
@@ -82,7 +81,7 @@ def start_stack(
     config: ZsadConfig | Path | None = None,
     external: bool = False,
     *,
-    stack_dir: Path = STACK_DIR,
+    stack_dir: Path,
     timeout_s: float = START_TIMEOUT_S,
     rotate_redis_password: bool = False,
 ) -> StackState:
@@ -131,7 +130,7 @@ def _wait_until_ready(process: subprocess.Popen[bytes] | None, stack_dir: Path, 
     raise StackError(f"the local stack was not ready after {timeout_s:.0f} s; log {log_path}")
 
 
-def stop_stack(stack_dir: Path = STACK_DIR, timeout_s: float = STOP_TIMEOUT_S) -> StoppedStack | None:
+def stop_stack(stack_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> StoppedStack | None:
     """SIGTERM the stack process, wait until it has stopped everything, and clean up after a dead one.
 
     Returns None when no stack was started in ``stack_dir``.

@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 # Ray's switch for multi-node clusters, read when Ray is imported (ray._private.ray_constants).
 RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-STACK_DIR = Path("runs/stack")
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.yaml"
 REDIS_AUTH_FILE = "redis.password"
@@ -366,8 +365,8 @@ class LocalStack:
 
 
 def run_stack(
-    config: Path | None = None,
-    stack_dir: Path = STACK_DIR,
+    config: Path | None,
+    stack_dir: Path,
     *,
     external: bool = False,
     rotate_redis_password: bool = False,
@@ -404,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m services.local_stack.stack_process``: :func:`run_stack` with its arguments from ``argv``."""
     parser = argparse.ArgumentParser(prog="python -m services.local_stack.stack_process")
     parser.add_argument("--config", type=Path)
-    parser.add_argument("--dir", type=Path, default=STACK_DIR)
+    parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--external", action="store_true")
     parser.add_argument("--rotate-redis-password", action="store_true")
     args = parser.parse_args(argv)

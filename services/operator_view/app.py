@@ -101,7 +101,8 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
 
     def page(request: Request, name: str, principal: Principal | None, **context: Any) -> HTMLResponse:
         base = request.scope.get("root_path", "").rstrip("/")
-        body = pages.get_template(name).render(base=base, principal=principal, csrf_field=CSRF_FIELD, **context)
+        body = pages.get_template(name).render(base=base, principal=principal, csrf_field=CSRF_FIELD,
+                                               random_weights=config.serving.random_weights, **context)
         return HTMLResponse(body, headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP})
 
     def camera_of(camera: str) -> str:

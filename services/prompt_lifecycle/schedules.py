@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import redis
 from croniter import CroniterError, croniter
 
+from services.arg_types import non_negative_int, positive_float, positive_int
 from services.config import ray_resource
 from zsad_core.errors import ZsadError
 
@@ -140,28 +141,28 @@ SCHEDULABLE_COMMANDS: dict[str, SchedulableCommand] = {
             CommandOption(("--backbone",)),
             CommandOption(("--backbone-weights",)),
             _flag("--random-weights"),
-            CommandOption(("--image-size",), value_type=int),
+            CommandOption(("--image-size",), value_type=positive_int),
             CommandOption(("--train-data", "--dataset"), required=True),
             CommandOption(("--eval-data", "--eval-dataset"), required=True),
-            CommandOption(("--epochs",), value_type=int),
-            CommandOption(("--batch-size",), value_type=int),
-            CommandOption(("--seed",), value_type=int),
-            CommandOption(("--lr",), value_type=float),
-            CommandOption(("--workers",), value_type=int),
+            CommandOption(("--epochs",), value_type=positive_int),
+            CommandOption(("--batch-size",), value_type=positive_int),
+            CommandOption(("--seed",), value_type=non_negative_int),
+            CommandOption(("--lr",), value_type=positive_float),
+            CommandOption(("--workers",), value_type=positive_int),
             _flag("--gpu"),
             _flag("--one-per-node"),
             CommandOption(("--worker-resource",), value_type=ray_resource),
             CommandOption(("--name",)),
             CommandOption(("--storage",)),
-            CommandOption(("--max-failures",), value_type=int),
+            CommandOption(("--max-failures",), value_type=non_negative_int),
             _flag("--no-baseline"),
             _flag("--register"),
-            CommandOption(("--ray-address",)),
+            CommandOption(("--address", "--ray-address")),
             CommandOption(("--config",)),
         )
     ),
 }
-RAY_ADDRESS_OPTION = "--ray-address"
+RAY_ADDRESS_OPTION = "--address"
 
 
 def _command_parser() -> argparse.ArgumentParser:
@@ -182,7 +183,7 @@ def _command_parser() -> argparse.ArgumentParser:
 def check_command(args: Sequence[str]) -> list[str]:
     """The ``zsad`` arguments a schedule will run, checked against :data:`SCHEDULABLE_COMMANDS`.
 
-    Returns the arguments, plus ``--ray-address auto`` for a command that has that option and was not given it:
+    Returns the arguments, plus ``--address auto`` for a command that has that option and was not given it:
     a scheduled run must use the cluster it runs on (the Jobs API gives its driver ``RAY_ADDRESS``), while
     ``zsad train`` without the option starts a Ray cluster of its own.
 
@@ -209,7 +210,7 @@ def check_command(args: Sequence[str]) -> list[str]:
         lines = errors.getvalue().strip().splitlines()
         why = lines[-1] if lines else "it asks for help, it is not a run"
         raise ScheduleError(f"not a valid zsad command: zsad {shlex.join(command)}: {why}") from None
-    if SCHEDULABLE_COMMANDS[command[0]].option(RAY_ADDRESS_OPTION) and parsed.ray_address is None:
+    if SCHEDULABLE_COMMANDS[command[0]].option(RAY_ADDRESS_OPTION) and parsed.address is None:
         command += [RAY_ADDRESS_OPTION, "auto"]
     return command
 

@@ -401,16 +401,18 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 
 def check_spec(spec: TrainJobSpec) -> None:
-    """Fail before Ray starts anything: unknown or training-free method, bad override, unreadable data spec."""
+    """Fail before Ray starts anything: unknown or training-free method, bad override, weights that would be
+    random without being asked for, unreadable data spec."""
     from zsad_core.data import build_dataset
-    from zsad_core.methods.registry import get_method_config, get_method_spec
+    from zsad_core.methods.registry import get_method_config, get_method_spec, method_backbone_config
 
     try:
         if not get_method_spec(spec.method).method_cls.learnable:
             raise TrainJobError(f"{spec.method} has no learnable prompts; train vcp-clip, vip2-clip or clip-ad+")
-        get_method_config(spec.method, **({"lr": spec.lr} if spec.lr is not None else {}))
+        config = get_method_config(spec.method, **({"lr": spec.lr} if spec.lr is not None else {}))
     except (KeyError, TypeError) as exc:
         raise TrainJobError(str(exc)) from None
+    method_backbone_config(config, spec.backbone, pretrained=spec.pretrained, weights=spec.backbone_weights)
     build_dataset(spec.train_data)
     build_dataset(spec.eval_data)
 

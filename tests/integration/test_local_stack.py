@@ -1,7 +1,8 @@
 """``zsad up`` / ``produce`` / ``status`` / ``results`` / ``down``: the README's main command, on a tiny model.
 
-The stack runs in its own process with its own Ray, Redis and broker, as for a user; the test works in a
-temporary directory, so ``runs/stack`` is its own, and checks that ``down`` leaves nothing running.
+The stack runs in its own process with its own Ray, Redis and broker, as for a user; its state home
+(``$ZSAD_HOME``) is a temporary directory, the commands after ``up`` run from another directory (they find the
+stack through the state home), and the test checks that ``down`` leaves nothing running.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def _get(url: str) -> str:
 def test_up_produce_status_results_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("ZSAD_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
+    stack = tmp_path / "home" / "stack"
     config = {
         "cameras": {"line1": {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5, "image_size": 64}},
         "serving": {"backbone": "zsad-tiny-vit", "torch_threads": 1},
@@ -41,11 +44,13 @@ def test_up_produce_status_results_down(
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     assert main(["up", "--config", "tiny.yaml"]) == 0
-    state = StackState.read(Path("runs/stack"))
+    state = StackState.read(stack)
     try:
         assert state is not None and state.status == "ready"
-        assert (Path("runs/stack/config.yaml").stat().st_mode & 0o777) == 0o600  # it holds the Redis password
+        assert ((stack / "config.yaml").stat().st_mode & 0o777) == 0o600  # it holds the Redis password
         assert main(["up"]) == 0 and "already running" in capsys.readouterr().out  # idempotent
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
 
         assert main(["produce", "--camera", "line1", "--synthetic", "--count", "12", "--size", "64"]) == 0
         deadline = time.monotonic() + 120
@@ -71,4 +76,4 @@ def test_up_produce_status_results_down(
         assert main(["down"]) == 0
     assert not process_alive(state.pid)
     assert not any(process_alive(pid) for pid in state.children.values())
-    assert not Path("runs/stack/state.json").exists() and not Path("runs/stack/config.yaml").exists()
+    assert not (stack / "state.json").exists() and not (stack / "config.yaml").exists()

@@ -84,7 +84,7 @@ def test_only_zsad_sub_commands_are_accepted_as_entrypoints(capsys: pytest.Captu
 
     # A run of `zsad train` uses the cluster it runs on instead of starting one of its own.
     command = check_command(["train", "--train-data", TRAIN_DATA, "--eval-data", EVAL_DATA, "--name", "x; id"])
-    assert command[-2:] == ["--ray-address", "auto"]
+    assert command[-2:] == ["--address", "auto"]
     assert check_command(["version"]) == ["version"]
     # Every word is quoted: shell metacharacters in an argument stay inside that argument.
     line = entrypoint(command, sys.executable)
@@ -227,10 +227,10 @@ def test_cli_adds_lists_and_removes_a_schedule(
     assert main(["schedule", "add", name, "--cron", "0 4 * * *", *options, "--", "version"]) == 2
     assert f"schedule '{name}' exists" in capsys.readouterr().err
 
-    assert main(["schedule", "list", *options, "--dashboard-url", dashboard]) == 0
+    assert main(["schedule", "list", *options, "--address", dashboard]) == 0
     out = capsys.readouterr().out
     assert name in out and "0 3 * * *" in out and "scheduler: running on " in out
-    assert main(["schedule", "list", *options, "--dashboard-url", dashboard, "--json"]) == 0
+    assert main(["schedule", "list", *options, "--address", dashboard, "--json"]) == 0
     [row] = [row for row in json.loads(capsys.readouterr().out)["schedules"] if row["name"] == name]
     assert row["command"] == ["version"] and row["created_by"] == "tester" and row["last_run"] is None
     assert dt.datetime.fromisoformat(row["next_run"]).time() == dt.time(3, 0)

@@ -99,6 +99,7 @@ def _stored_frames(store: ResultStore) -> set[str]:
 def test_results_survive_redis_kill_and_down_up_large_frames_loopback_and_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("ZSAD_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     config = {
         "cameras": {CAMERA: {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5, "image_size": 64}},
@@ -107,7 +108,7 @@ def test_results_survive_redis_kill_and_down_up_large_frames_loopback_and_replay
         "kafka": {"partitions": 1},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    stack_dir = Path("runs/stack")
+    stack_dir = tmp_path / "home" / "stack"
     rng = np.random.default_rng(0)
     big = tmp_path / "big"
     big.mkdir()
@@ -140,7 +141,7 @@ def test_results_survive_redis_kill_and_down_up_large_frames_loopback_and_replay
         password_file = stack_dir / REDIS_AUTH_FILE
         password = password_file.read_text().strip()
         assert (password_file.stat().st_mode & 0o777) == 0o600
-        stack_config = load_config("runs/stack/config.yaml")
+        stack_config = load_config(stack_dir / "config.yaml")
         assert stack_config.redis.password is not None
         assert stack_config.redis.password.get_secret_value() == password
 
@@ -178,7 +179,7 @@ def test_results_survive_redis_kill_and_down_up_large_frames_loopback_and_replay
     try:
         assert state is not None and state.status == "ready"
         assert password_file.read_text().strip() == password
-        stack_config = load_config("runs/stack/config.yaml")
+        stack_config = load_config(stack_dir / "config.yaml")
         assert stack_config.redis.password is not None and stack_config.redis.password.get_secret_value() == password
         store = ResultStore.from_config(stack_config)
         assert _stored_frames(store) == frames

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from open_clip import pretrained as oc_pretrained
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from zsad_core.backbone.architectures import BackboneName
@@ -56,7 +57,13 @@ def resolve_weight_source(name: BackboneName, weights: str | os.PathLike | None)
 
     Returns:
         The :class:`WeightSource`, with the tag's mean/std/activation when a tag is involved.
+
+    Raises:
+        WeightsUnavailableError: a weight file of an architecture with several published weights, and no tag
+            in the name or the file's metadata: its activation and normalisation would be a guess.
     """
+    if weights is not None and str(weights) != "random" and not str(weights).startswith(HF_PREFIX) and not name.tag:
+        name = _name_with_file_tag(name, Path(weights).expanduser())
     tag_cfg = oc_pretrained.get_pretrained_cfg(name.arch, name.tag) if name.tag else {}
     if name.tag and not tag_cfg:
         tags = oc_pretrained.list_pretrained_tags_by_model(name.arch)
@@ -74,6 +81,37 @@ def resolve_weight_source(name: BackboneName, weights: str | os.PathLike | None)
     if text.startswith(HF_PREFIX):
         return WeightSource("hf", text[len(HF_PREFIX) :], **extra)
     return WeightSource("file", text, **extra)
+
+
+def _name_with_file_tag(name: BackboneName, path: Path) -> BackboneName:
+    """``name`` with the tag a weight file records (``save_weights`` metadata), or refused when one is needed.
+
+    Why refuse: the published weights of one architecture differ in activation (QuickGELU or GELU) and pixel
+    normalisation; a file alone does not say which, and a wrong guess gives plausible but wrong maps.
+    """
+    known = oc_pretrained.list_pretrained_tags_by_model(name.arch)
+    if not known:  # the project's own architectures: no published weights, nothing to tell apart
+        return name
+    recorded = _recorded_backbone(path)
+    arch, _, tag = recorded.partition(":")
+    if arch == name.arch and tag in known:
+        return BackboneName(name.arch, tag)
+    raise WeightsUnavailableError(
+        f"weight file {path} does not say which {name.arch} weights it holds, so activation and normalisation "
+        f"would be guessed: name its tag in the backbone, e.g. --backbone {name.arch}:{known[0]} "
+        f"(serving.backbone); known tags: {', '.join(known)}"
+    )
+
+
+def _recorded_backbone(path: Path) -> str:
+    """The ``backbone`` a ``.safetensors`` file's metadata names (``arch[:tag]``), or '' when it names none."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return ""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("backbone", "")
+    except (OSError, SafetensorError):  # an unreadable file is reported by the load itself, with its message
+        return ""
 
 
 def fetch_weights(source: WeightSource, arch: str, cache_dir: str | None = None) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone, parse_backbone_name
-from zsad_core.errors import ZsadError
+from zsad_core.errors import WeightsUnavailableError, ZsadError
 from zsad_core.method_names import BUILTIN_METHODS, plugin_entry_points
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 
@@ -121,6 +121,10 @@ def method_backbone_config(
         backbone: ``arch[:tag]`` instead of the method's official backbone.
         pretrained: False drops the tag, so the official architecture is built with random weights.
         weights: a local CLIP weight file (kept even when ``pretrained`` is False).
+
+    Raises:
+        WeightsUnavailableError: ``pretrained`` with neither a weight file nor a tag: an untagged name would
+            otherwise build random weights without anyone having asked for them.
         device: where the backbone will live.
         precision: ``fp32``, ``bf16``/``fp16`` (cast weights) or ``amp_bf16``/``amp_fp16`` (autocast), see
             :class:`BackboneConfig`.
@@ -128,6 +132,8 @@ def method_backbone_config(
     name = backbone or config.backbone
     if not pretrained and weights is None:
         name = parse_backbone_name(name).arch
+    elif weights is None and parse_backbone_name(name).tag is None:
+        raise WeightsUnavailableError(untagged_backbone_hint(name))
     return BackboneConfig(
         name=name,
         weights=weights,
@@ -137,6 +143,13 @@ def method_backbone_config(
         device=device,
         precision=precision,
     )
+
+
+def untagged_backbone_hint(name: str) -> str:
+    """Why a pretrained backbone named ``name`` (no tag) cannot be built, and the three ways to fix it."""
+    return (f"backbone {name} has no pretrained tag and no weight file, so its weights would be random: pass the "
+            f"weight file (--backbone-weights FILE, serving.backbone_weights), name a tag ({name}:openai), "
+            f"or ask for random weights (--random-weights, serving.pretrained: false)")
 
 
 def load_method(
@@ -149,6 +162,7 @@ def load_method(
     domain: str = "object",
     device: str = "cpu",
     backbone_weights: str | None = None,
+    precision: str = "fp32",
     **overrides: object,
 ) -> ZeroShotMethod:
     """Build a ready-to-predict method.
@@ -167,6 +181,7 @@ def load_method(
         domain: ``object`` or ``texture`` (AnoCLIP's domain-aware prompts).
         device: where a newly built backbone lives.
         backbone_weights: a local CLIP weight file for a newly built backbone (no hub access needed).
+        precision: of a newly built backbone (see :class:`~zsad_core.backbone.BackboneConfig`).
         **overrides: fields of the method's config.
     """
     official = None
@@ -178,7 +193,8 @@ def load_method(
     config = get_method_config(name, **overrides)
     if not isinstance(backbone, ClipBackbone):
         backbone = build_backbone(
-            method_backbone_config(config, backbone, pretrained=pretrained, weights=backbone_weights, device=device)
+            method_backbone_config(config, backbone, pretrained=pretrained, weights=backbone_weights, device=device,
+                                   precision=precision)
         )
     method = get_method_spec(name).method_cls(backbone, config).to(backbone.device)
     if official is not None:

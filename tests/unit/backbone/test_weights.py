@@ -51,7 +51,7 @@ def test_missing_file_and_wrong_architecture_fail_clearly(tiny_backbone, tmp_pat
     path = tmp_path / "tiny.safetensors"
     tiny_backbone.save_weights(path)
     with pytest.raises(IncompatibleWeightsError):
-        build_backbone("ViT-B-32", weights=str(path))
+        build_backbone("ViT-B-32:openai", weights=str(path))
 
 
 def test_unreachable_tag_fails_fast_with_a_hint(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,8 +18,8 @@ TINY = ["--backbone", "zsad-tiny-vit", "--random-weights", "--image-size", "64"]
 def test_version_and_help(capsys):
     assert main(["version"]) == 0
     assert "zsad-stream" in capsys.readouterr().out
-    assert main([]) == 0
-    assert "eval" in capsys.readouterr().out
+    assert main([]) == 2
+    assert "eval" in capsys.readouterr().err
 
 
 def test_methods_lists_registered_methods(capsys):
@@ -29,7 +30,7 @@ def test_methods_lists_registered_methods(capsys):
 def test_eval_on_synthetic_writes_table_json_and_overlays(tmp_path, capsys):
     out = tmp_path / "report.json"
     code = main(["eval", "--method", "winclip", *TINY, "--dataset", "synthetic:classes=2,per_class=4,size=64",
-                 "--json", str(out), "--save-overlays", str(tmp_path / "overlays"), "--overlays-per-kind", "1"])
+                 "--out", str(out), "--save-overlays", str(tmp_path / "overlays"), "--overlays-per-kind", "1"])
     assert code == 0
     table = capsys.readouterr().out
     assert "pixel AUROC" in table and "mean" in table
@@ -85,9 +86,9 @@ def test_train_local_writes_an_artifact_that_eval_loads(tmp_path, capsys):
 def test_eval_with_shots_averages_seeds_and_reports_the_same_metrics(tmp_path, capsys):
     dataset = ["--dataset", "synthetic:classes=1,per_class=4,size=64"]
     zero_shot, few_shot = tmp_path / "k0.json", tmp_path / "k2.json"
-    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--json", str(zero_shot)]) == 0
+    assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--out", str(zero_shot)]) == 0
     assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--shots", "2", "--shot-seed", "0", "3",
-                 "--json", str(few_shot)]) == 0
+                 "--out", str(few_shot)]) == 0
     assert "2 shots, averaged over seeds [0, 3]" in capsys.readouterr().out
     baseline, report = json.loads(zero_shot.read_text()), json.loads(few_shot.read_text())
     assert report["shots"] == 2 and set(report["per_seed"]) == {"0", "3"}
@@ -97,3 +98,18 @@ def test_eval_with_shots_averages_seeds_and_reports_the_same_metrics(tmp_path, c
     assert report["mean"]["pixel_auroc"] != baseline["mean"]["pixel_auroc"]
     assert main(["eval", "--method", "clip-ad", *TINY, *dataset, "--shots", "9"]) == 2
     assert "4 good reference images, 9 shots" in capsys.readouterr().err
+
+
+def test_infer_a_folder_recursively_in_batches(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    for relative in ("a/part.png", "b/part.png", "b/deep/other.jpg", "b/notes.txt"):
+        path = tmp_path / "images" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)))
+    out = tmp_path / "out"
+    assert main(["infer", str(tmp_path / "images"), "--method", "winclip", *TINY, "--batch-size", "2",
+                 "--out", str(out), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert [Path(row["image"]).name for row in scores["results"]] == ["part.png", "other.jpg", "part.png"]
+    assert {path.name for path in out.glob("*_map.png")} == {"a__part_map.png", "b__part_map.png",
+                                                             "b__deep__other_map.png"}

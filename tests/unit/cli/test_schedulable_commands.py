@@ -40,9 +40,10 @@ def test_every_schedulable_command_is_a_cli_command_without_positional_arguments
 
 def test_commands_are_checked_like_the_cli_would_parse_them() -> None:
     train = ["train", "--train-data", "synthetic", "--eval-data=synthetic"]
-    assert check_command([*train, "--epochs", "2"]) == [*train, "--epochs", "2", "--ray-address", "auto"]
+    assert check_command([*train, "--epochs", "2"]) == [*train, "--epochs", "2", "--address", "auto"]
+    assert check_command([*train, "--address", "10.0.0.1:6379"]) == [*train, "--address", "10.0.0.1:6379"]
     assert check_command([*train, "--ray-address", "10.0.0.1:6379"]) == [*train, "--ray-address", "10.0.0.1:6379"]
-    with pytest.raises(ScheduleError, match="invalid int value: 'two'"):
+    with pytest.raises(ScheduleError, match="invalid positive_int value: 'two'"):
         check_command([*train, "--epochs", "two"])
     with pytest.raises(ScheduleError, match="the following arguments are required: --eval-data"):
         check_command(["train", "--train-data", "synthetic"])

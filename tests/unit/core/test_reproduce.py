@@ -37,7 +37,7 @@ def data_root(tmp_path):
 
 def test_training_free_method_prints_measured_next_to_paper(data_root, tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    code = main(["reproduce", "--method", "winclip", *TINY, "--data-root", str(data_root), "--json", str(report_path)])
+    code = main(["reproduce", "--method", "winclip", *TINY, "--data-root", str(data_root), "--out", str(report_path)])
     assert code == 0
     table = capsys.readouterr().out
     assert "winclip: measured vs paper" in table

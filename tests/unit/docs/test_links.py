@@ -108,7 +108,8 @@ def test_python_docstrings_and_comments_point_inside(module: Path) -> None:
 def test_the_pages_exist_and_are_indexed() -> None:
     """docs/README.md links every page of docs/, and the top-level README links docs/."""
     pages = {page.name for page in (ROOT / "docs").glob("*.md")} - {"README.md"}
-    assert pages == {"methods.md", "architecture.md", "operations.md", "gateway.md", "testing.md"}
+    assert pages == {"methods.md", "architecture.md", "operations.md", "gateway.md", "testing.md", "config.md",
+                     "first-camera.md"}
     index = set(LINK.findall((ROOT / "docs" / "README.md").read_text(encoding="utf-8")))
     assert pages <= index
     assert "docs/README.md" in LINK.findall((ROOT / "README.md").read_text(encoding="utf-8"))

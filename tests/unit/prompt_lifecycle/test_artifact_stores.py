@@ -80,8 +80,9 @@ def test_registry_root_chooses_the_store(tmp_path: Path) -> None:
     ],
 )
 def test_reference_sets_use_the_prompts_store_kind_beside_them(
-    root: str, store_type: type, reference_root: str
+    root: str, store_type: type, reference_root: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("ZSAD_HOME", str(tmp_path))
     from types import SimpleNamespace
 
     from services.config import RegistryConfig
@@ -91,7 +92,7 @@ def test_reference_sets_use_the_prompts_store_kind_beside_them(
     registry = reference_registry(SimpleNamespace(registry=settings), redis.Redis())  # type: ignore[arg-type]
     assert store_root_beside(root, "references") == reference_root
     assert isinstance(registry.store, store_type) and registry.kind is REFERENCES
-    assert (registry.namespace, registry.cache_dir) == ("ns:references", Path("cache") / "references")
+    assert (registry.namespace, registry.cache_dir) == ("ns:references", tmp_path / "cache" / "references")
     if isinstance(registry.store, RedisArtifactStore):
         assert registry.store.max_bytes == 1234
 

@@ -90,7 +90,7 @@ def test_a_directory_store_holds_each_epoch_as_its_files(tmp_path: Path) -> None
 )
 def test_checkpoints_live_beside_the_registry(root: str, expected: str | None, monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:  # fmt: skip
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZSAD_HOME", str(tmp_path))  # a relative root lies in the state home
     config = ZsadConfig(cameras={"cam1": {"method": "vcp-clip", "class_name": "bottle", "threshold": 0.5}},
                         registry={"root": root, "namespace": "ns", "max_redis_bytes": 1234})  # fmt: skip
     location = CheckpointLocation.from_config(config, "run")
