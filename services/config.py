@@ -284,7 +284,8 @@ class ServingConfig(_Section):
         backbone: ``arch[:tag]``; ``None`` for each method's official backbone.
         backbone_weights: a local CLIP weight file (no model hub is needed).
         pretrained: False builds random weights: the local demo's default, as no weights ship with the code.
-        max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings.
+        max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings; the size counts frames of all cameras,
+            which share one vision forward per distinct vision path (not one per camera group).
         num_replicas, num_gpus, num_cpus: per-deployment resources (GPUs and CPUs per replica).
         torch_threads: torch threads per replica; set explicitly because a busy neighbour on a small box
             makes torch's default thread count several times slower.

@@ -101,7 +101,7 @@ class FrameAck:
         score, label: the result (``nan`` and -1 unless stored).
         error_reason, error_detail: why it failed.
         queue_s, infer_s, store_s: seconds waiting for a batch, in the model, and writing to Redis.
-        batch_size: frames in the model call that scored it.
+        batch_size: frames of its camera group scored together (its head; the vision forward may span groups).
     """
 
     camera: str

@@ -3,7 +3,8 @@
 Why a plain class: the Ray Serve deployment (:mod:`services.frame_path.serve_app`) adds batching, threads and metrics
 around it, but what a replica computes — which method scores which camera, what goes to Redis, what a failed
 frame answers — is testable here without Ray. One replica builds each distinct backbone once and shares it
-between the methods that need it; cameras with identical settings share one method and batch together.
+between the methods that need it; cameras with identical settings share one method and batch together, and
+all cameras whose methods read the same image stage share one vision forward per batch, whatever their products.
 
 A camera with a few-shot reference set (``references`` in its config) gets its own method key: the loaded
 method is wrapped in :class:`zsad_core.few_shot.FewShotMethod` with the set's memory, and
@@ -39,11 +40,13 @@ from services.decisions.drift_watch import DriftWatch
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.result_store import FrameResult, ResultStore, stored_map_values
+from services.frame_path.stage_tally import StageTally
 from services.prompt_lifecycle.prompt_registry import PromotionResult
 from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
 from zsad_core.few_shot import FewShotMethod, FusionOptions, load_memory
-from zsad_core.methods import ZeroShotMethod, get_method_config, load_method, method_backbone_config
+from zsad_core.methods import AnomalyResult, ZeroShotMethod, get_method_config, load_method, method_backbone_config
+from zsad_core.methods.stages import StageOutputs, encode_shared
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +196,7 @@ class InspectorCore:
         self._reference_refusals: dict[MethodKey, str] = {}
         self._backbones: dict[BackboneConfig, ClipBackbone] = {}
         self.methods: dict[MethodKey, LoadedMethod] = {}
+        self.stage_tally = StageTally()
         # Model calls in a row in which not one frame was scored (a broken device or model); any success resets it.
         self.model_failures = 0
         # Random CLIP weights (no weight file, pretrained off) and untrained prompts must be the same in every
@@ -286,8 +290,9 @@ class InspectorCore:
                 groups[camera_keys[request.camera]].append(index)
         outcomes: dict[int, _Outcome] = {}
         batch_sizes: dict[int, int] = {}
-        for key, indices in groups.items():
-            outcomes_of_group = self._score_counted(key, methods[key].module, [requests[i].image for i in indices])
+        scored = self._score_groups([(key, methods[key].module, [requests[i].image for i in indices])
+                                     for key, indices in groups.items()])  # fmt: skip
+        for indices, outcomes_of_group in zip(groups.values(), scored, strict=True):
             for index, outcome in zip(indices, outcomes_of_group, strict=True):
                 outcomes[index] = outcome
                 batch_sizes[index] = len(indices)
@@ -326,11 +331,32 @@ class InspectorCore:
         self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()), camera_keys)
         return acks
 
-    def _score_counted(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
+    def _score_groups(self, groups: list[tuple[MethodKey, ZeroShotMethod, list[np.ndarray]]]) -> list[list[_Outcome]]:
+        """Every group's outcomes: first the image stages of all groups, each distinct stage once over the frames
+        of every group that reads it (one vision forward per vision path, whatever the cameras' products), then
+        each group's head. Stages that fail leave every group to be scored on its own (:meth:`_score`)."""
+        if not groups:
+            return []
+        try:
+            with self._model_lock:
+                shared = encode_shared([(method, method.pixels(images)) for _, method, images in groups])
+        except Exception as exc:  # noqa: BLE001 - each group is retried on its own, frame by frame if need be
+            log.warning("image stages failed on %d group(s), scoring group by group: %s", len(groups), exc)
+            return [self._score_counted(key, method, images) for key, method, images in groups]
+        sizes = list(shared.forward_sizes.values())
+        self.stage_tally.add(len(groups), sizes)
+        if self.metrics is not None:
+            self.metrics.image_stages(sizes)
+        return [self._score_counted(key, method, images, outputs)
+                for (key, method, images), outputs in zip(groups, shared.outputs, strict=True)]  # fmt: skip
+
+    def _score_counted(
+        self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray], outputs: StageOutputs | None = None
+    ) -> list[_Outcome]:
         """:meth:`_score`, counting calls in a row in which no frame could be scored (:meth:`check_health`)."""
         streak = self.model_failures
         try:
-            outcomes = self._score(key, method, images)
+            outcomes = self._score(key, method, images, outputs)
         except ModelUnavailableError:
             self._count_model_failure(failed=True)
             raise
@@ -359,10 +385,14 @@ class InspectorCore:
         if self.model_failures >= unhealthy_after:
             raise ReplicaUnhealthyError(f"the model failed on every frame of {self.model_failures} calls in a row")
 
-    def _score(self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
+    def _score(
+        self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray], outputs: StageOutputs | None = None
+    ) -> list[_Outcome]:
+        """Outcomes of the head on ``outputs`` (the group's rows of the shared stages), or of a whole ``predict``
+        without them; a failing batch is retried frame by frame, each frame with a ``predict`` of its own."""
         try:
             with self._model_lock:
-                outcomes = _outcomes(method, images)
+                outcomes = _outcomes(method.predict(images) if outputs is None else method.predict_head(outputs))
         except Exception as exc:
             if len(images) == 1:
                 log.warning("%s failed on a frame: %s", key.method, exc)
@@ -650,6 +680,7 @@ class InspectorCore:
         return {
             "device": self.device,
             "backbones": [config.name for config in self._backbones],
+            "image_stages": self.stage_tally.describe(),
             "cameras": {
                 camera: {
                     "method": key.method,
@@ -711,9 +742,8 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", "")) or "load_failed"
 
 
-def _outcomes(method: ZeroShotMethod, images: list[np.ndarray]) -> list[_Outcome]:
-    """Run the method; a frame with a non-finite score or map fails on its own."""
-    result = method.predict(images)
+def _outcomes(result: AnomalyResult) -> list[_Outcome]:
+    """One outcome per frame of a method's result; a frame with a non-finite score or map fails on its own."""
     maps = result.maps.cpu().numpy()
     scores = result.scores.cpu().numpy()
     outcomes = []

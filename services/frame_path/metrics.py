@@ -50,7 +50,14 @@ class PipelineMetrics:
                 boundaries=LATENCY_BOUNDARIES_S,
                 tag_keys=("stage",),
             ),
-            "batch": Histogram("zsad_batch_size", "Frames per model call.", boundaries=BATCH_BOUNDARIES),
+            "batch": Histogram("zsad_batch_size", "Frames per camera group scored together (one head call).",
+                               boundaries=BATCH_BOUNDARIES),
+            "vision_batch": Histogram("zsad_vision_batch_size", "Frames per image-stage (vision tower) forward.",
+                                      boundaries=BATCH_BOUNDARIES),
+            "stage_forwards": Histogram(
+                "zsad_image_stage_forwards", "Image-stage forwards per replica batch: one per distinct vision path.",
+                boundaries=BATCH_BOUNDARIES,
+            ),
             "lag": Gauge("zsad_consumer_lag", "Records behind the end of the partition.", tag_keys=("partition",)),
             "in_flight": Gauge("zsad_ingest_in_flight", "Frames sent to serving, not yet acknowledged.",
                                tag_keys=("actor",)),
@@ -129,8 +136,14 @@ class PipelineMetrics:
         self._metrics["stage"].observe(max(seconds, 0.0), tags={"stage": stage})
 
     def batch(self, size: int) -> None:
-        """A model call over ``size`` frames."""
+        """A camera group's ``size`` frames scored together (its head; the image stage may span groups)."""
         self._metrics["batch"].observe(size)
+
+    def image_stages(self, forward_sizes: list[int]) -> None:
+        """A batch's image-stage forwards, each over ``size`` frames of every camera on its vision path."""
+        self._metrics["stage_forwards"].observe(len(forward_sizes))
+        for size in forward_sizes:
+            self._metrics["vision_batch"].observe(size)
 
     def lag(self, partition: int, records: int) -> None:
         """Consumer lag of one partition."""

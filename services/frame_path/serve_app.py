@@ -38,7 +38,8 @@ _QUIET = {"enable_access_log": False}
 class Inspector:
     """One backbone per distinct architecture, the cameras' methods, and the Redis writer.
 
-    ``@serve.batch`` collects frames from every ingest actor into one model call per camera group.
+    ``@serve.batch`` collects frames from every ingest actor; a batch runs one vision forward per distinct
+    vision path over all its cameras' frames, then one head per camera group (:class:`InspectorCore`).
     """
 
     def __init__(self, config: ZsadConfig) -> None:

@@ -12,8 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -71,37 +70,6 @@ class BackboneConfig:
     precision: Precision = "fp32"
     device: str = "cpu"
     cache_dir: str | None = None
-
-
-@dataclass
-class _RecordedForward:
-    """One image forward inside :meth:`ClipBackbone.reusing_forwards`: its input and what it computed."""
-
-    backbone: ClipBackbone
-    pixels: torch.Tensor
-    features: vision.VisionFeatures
-    plain_taps: frozenset[int] = field(default_factory=frozenset)
-
-    def serves(self, backbone: ClipBackbone, pixels: torch.Tensor, taps: set[int], need_global: bool) -> bool:
-        has_global = self.features.global_embedding is not None
-        return backbone is self.backbone and pixels is self.pixels and taps <= self.plain_taps and (
-            has_global or not need_global
-        )
-
-    def subset(self, taps: set[int], need_global: bool) -> vision.VisionFeatures:
-        features = self.features
-        return vision.VisionFeatures(
-            raw={tap: features.raw[tap] for tap in taps},
-            projected={tap: features.projected[tap] for tap in taps},
-            global_embedding=features.global_embedding if need_global else None,
-            global_embedding_no_ln=features.global_embedding_no_ln if need_global else None,
-            grid=features.grid,
-        )
-
-
-# The forwards recorded in the current reusing_forwards() block (per thread / task, so concurrent callers of one
-# backbone never see each other's inputs); None outside such a block.
-_RECORDED_FORWARDS: ContextVar[list[_RecordedForward] | None] = ContextVar("zsad_recorded_forwards", default=None)
 
 
 class ClipBackbone(nn.Module):
@@ -195,16 +163,8 @@ class ClipBackbone(nn.Module):
     ) -> vision.VisionFeatures:
         """Tapped tokens and the global embedding of a batch; see :func:`vision.encode_image`.
 
-        All returned tensors are float32 whatever the precision, so scoring code never sees bf16. Inside
-        :meth:`reusing_forwards`, a call for CLIP's own path that an earlier call on the same ``pixels`` tensor
-        already computed returns those tensors instead of running the tower again.
+        All returned tensors are float32 whatever the precision, so scoring code never sees bf16.
         """
-        recorded = _RECORDED_FORWARDS.get()
-        wanted = set(taps)
-        if recorded is not None and surgery is None and not overwritten_taps:
-            for forward in recorded:
-                if forward.serves(self, pixels, wanted, need_global):
-                    return forward.subset(wanted, need_global)
         with self._precision():
             features = vision.encode_image(
                 self.model.visual, self._input(pixels), taps, surgery, need_global, overwritten_taps
@@ -215,27 +175,7 @@ class ClipBackbone(nn.Module):
         if features.global_embedding is not None:
             features.global_embedding = features.global_embedding.float()
             features.global_embedding_no_ln = features.global_embedding_no_ln.float()
-        if recorded is not None:
-            # Overwritten taps hold another block's residual too: not CLIP's own tokens, never handed out again.
-            plain = frozenset() if overwritten_taps else frozenset(features.raw)
-            recorded.append(_RecordedForward(self, pixels, features, plain))
         return features
-
-    @contextlib.contextmanager
-    def reusing_forwards(self) -> Iterator[None]:
-        """Within the block, image forwards of one ``pixels`` tensor are computed once and shared.
-
-        Why: a method wrapped with few-shot references needs the patch tokens its wrapped method has just
-        computed on the same batch; without this the tower runs twice (measured 1.85x the cost of the method
-        alone). Served again: CLIP's own path (``raw``, ``projected``, the global embeddings) of taps the first
-        forward collected, also when that forward ran the V-V path beside it (the original path there differs
-        from a plain forward only by float rounding: it goes through ``scaled_dot_product_attention``).
-        """
-        token = _RECORDED_FORWARDS.set([])
-        try:
-            yield
-        finally:
-            _RECORDED_FORWARDS.reset(token)
 
     def encode_token_subsets(self, pixels: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(B, M, D)`` of CLS plus each subset of patches; see :func:`vision.encode_token_subsets`."""

@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from zsad_core.artifacts import MANIFEST_FILE, load_manifest_json, sha256_file
-from zsad_core.backbone import ClipBackbone
+from zsad_core.backbone import ClipBackbone, VisionFeatures
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.few_shot.coreset import greedy_k_center
 from zsad_core.preprocess import preprocess
@@ -201,8 +201,13 @@ def patch_tokens(
     The forward stops after the last tap (no global embedding) and runs CLIP's own path only.
     """
     features = backbone.encode_image(pixels, taps, need_global=False)
+    return memory_tokens(features, taps, feature), features.grid
+
+
+def memory_tokens(features: VisionFeatures, taps: Sequence[int], feature: FeatureKind) -> dict[int, torch.Tensor]:
+    """Patch tokens ``tap -> (B, N, C)`` (CLS dropped) of the kind a memory holds, from a forward's features."""
     source = features.raw if feature == "raw" else features.projected
-    return {tap: source[tap][:, 1:] for tap in taps}, features.grid
+    return {tap: source[tap][:, 1:] for tap in taps}
 
 
 def build_memory(

@@ -1,8 +1,9 @@
 """``FewShotMethod``: any zero-shot method plus a reference memory, itself a method.
 
-The wrapper runs the wrapped method unchanged, computes the nearest-neighbour distance map of the same
-pixels against the memory, brings it to the method's input size (bilinear, then the Gaussian the CLIP
-few-shot papers apply to their final maps) and fuses maps and scores (:mod:`zsad_core.few_shot.fusion`).
+The wrapper runs the wrapped method's head unchanged, computes the nearest-neighbour distance map of the
+patch tokens the method's own image stage tapped (a forward of its own only when the method taps others)
+against the memory, brings it to the method's input size (bilinear, then the Gaussian the CLIP few-shot papers
+apply to their final maps) and fuses maps and scores (:mod:`zsad_core.few_shot.fusion`).
 It returns the same :class:`AnomalyResult`, so evaluation and serving need no change to use references.
 """
 
@@ -16,17 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zsad_core.backbone import VisionFeatures
 from zsad_core.few_shot.fusion import MAP_FUSIONS, SCORE_FUSIONS, MapFusion, ScoreFusion, fuse_maps, fuse_scores
 from zsad_core.few_shot.memory import (
     IncompatibleReferencesError,
     MemoryOptions,
     ReferenceMemory,
     build_memory,
-    patch_tokens,
+    memory_tokens,
 )
 from zsad_core.methods.base import ZeroShotMethod
 from zsad_core.methods.ops import gaussian_blur
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass
 
 
 @dataclass(frozen=True)
@@ -81,23 +84,33 @@ class FewShotMethod(ZeroShotMethod):
     def _build_class_state(self) -> None:
         self.method.setup(self.class_name, self.domain)
 
+    def _memory_stage(self) -> ImageStage:
+        """The stage the memory's patch tokens come from: the wrapped method's own forward when it taps them on
+        CLIP's path (no second tower forward), else a forward of CLIP's path to the memory's last tap."""
+        for stage in self.method.image_stages():
+            if isinstance(stage.forward, TowerPass) and stage.forward.has_clip_taps(self.memory.taps):
+                return stage
+        return ImageStage(self.backbone, TowerPass(self.memory.taps, need_global=False))
+
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """The wrapped method's stages, and the memory's when none of them holds its tokens."""
+        return tuple(dict.fromkeys((*self.method.image_stages(), self._memory_stage())))
+
     def few_shot_map(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, S, S)`` nearest-neighbour distance map at the input size, smoothed."""
-        tokens, grid = patch_tokens(self.backbone, pixels, self.memory.taps, self.memory.feature)
-        distances = self.memory.distance_map(tokens, grid)
-        size = pixels.shape[-1]
+        """``(B, S, S)`` nearest-neighbour distance map of normalised pixels at the input size, smoothed."""
+        return self._few_shot_map(self._memory_stage().run(pixels))
+
+    def _few_shot_map(self, features: VisionFeatures) -> torch.Tensor:
+        tokens = memory_tokens(features, self.memory.taps, self.memory.feature)
+        distances = self.memory.distance_map(tokens, features.grid)
+        size = self.image_size
         upsampled = F.interpolate(distances[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
         return gaussian_blur(upsampled, self.fusion.sigma)
 
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """The wrapped method's result fused with the memory's distances, same shapes and types.
-
-        The memory's patch tokens come from the wrapped method's own forward when it tapped them on CLIP's path
-        (:meth:`~zsad_core.backbone.clip.ClipBackbone.reusing_forwards`); otherwise the tower runs again.
-        """
-        with self.backbone.reusing_forwards():
-            maps, scores = self.method(pixels)
-            few_shot = self.few_shot_map(pixels)
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
+        """The wrapped method's result fused with the memory's distances, same shapes and types."""
+        maps, scores = self.method.head(outputs)
+        few_shot = self._few_shot_map(outputs[self._memory_stage()])
         fused = fuse_maps(maps.float(), few_shot, self.fusion.map_fusion, self.fusion.weight)
         return AnomalyResult(fused, fuse_scores(scores.float(), few_shot, self.fusion.score_fusion, self.fusion.weight))
 

@@ -11,12 +11,17 @@ from zsad_core.methods.registry import (
     register_method,
 )
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass, encode_shared
 
 __all__ = [
     "METHODS",
     "AnomalyResult",
+    "ImageStage",
     "MethodConfig",
+    "StageOutputs",
+    "TowerPass",
     "ZeroShotMethod",
+    "encode_shared",
     "get_method_config",
     "get_method_spec",
     "list_methods",

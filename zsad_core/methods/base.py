@@ -8,8 +8,9 @@ wrap methods; methods know nothing of either.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 from zsad_core.backbone import ClipBackbone
 from zsad_core.methods.ops import quarter_taps
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, WholeMethodPass, run_stages
 from zsad_core.preprocess import preprocess
 
 
@@ -48,9 +50,12 @@ class MethodConfig:
 class ZeroShotMethod(nn.Module):
     """Base class: holds the backbone reference, the config and the class set-up.
 
-    Subclasses implement :meth:`forward` (normalised pixels -> :class:`AnomalyResult`) and, when they have
-    class-dependent text features, :meth:`_build_class_state`. Learnable subclasses set ``learnable = True``
-    and implement :meth:`loss` and :meth:`configure_optimizer`.
+    Subclasses split inference in two (:mod:`zsad_core.methods.stages`): :meth:`image_stages`, the backbone
+    forwards they read, keyed so that other methods and classes asking for the same share them, and :meth:`head`,
+    which turns those outputs into an :class:`AnomalyResult` for the set-up class, prompts and references.
+    (A subclass may instead override :meth:`forward` alone; it then shares no forward.) Subclasses with
+    class-dependent text features implement :meth:`_build_class_state`. Learnable subclasses set
+    ``learnable = True`` and implement :meth:`loss` and :meth:`configure_optimizer`.
     """
 
     name: ClassVar[str] = ""
@@ -100,32 +105,69 @@ class ZeroShotMethod(nn.Module):
             raise RuntimeError(f"{self.name}: call setup(class_name) before predicting (load_method does this)")
 
     # -- inference -------------------------------------------------------------------------------------------
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """Anomaly maps and scores of ``(B, 3, S, S)`` normalised pixels."""
-        raise NotImplementedError
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """The backbone forwards :meth:`head` reads; equal stages of other methods are run once for all.
 
-    def predict(self, images: torch.Tensor | Sequence[np.ndarray | bytes]) -> AnomalyResult:
-        """Maps and scores of a batch, in inference mode and eval mode (no prompt dropout; mode restored after).
+        The default makes a method that overrides only :meth:`forward` its own stage (shared with nothing).
+        """
+        return (ImageStage(self.backbone, WholeMethodPass(self)),)
+
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
+        """Maps and scores from the outputs of :meth:`image_stages` (at least those; rows = images)."""
+        (stage,) = self.image_stages()
+        rows = outputs[stage]
+        return AnomalyResult(rows[:, 1:].unflatten(1, (self.image_size, self.image_size)), rows[:, 0])
+
+    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
+        """Anomaly maps and scores of ``(B, 3, S, S)`` normalised pixels: the image stages, then the head."""
+        return self.head(run_stages(self.image_stages(), pixels))
+
+    def pixels(self, images: torch.Tensor | Sequence[np.ndarray | bytes]) -> torch.Tensor:
+        """Normalised ``(B, 3, S, S)`` pixels on the backbone's device.
 
         Args:
-            images: ``(B, 3, S, S)`` normalised pixels, or RGB uint8 arrays / encoded JPEG-PNG bytes, which are
+            images: normalised pixels (moved as they are), or RGB uint8 arrays / encoded JPEG-PNG bytes, which are
                 squashed to S x S with the backbone's normalisation.
         """
-        self._require_setup()
         device = torch.device(self.backbone.device)
         if not isinstance(images, torch.Tensor):
             images, _ = preprocess(images, self.backbone.preprocess_config())
             if device.type == "cuda":
                 # Page-locked host memory lets the copy run asynchronously (DMA) instead of staging it.
                 images = images.pin_memory()
+        return images.to(device, non_blocking=device.type == "cuda")
+
+    def predict(self, images: torch.Tensor | Sequence[np.ndarray | bytes]) -> AnomalyResult:
+        """Maps and scores of a batch, in inference mode and eval mode (no prompt dropout; mode restored after).
+
+        Args:
+            images: see :meth:`pixels`.
+        """
+        self._require_setup()
+        pixels = self.pixels(images)
+        with self._evaluating(), torch.inference_mode():
+            maps, scores = self(pixels)
+        return AnomalyResult(maps.float(), scores.float())
+
+    def predict_head(self, outputs: StageOutputs) -> AnomalyResult:
+        """:meth:`head` as :meth:`predict` runs it: inference and eval mode (restored after), float32 results.
+
+        Why public: a caller that ran the stages of several methods at once (:func:`encode_shared`) finishes each.
+        """
+        self._require_setup()
+        with self._evaluating(), torch.inference_mode():
+            maps, scores = self.head(outputs)
+        return AnomalyResult(maps.float(), scores.float())
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode inside the block (no prompt dropout), the previous mode restored after."""
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
-                maps, scores = self(images.to(device, non_blocking=device.type == "cuda"))
+            yield
         finally:
             self.train(was_training)
-        return AnomalyResult(maps.float(), scores.float())
 
     # -- training --------------------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -36,6 +36,7 @@ from zsad_core.methods.prompting import (
 )
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass
 
 # State words of the compositional prompt ensemble (paper Fig. 6 / anomalib ``prompting.py``): 7 normal, 4 anomalous.
 NORMAL_STATES: tuple[str, ...] = (
@@ -169,6 +170,18 @@ def combine_scales(image_scores: torch.Tensor, scale_maps: list[torch.Tensor]) -
     return harmonic_mean(stacked, dim=0)
 
 
+@dataclass(frozen=True)
+class WindowPass:
+    """An image stage: the embeddings ``(B, M, D)`` of every ``size x size`` window, each run as an image."""
+
+    size: int
+    stride: int = 1
+
+    def run(self, backbone: ClipBackbone, pixels: torch.Tensor) -> torch.Tensor:
+        """Window embeddings, windows ordered as :func:`window_index_sets`."""
+        return backbone.encode_token_subsets(pixels, window_index_sets(backbone.grid, self.size, self.stride))
+
+
 # -- the method -----------------------------------------------------------------------------------------------
 @register_method("winclip", WinClipConfig)
 class WinClip(ZeroShotMethod):
@@ -176,8 +189,7 @@ class WinClip(ZeroShotMethod):
 
     Buffers (all non-persistent: they are rebuilt from the backbone grid and the class name, so the
     method's ``state_dict`` is empty):
-        ``windows_<k>``: ``(M_k, k*k)`` patch indices of the windows of side k.
-        ``coverage_<k>``: ``(P, M_k)`` 0/1 coverage of patches by those windows.
+        ``coverage_<k>``: ``(P, M_k)`` 0/1 coverage of patches by the windows of side k.
         ``text_features``: ``(2, D)`` normal / anomalous ensemble vectors, filled by :meth:`setup`.
     """
 
@@ -190,7 +202,6 @@ class WinClip(ZeroShotMethod):
         num_patches = backbone.grid[0] * backbone.grid[1]
         for size in config.window_sizes:
             windows = window_index_sets(backbone.grid, size, config.window_stride)
-            self.register_buffer(f"windows_{size}", windows, persistent=False)
             self.register_buffer(f"coverage_{size}", coverage_matrix(windows, num_patches), persistent=False)
         self.register_buffer("text_features", torch.empty(0, backbone.embed_dim), persistent=False)
 
@@ -205,23 +216,27 @@ class WinClip(ZeroShotMethod):
         ]
         self.text_features = torch.stack(vectors).to(self.text_features.device)
 
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """Maps and scores of ``(B, 3, S, S)`` normalised pixels.
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """CLIP's image embedding, then one batched pass of every window per window size (2 by default)."""
+        stride = self.config.window_stride
+        passes = [TowerPass(need_global=True), *(WindowPass(size, stride) for size in self.config.window_sizes)]
+        return tuple(ImageStage(self.backbone, forward) for forward in passes)
+
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
+        """Maps and scores from the image and window embeddings.
 
         Returns:
             :class:`AnomalyResult` with ``(B, S, S)`` maps (multi-scale harmonic map, bilinear,
             ``align_corners=False``, no smoothing) and ``(B,)`` scores (image-level class score).
         """
-        self._require_setup()
         text, temperature = self.text_features, self.config.temperature
-        image_embedding = self.backbone.encode_image(pixels, need_global=True).global_embedding  # (B, D)
-        image_scores = abnormal_probability(image_embedding, text, temperature)  # (B,)
+        image, *windows = self.image_stages()
+        image_scores = abnormal_probability(outputs[image].global_embedding, text, temperature)  # (B,)
         scale_maps = []
-        for size in self.config.window_sizes:  # one batched CLIP pass per window size (2 by default)
-            window_embeddings = self.backbone.encode_token_subsets(pixels, getattr(self, f"windows_{size}"))
-            window_scores = abnormal_probability(window_embeddings, text, temperature)  # (B, M)
-            scale_maps.append(harmonic_aggregation(window_scores, getattr(self, f"coverage_{size}")))
+        for stage in windows:
+            window_scores = abnormal_probability(outputs[stage], text, temperature)  # (B, M)
+            scale_maps.append(harmonic_aggregation(window_scores, getattr(self, f"coverage_{stage.forward.size}")))
         patch_map = combine_scales(image_scores, scale_maps)  # (B, P)
         grid = patch_map.reshape(-1, 1, *self.backbone.grid)
-        maps = upsample(grid, pixels.shape[-1], align_corners=False)[:, 0]
+        maps = upsample(grid, self.image_size, align_corners=False)[:, 0]
         return AnomalyResult(maps.float(), image_scores.float())

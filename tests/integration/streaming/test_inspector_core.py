@@ -91,15 +91,15 @@ def test_a_frame_that_breaks_the_model_fails_alone(
     camera = f"d{unique}"
     core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
     method = core.methods[core.camera_keys[camera]].module
-    original = method.predict
+    original = method.pixels
     poisoned = _request(camera, "poison", 5)
 
-    def predict(images):
+    def pixels(images):  # the frame breaks the vision forward of whatever batch it is in
         if any(image is poisoned.image for image in images):
             raise RuntimeError("kernel fault")
         return original(images)
 
-    monkeypatch.setattr(method, "predict", predict)
+    monkeypatch.setattr(method, "pixels", pixels)
     acks = core.process([_request(camera, "ok1", 1), poisoned, _request(camera, "ok2", 2)])
     assert [ack.status for ack in acks] == ["stored", "failed", "stored"]
     assert acks[1].error_reason == "inference_error" and "kernel fault" in acks[1].error_detail
@@ -112,13 +112,13 @@ def test_non_finite_output_is_a_failure_not_a_stored_nan(
     camera = f"e{unique}"
     core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
     method = core.methods[core.camera_keys[camera]].module
-    original = method.predict
+    original = method.predict_head
 
-    def predict(images):
-        result = original(images)
+    def predict_head(outputs):
+        result = original(outputs)
         return type(result)(result.maps, torch.full_like(result.scores, float("nan")))
 
-    monkeypatch.setattr(method, "predict", predict)
+    monkeypatch.setattr(method, "predict_head", predict_head)
     (ack,) = core.process([_request(camera, "n", 1)])
     assert ack.status == "failed" and "non-finite" in ack.error_detail
     assert store.get_result(camera, "n") is None
@@ -153,10 +153,11 @@ def test_a_model_failing_on_every_frame_is_the_replicas_fault(
     core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
     method = core.methods[core.camera_keys[camera]].module
 
-    def broken(images):
+    def broken(images_or_outputs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(method, "predict", broken)
+    monkeypatch.setattr(method, "predict_head", broken)  # the shared stages' heads
+    monkeypatch.setattr(method, "predict", broken)  # then the retry frame by frame
     with pytest.raises(ModelUnavailableError, match="every frame"):  # ingest retries it as a system failure
         core.process([_request(camera, "u", 1), _request(camera, "v", 2)])
     assert store.get_result(camera, "u") is None
@@ -219,3 +220,33 @@ def test_model_inputs_from_ingest_score_like_the_full_frames_did(
     quantisation = 1 / 65535  # the stored 16-bit PNG
     assert score_diff <= max_score_diff + 1e-6, score_diff
     assert map_diff <= max_map_diff + quantisation, map_diff
+
+
+def test_cameras_on_different_products_share_one_vision_forward_per_vision_path(
+    redis_server: RedisServer, store: ResultStore, unique: str
+) -> None:
+    """Three clip-ad cameras on three products and one anoclip camera: two vision paths, two forwards."""
+    cams = {
+        f"k{unique}": {"method": "clip-ad", "class_name": "bottle"},
+        f"l{unique}": {"method": "clip-ad", "class_name": "cable"},
+        f"m{unique}": {"method": "clip-ad", "class_name": "screw", "domain": "texture"},
+        f"n{unique}": {"method": "anoclip", "options": {"image_views": "none"}},
+    }
+    core = InspectorCore(_config(redis_server, cams), store)
+    bottle, cable, screw, texture = cams
+    requests = [_request(bottle, "1", 1), _request(cable, "1", 2), _request(texture, "1", 3),
+                _request(screw, "1", 4), _request(bottle, "2", 5), _request(texture, "2", 6)]  # fmt: skip
+    backbone = core.methods[core.camera_keys[bottle]].module.backbone
+    forwards: list[int] = []
+    hook = backbone.model.visual.conv1.register_forward_hook(lambda _, inputs, __: forwards.append(len(inputs[0])))
+    try:
+        acks = core.process(requests)
+    finally:
+        hook.remove()
+
+    assert sorted(forwards) == [2, 4]  # clip-ad's path over the frames of three products, anoclip's over its two
+    stages = core.describe()["image_stages"]
+    assert (stages["batches"], stages["groups"], stages["forwards"], stages["frames"]) == (1, 4, 2, 6)
+    for ack, request in zip(acks, requests, strict=True):
+        alone = core.methods[core.camera_keys[request.camera]].module.predict([request.image]).scores[0].item()
+        assert ack.status == "stored" and ack.score == pytest.approx(alone, abs=1e-5)

@@ -17,7 +17,7 @@ from zsad_core.few_shot import (
     fuse_scores,
     with_references,
 )
-from zsad_core.few_shot.memory import patch_tokens
+from zsad_core.few_shot.memory import memory_tokens, patch_tokens
 from zsad_core.methods.ops import gaussian_blur
 
 
@@ -92,11 +92,11 @@ def test_references_add_no_forward_of_the_vision_tower(name, options, tiny_backb
     finally:
         hook.remove()
     assert len(forwards) == 2 * alone
+    assert few.image_stages() == method.image_stages()
     with torch.inference_mode():  # the shared tokens give what a separate forward would (to float rounding)
         tokens, grid = patch_tokens(tiny_backbone, tiny_pixels, method.taps, "raw")
         separate = few.memory.distance_map(tokens, grid)
-        with tiny_backbone.reusing_forwards():
-            method(tiny_pixels)
-            shared = few.memory.distance_map(*patch_tokens(tiny_backbone, tiny_pixels, method.taps, "raw"))
+        (stage,) = method.image_stages()
+        shared = few.memory.distance_map(memory_tokens(stage.run(tiny_pixels), method.taps, "raw"), grid)
     torch.testing.assert_close(shared, separate, rtol=1e-5, atol=1e-6)
     assert result.maps.shape == (2, 64, 64)

@@ -43,9 +43,9 @@ def test_config_defaults_and_state(method, tiny_backbone):
     assert len(config.templates) == 22 == len(set(config.templates))  # the paper's list, no duplicate
     assert "a cropped photo of a {}." in config.templates
     assert winclip.WinClip.uses_class_name
-    assert method.state_dict() == {}  # windows, coverage and text are rebuilt, never saved
+    assert method.state_dict() == {}  # coverage and text are rebuilt, never saved
     assert method.text_features.shape == (2, tiny_backbone.embed_dim)
-    assert method.windows_2.shape == (9, 4) and method.windows_3.shape == (4, 9)  # 4x4 grid
+    assert method.coverage_2.shape == (16, 9) and method.coverage_3.shape == (16, 4)  # 4x4 grid
 
 
 def test_text_features_follow_class_name_and_overrides(tiny_backbone):
@@ -59,7 +59,7 @@ def test_text_features_follow_class_name_and_overrides(tiny_backbone):
     for index, states in enumerate((winclip.NORMAL_STATES, winclip.ANOMALOUS_STATES)):
         raw = tiny_backbone.encode_text([f"a photo of a {s.format('bottle')}." for s in states])
         torch.testing.assert_close(single.text_features[index], torch.nn.functional.normalize(raw.mean(0), dim=-1))
-    assert not hasattr(single, "windows_3")
+    assert not hasattr(single, "coverage_3")
 
 
 def test_scores_match_explicit_computation(method, tiny_backbone, tiny_pixels):
@@ -198,7 +198,7 @@ def test_vit_b16_random_weights_224():
     # one template keeps the text side (242 sentences x 77 tokens by default, ~13 s on 2 CPU cores) out of a
     # test of the image side: 313 windows through a real-size ViT
     model = load_method("winclip", backbone=backbone, class_name="screw", templates=("a photo of a {}.",))
-    assert model.windows_2.shape == (169, 4) and model.windows_3.shape == (144, 9)
+    assert model.coverage_2.shape == (196, 169) and model.coverage_3.shape == (196, 144)
     maps, scores = model.predict(torch.randn(1, 3, 224, 224))
     assert maps.shape == (1, 224, 224) and scores.shape == (1,)
     assert torch.isfinite(maps).all() and torch.isfinite(scores).all()

@@ -43,6 +43,7 @@ from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 from zsad_core.methods.ops import cosine_logits, mean_filter3x3, tokens_to_grid, upsample
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass
 
 ImageViews = Literal["none", "official22"]
 
@@ -146,6 +147,25 @@ def view_score(embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return abnormal_probability(embeddings, text).mean(-1)
 
 
+@dataclass(frozen=True)
+class ViewPass:
+    """An image stage: CLIP's global embeddings ``(B, 21, D)`` of the 21 non-identity official views.
+
+    Attributes:
+        gray_on_normalized: see :func:`.views.grayscale`.
+    """
+
+    gray_on_normalized: bool = False
+
+    def run(self, backbone: ClipBackbone, pixels: torch.Tensor) -> torch.Tensor:
+        """All views of the batch through the backbone in one call."""
+        source = backbone.source
+        views = official_views(pixels, source.mean, source.std, self.gray_on_normalized)[:, 1:]
+        batch, count = views.shape[:2]
+        embeddings = backbone.encode_image(views.flatten(0, 1), need_global=True).global_embedding
+        return embeddings.view(batch, count, -1)
+
+
 # -- methods ---------------------------------------------------------------------------------------------------
 @register_method("anoclip", AnoCLIPConfig)
 class AnoCLIP(ZeroShotMethod):
@@ -176,35 +196,34 @@ class AnoCLIP(ZeroShotMethod):
             self.backbone, name, config.normal_states, config.abnormal_states, templates
         )
 
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """Maps ``(B, S, S)`` and scores ``(B,)`` of ``(B, 3, S, S)`` normalised pixels."""
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """The V-V path to the map tap with CLIP's global embedding, plus the 21 other views when they score.
+
+        The identity view's embedding is the one the map pass computes (the V-V path leaves CLIP's own path and
+        its CLS untouched), so only the other views run again.
+        """
+        tower = ImageStage(self.backbone, TowerPass(self.taps, self.surgery, need_global=True))
+        if self.config.image_views == "none":
+            return (tower,)
+        return tower, ImageStage(self.backbone, ViewPass(self.config.gray_on_normalized))
+
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
+        """Maps ``(B, S, S)`` and scores ``(B,)`` from the V-V tokens and the views' global embeddings."""
         if self.text is None:
             raise RuntimeError(f"{self.name}: call setup(class_name) before forward (load_method does this)")
         (tap,) = self.taps
-        features = self.backbone.encode_image(pixels, taps=(tap,), surgery=self.surgery, need_global=True)
+        tower, *views = self.image_stages()
+        features = outputs[tower]
         tokens = self._adapt(features.vv_projected[tap][:, 1:])  # (B, N, D), CLS dropped
-        maps = anomaly_map(tokens, self.text, features.grid, pixels.shape[-1])
-        scores = self._image_scores(pixels, features.global_embedding)
-        return AnomalyResult(maps.float(), scores.float())
+        maps = anomaly_map(tokens, self.text, features.grid, self.image_size)
+        embeddings = features.global_embedding.unsqueeze(1)  # (B, 1, D)
+        if views:
+            embeddings = torch.cat([embeddings, outputs[views[0]]], dim=1)  # (B, 22, D)
+        return AnomalyResult(maps.float(), view_score(embeddings, self.text).float())
 
     def _adapt(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hook for AnoCLIP+; the training-free method uses the tokens as they are."""
         return tokens
-
-    def _image_scores(self, pixels: torch.Tensor, global_embedding: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` scores; with views, the 21 non-identity views go through the backbone in one call.
-
-        The identity view's embedding is the one the map pass already computed (the V-V path leaves CLIP's
-        own path and its CLS untouched), so it is reused instead of encoded again.
-        """
-        embeddings = global_embedding.unsqueeze(1)  # (B, 1, D)
-        if self.config.image_views == "official22":
-            source = self.backbone.source
-            views = official_views(pixels, source.mean, source.std, self.config.gray_on_normalized)[:, 1:]
-            batch, count = views.shape[:2]
-            extra = self.backbone.encode_image(views.flatten(0, 1), need_global=True).global_embedding
-            embeddings = torch.cat([embeddings, extra.view(batch, count, -1)], dim=1)  # (B, 22, D)
-        return view_score(embeddings, self.text)
 
 
 @register_method("anoclip+", AnoCLIPPlusConfig)

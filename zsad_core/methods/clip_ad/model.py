@@ -51,6 +51,7 @@ from zsad_core.methods.losses import dice_loss, focal_loss
 from zsad_core.methods.ops import gaussian_blur
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass
 
 
 @dataclass(frozen=True)
@@ -170,12 +171,11 @@ class ClipAD(ZeroShotMethod):
         self.text_features = self._encode_class(self.class_name)
 
     # -- inference -------------------------------------------------------------------------------------------
-    def _encode(self, pixels: torch.Tensor) -> VisionFeatures:
-        """One forward with the staged V-V path; stops after the last tap (no global embedding needed)."""
-        return self.backbone.encode_image(
-            pixels, self.taps, surgery=self.surgery, need_global=False,
-            overwritten_taps=self.config.official_tap_overwrite,
-        )
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """One forward with the staged V-V path; it stops after the last tap (no global embedding needed)."""
+        overwritten = self.config.official_tap_overwrite
+        tower = TowerPass(self.taps, self.surgery, need_global=False, overwritten_taps=overwritten)
+        return (ImageStage(self.backbone, tower),)
 
     def _raw_map(self, features: VisionFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsmoothed map ``(B, S, S)`` and the CLS abnormal probability ``(B,)`` of the last V-V tap."""
@@ -184,19 +184,20 @@ class ClipAD(ZeroShotMethod):
         cls_logits = self.config.logit_scale * taps[-1][:, 0] @ self.text_features.T  # (B, 2)
         return raw, cls_logits.softmax(-1)[:, ABNORMAL]
 
-    def _maps_and_terms(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _maps_and_terms(self, features: VisionFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothed maps ``(B, S, S)`` and the raw image-score terms ``(B, 2)`` [CLS probability, map max]."""
-        raw, cls_prob = self._raw_map(self._encode(pixels))
+        raw, cls_prob = self._raw_map(features)
         maps = gaussian_blur(raw, self.config.sigma)
         return maps, torch.stack([cls_prob, maps.flatten(1).amax(1)], dim=1)
 
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """Maps and per-image scores of ``(B, 3, S, S)`` normalised pixels.
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
+        """Maps and per-image scores from the V-V taps.
 
         The score is the sum of the two raw terms. The paper's score additionally min-max normalises each
         term over the test set of a class before adding them (evaluation only; use :meth:`score_terms`).
         """
-        maps, terms = self._maps_and_terms(pixels)
+        (stage,) = self.image_stages()
+        maps, terms = self._maps_and_terms(outputs[stage])
         return AnomalyResult(maps, terms.sum(1))
 
     def score_terms(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -205,8 +206,9 @@ class ClipAD(ZeroShotMethod):
         For evaluation pipelines that reproduce the paper's fusion ``minmax_class(term0) + minmax_class(term1)``.
         """
         self._require_setup()
+        (stage,) = self.image_stages()
         with torch.inference_mode():
-            return self._maps_and_terms(pixels.to(self.backbone.device))[1]
+            return self._maps_and_terms(stage.run(pixels.to(self.backbone.device)))[1]
 
 
 @register_method("clip-ad+", ClipADPlusConfig)

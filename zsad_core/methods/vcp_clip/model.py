@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zsad_core.backbone import ClipBackbone
+from zsad_core.backbone import ClipBackbone, VisionFeatures
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 from zsad_core.methods.heads import TextQueryAttention
 from zsad_core.methods.losses import dice_loss, focal_loss
 from zsad_core.methods.ops import gaussian_blur, tokens_to_grid, topk_mean, upsample
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass
 from zsad_core.methods.vcp_clip.prompts import DeepTextPrompts, PromptLayout, VisualContext, encode_prompts
 
 
@@ -141,17 +142,23 @@ class VcpClip(ZeroShotMethod):
         """Pre-VCP text embeddings ``(B, 2, D)`` (normal, abnormal) of ``(B, D)`` global embeddings."""
         return encode_prompts(self.backbone, self.layout, self.text_prompts, self.context(global_embedding))
 
-    def branch_probabilities(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-tap class probabilities of both branches.
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """CLIP's own path with the raw taps and the global embedding (Pre-VCP's text reads it: in the head)."""
+        return (ImageStage(self.backbone, TowerPass(self.taps, need_global=True)),)
 
-        Args:
-            pixels: ``(B, 3, S, S)`` normalised images.
+    def branch_probabilities(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-tap class probabilities of both branches of ``(B, 3, S, S)`` normalised images.
 
         Returns:
             Pre-VCP and Post-VCP probabilities, each ``(T, B, 2, S, S)`` (T taps; channel 1 = abnormal).
         """
+        (stage,) = self.image_stages()
         with torch.no_grad():  # CLIP is frozen; only the text path needs gradients
-            features = self.backbone.encode_image(pixels, self.taps, need_global=True)
+            features = stage.run(pixels)
+        return self._branch_probabilities(features)
+
+    def _branch_probabilities(self, features: VisionFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`branch_probabilities` from the image stage's output."""
         patches = torch.stack([features.raw[tap][:, 1:] for tap in self.taps])  # (T, B, N, W), CLS dropped
         taps, batch = patches.shape[:2]
         text = self.encode_text(features.global_embedding)  # (B, 2, D)
@@ -173,9 +180,10 @@ class VcpClip(ZeroShotMethod):
         return upsample(tokens_to_grid(logits, grid), self.image_size, align_corners=True).softmax(dim=1)
 
     # -- inference -------------------------------------------------------------------------------------------
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
-        """Anomaly maps ``(B, S, S)`` and scores ``(B,)`` in [0, 1] of ``(B, 3, S, S)`` normalised pixels."""
-        pre, post = self.branch_probabilities(pixels)
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
+        """Anomaly maps ``(B, S, S)`` and scores ``(B,)`` in [0, 1] from the tapped tokens."""
+        (stage,) = self.image_stages()
+        pre, post = self._branch_probabilities(outputs[stage])
         pre_map, post_map = pre[:, :, 1].mean(0), post[:, :, 1].mean(0)  # (B, S, S)
         alpha = self.config.alpha
         maps = gaussian_blur(alpha * pre_map + (1.0 - alpha) * post_map, self.config.sigma)

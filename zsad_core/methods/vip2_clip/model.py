@@ -27,13 +27,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from zsad_core.backbone import ClipBackbone
+from zsad_core.backbone import ClipBackbone, VisionFeatures
 from zsad_core.methods.base import MethodConfig, ZeroShotMethod
 from zsad_core.methods.heads import TextQueryAttention
 from zsad_core.methods.losses import dice_loss, focal_loss, image_ce
 from zsad_core.methods.ops import gaussian_blur, tokens_to_grid, upsample
 from zsad_core.methods.registry import register_method
 from zsad_core.methods.result import AnomalyResult
+from zsad_core.methods.stages import ImageStage, StageOutputs, TowerPass
 from zsad_core.methods.vip2_clip.prompts import StatePrompts
 
 
@@ -152,6 +153,10 @@ class Vip2Clip(ZeroShotMethod):
         text = self.backbone.encode_embeddings(embeddings, eot)  # (2B, D)
         return F.normalize(text.unflatten(0, (-1, 2)), dim=-1)
 
+    def image_stages(self) -> tuple[ImageStage, ...]:
+        """CLIP's own path with the taps and both global embeddings (ICA's class tokens read one: in the head)."""
+        return (ImageStage(self.backbone, TowerPass(self.taps, need_global=True)),)
+
     def similarities(self, pixels: torch.Tensor) -> torch.Tensor:
         """S^l of every tap: patches against the text vectors FGP refined on that tap.
 
@@ -161,8 +166,13 @@ class Vip2Clip(ZeroShotMethod):
         Returns:
             ``(L, B, N, 2)`` cosine similarities with [normal, abnormal], L taps, N patches (CLS excluded).
         """
+        (stage,) = self.image_stages()
         with torch.no_grad():  # CLIP is frozen; keeping its activations out of the graph saves most memory
-            features = self.backbone.encode_image(pixels, self.taps, need_global=True)
+            features = stage.run(pixels)
+        return self._similarities(features)
+
+    def _similarities(self, features: VisionFeatures) -> torch.Tensor:
+        """:meth:`similarities` from the image stage's output."""
         patches = F.normalize(torch.stack([features.projected[t][:, 1:] for t in self.taps]), dim=-1)  # (L, B, N, D)
         image = features.global_embedding if self.config.global_ln_post else features.global_embedding_no_ln
         text = self.encode_prompts(F.normalize(image, dim=-1))  # (B, 2, D)
@@ -170,16 +180,14 @@ class Vip2Clip(ZeroShotMethod):
         return patches @ refined.transpose(-1, -2)
 
     # -- inference ----------------------------------------------------------------------------------------------
-    def forward(self, pixels: torch.Tensor) -> AnomalyResult:
+    def head(self, outputs: StageOutputs) -> AnomalyResult:
         """UTPA map and image score of each image (nothing is shared between the images of a batch).
-
-        Args:
-            pixels: ``(B, 3, S, S)`` normalised images.
 
         Returns:
             ``AnomalyResult`` with ``(B, S, S)`` float32 maps and ``(B,)`` float32 scores in [0, 1].
         """
-        similarities = self.similarities(pixels)
+        (stage,) = self.image_stages()
+        similarities = self._similarities(outputs[stage])
         probs = (similarities / self.config.temperature).softmax(dim=-1)
         maps = anomaly_map(probs, self.backbone.grid, self.image_size, self.config.sigma)
         logits = image_logits(similarities, probs, self.config.topk) / self.config.temperature
