@@ -63,3 +63,19 @@ def finite_float(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+def jpeg_quality(text: str) -> int:
+    """A JPEG quality, 1 (smallest) to 100 (best)."""
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must lie in 1..100, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must lie in 1..65535, got {value}")
+    return value

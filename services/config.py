@@ -456,7 +456,7 @@ class GatewayConfig(_Section):
         jpeg_quality: 1-100.
         max_side: frames with a longer side are downscaled to it.
         part_pattern: regular expression with groups ``part_id``, ``serial``, ``station`` on file names.
-        spool_dir: the disk spool (default ``runs/gateway/<camera>/spool``).
+        spool_dir: the disk spool (default ``gateway/<camera>/spool`` in the state home).
         spool_max_bytes: the spool's limit; beyond it new frames are refused (docs/gateway.md).
         metrics_port: serve Prometheus metrics on this port (``None``: not served).
         metrics_host: the address they are served on (``0.0.0.0`` for a Prometheus on another host).

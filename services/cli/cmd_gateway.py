@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from services.arg_types import jpeg_quality, non_negative_float, port_number, positive_float, positive_int
 from services.cli.options import add_config_option, config_from_args
 
 if TYPE_CHECKING:
@@ -38,10 +39,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="delete acknowledged files instead of moving them")  # fmt: skip
     folder.add_argument("--failed", help="invalid files and their .error.json go here (default: PATH/failed)")
     folder.add_argument("--pattern", metavar="GLOB", help="names that are frames (default: all)")
-    folder.add_argument("--settle-s", type=float,
+    folder.add_argument("--settle-s", type=non_negative_float,
                         help="seconds a file's size and time must stay unchanged before it is read (default 1; "
                              "0 for writers that write under a temporary name and rename)")  # fmt: skip
-    folder.add_argument("--rescan-s", type=float, help="seconds between scans (default 0.5)")
+    folder.add_argument("--rescan-s", type=positive_float, help="seconds between scans (default 0.5)")
     folder.add_argument("--part-pattern", metavar="REGEX",
                         help="part identity in file names: named groups part_id, serial, station")  # fmt: skip
     folder.set_defaults(func=cmd_gateway_source, kind="folder")
@@ -49,16 +50,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     stream = kinds.add_parser("stream", help="an RTSP or HTTP MJPEG stream, or a video file, sampled at --fps",
                               argument_default=argparse.SUPPRESS)  # fmt: skip
     stream.add_argument("--url", required=True, help="rtsp://..., http(s)://... (MJPEG) or a video file")
-    stream.add_argument("--fps", type=float, help="frames per second to keep (default: every frame)")
+    stream.add_argument("--fps", type=positive_float, help="frames per second to keep (default: every frame)")
     stream.set_defaults(func=cmd_gateway_source, kind="stream")
 
     gige = kinds.add_parser("gige", help="a GigE Vision camera through Aravis", argument_default=argparse.SUPPRESS)
     gige.add_argument("--device", required=True, help="Aravis device id, serial number or IP address")
     gige.add_argument("--trigger", choices=["free", "software", "hardware"],
                       help="free running (default), software trigger at --fps, or hardware trigger on Line1")
-    gige.add_argument("--fps", type=float, help="frame rate (free) or software triggers per second")
-    gige.add_argument("--exposure-us", type=float, help="exposure time in microseconds (default: the camera's)")
-    gige.add_argument("--count", type=int, help="stop after this many frames (default: run until stopped)")
+    gige.add_argument("--fps", type=positive_float, help="frame rate (free) or software triggers per second")
+    gige.add_argument("--exposure-us", type=positive_float,
+                      help="exposure time in microseconds (default: the camera's)")
+    gige.add_argument("--count", type=positive_int, help="stop after this many frames (default: run until stopped)")
     gige.set_defaults(func=cmd_gateway_source, kind="gige")
     for parser in (folder, stream, gige):
         _common_options(parser)
@@ -68,13 +70,15 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     """Options of every source; absent ones keep :class:`~services.config.GatewayConfig`'s defaults."""
     add_config_option(parser)
     parser.add_argument("--camera", required=True, help="camera id (the record key)")
-    parser.add_argument("--spool", dest="spool_dir", help="disk spool folder (default: runs/gateway/CAMERA/spool)")
-    parser.add_argument("--spool-max-bytes", type=int, help="spool limit; beyond it new frames are refused (1 GiB)")
+    parser.add_argument("--spool", dest="spool_dir",
+                        help="disk spool folder (default: gateway/CAMERA/spool in the state home)")
+    parser.add_argument("--spool-max-bytes", type=positive_int,
+                        help="spool limit; beyond it new frames are refused (1 GiB)")
     parser.add_argument("--encode", choices=["keep", "jpeg", "png"],
                         help="keep a file's bytes (default; streams become JPEG), or re-encode as JPEG or PNG")
-    parser.add_argument("--jpeg-quality", type=int, help="JPEG quality 1-100 (default 90)")
-    parser.add_argument("--max-side", type=int, help="downscale frames with a longer side to this many pixels")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument("--jpeg-quality", type=jpeg_quality, help="JPEG quality 1-100 (default 90)")
+    parser.add_argument("--max-side", type=positive_int, help="downscale frames with a longer side to this many pixels")
+    parser.add_argument("--metrics-port", type=port_number, help="serve Prometheus metrics on this port")
     parser.add_argument("--metrics-host", help="address of the metrics (default 127.0.0.1; 0.0.0.0 for remote)")
 
 

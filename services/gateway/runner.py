@@ -23,11 +23,11 @@ from services.gateway.part_identity import compile_part_pattern
 from services.gateway.sender import FrameSender
 from services.gateway.spool import DiskSpool
 from services.gateway.stream_source import StreamSource
+from services.state_home import state_home
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0
-GATEWAY_DIR = Path("runs/gateway")
 
 
 class Source(Protocol):
@@ -63,7 +63,7 @@ def build_gateway(config: ZsadConfig, camera: str, entry: GatewayConfig) -> tupl
     """
     metrics = GatewayMetrics(camera)
     source = _source(config, camera, entry, metrics)
-    spool = DiskSpool(entry.spool_dir or GATEWAY_DIR / camera / "spool", entry.spool_max_bytes)
+    spool = DiskSpool(entry.spool_dir or state_home() / "gateway" / camera / "spool", entry.spool_max_bytes)
     sender = FrameSender(config.kafka, spool, metrics, max_frame_bytes=config.limits.max_bytes)
     if entry.metrics_port is not None:
         serve_metrics(metrics, entry.metrics_port, entry.metrics_host)

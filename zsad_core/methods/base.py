@@ -110,6 +110,8 @@ class ZeroShotMethod(nn.Module):
 
         The default makes a method that overrides only :meth:`forward` its own stage (shared with nothing).
         """
+        if type(self).forward is ZeroShotMethod.forward:
+            raise NotImplementedError(f"{self.name} implements neither image_stages/head nor forward")
         return (ImageStage(self.backbone, WholeMethodPass(self)),)
 
     def head(self, outputs: StageOutputs) -> AnomalyResult:

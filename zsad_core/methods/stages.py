@@ -16,14 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 import torch
 
 from zsad_core.backbone import ClipBackbone, SurgeryConfig, VisionFeatures
 
-if TYPE_CHECKING:
-    from zsad_core.methods.base import ZeroShotMethod
+
+class StagedMethod(Protocol):
+    """What this module needs of a method (``ZeroShotMethod`` is one), so it never imports the method module."""
+
+    def image_stages(self) -> Sequence[ImageStage]: ...
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 StageOutput: TypeAlias = VisionFeatures | torch.Tensor
 StageOutputs: TypeAlias = Mapping["ImageStage", StageOutput]
@@ -70,14 +75,10 @@ class WholeMethodPass:
     beside split ones.
     """
 
-    method: ZeroShotMethod
+    method: StagedMethod
 
     def run(self, backbone: ClipBackbone, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, 1 + S*S)`` rows: the score, then the flattened map (one tensor, so rows split like any output)."""
-        from zsad_core.methods.base import ZeroShotMethod
-
-        if type(self.method).forward is ZeroShotMethod.forward:
-            raise NotImplementedError(f"{self.method.name} implements neither image_stages/head nor forward")
         maps, scores = self.method(pixels)
         return torch.cat([scores.float()[:, None], maps.float().flatten(1)], dim=1)
 
@@ -139,7 +140,7 @@ class SharedStages:
     forward_sizes: dict[ImageStage, int]
 
 
-def encode_shared(batches: Sequence[tuple[ZeroShotMethod, torch.Tensor]]) -> SharedStages:
+def encode_shared(batches: Sequence[tuple[StagedMethod, torch.Tensor]]) -> SharedStages:
     """Run every distinct image stage once over the pixels of all the batches whose method reads it.
 
     Args:

@@ -96,7 +96,9 @@ def test_eval_json_goes_to_stdout_and_the_old_file_spelling_still_writes_the_fil
 
 
 def test_device_defaults_to_auto_everywhere() -> None:
-    devices = {name: action.default for name, action in _arguments() if "--device" in action.option_strings}
+    # `zsad gateway gige --device` names the camera (Aravis device id), as GigE Vision tools call it.
+    devices = {name: action.default for name, action in _arguments()
+               if "--device" in action.option_strings and not name.startswith("zsad gateway gige")}
     assert devices and set(devices.values()) == {"auto"}, devices
 
 
