@@ -64,7 +64,7 @@ class ViewBackend:
         self.ingest = ingest
         self.store = ResultStore.from_config(config)
         self.client = self.store.client
-        self.registry = PromptRegistry(config.registry.root, self.client, namespace=config.registry.namespace)
+        self.registry = PromptRegistry.from_config(config.registry, self.client)
         self.settings = CameraSettingsStore(self.registry, config)
         self.renderer = OverlayRenderer(config, self.store)
         self.auth = ViewAuth(config.view.viewer_token, config.view.operator_token, config.view.session_ttl_s)
