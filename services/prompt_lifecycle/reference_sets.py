@@ -163,13 +163,14 @@ def build_reference_set(
         UnknownCameraError: ``camera`` is not configured.
         ImageError, ReferenceInputError: see :func:`model_inputs`; nothing is registered.
     """
-    from services.decisions.calibration import CameraScorer
+    from services.frame_path.camera_method import MethodBuilder, MethodKey
     from zsad_core.few_shot import MemoryOptions, build_memory, save_memory
 
     settings = config.camera(camera)
     size = model_input_sizes({camera: settings})[camera]
     inputs = model_inputs(images, settings.roi, size, config.limits.image_limits())
-    method = CameraScorer(config, camera, roi=None, device=device).method
+    # The memory holds backbone features: the prompts a replica follows do not change them.
+    method = MethodBuilder(config.serving, device).build(MethodKey.of_camera(camera, settings, None), None).module
     memory = build_memory(method.backbone, inputs, method.taps, options or MemoryOptions(),
                           class_name=settings.class_name, batch_size=config.serving.max_batch_size)  # fmt: skip
     extra = {"camera": camera, "roi": list(settings.roi) if settings.roi else None, "images": list(images.names),
@@ -181,14 +182,11 @@ def build_reference_set(
 
 def serving_identity(config: ZsadConfig, camera: str) -> tuple[str, int]:
     """``(backbone identity, input size)`` that the camera's replicas score with, without building a model."""
+    from services.frame_path.camera_method import MethodKey, backbone_config
     from zsad_core.backbone.architectures import parse_backbone_name
-    from zsad_core.methods import get_method_config, method_backbone_config
 
     settings = config.camera(camera)
-    serving = config.serving
-    overrides = {**settings.options, **({"image_size": settings.image_size} if settings.image_size else {})}
-    backbone = method_backbone_config(get_method_config(settings.method, **overrides), serving.backbone,
-                                      pretrained=serving.pretrained, weights=serving.backbone_weights)  # fmt: skip
+    backbone = backbone_config(config.serving, MethodKey.of_camera(camera, settings, None))
     size = int(backbone.image_size or 0)
     return f"{parse_backbone_name(backbone.name)}@{size}", size
 

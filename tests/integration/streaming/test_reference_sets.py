@@ -22,7 +22,7 @@ from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.frame_path.result_store import ResultStore, StoredResult, events_key
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.prompt_lifecycle.hot_swap import ReferenceWatcher, RegistryReferences
+from services.prompt_lifecycle.hot_swap import RegistryReferences, report_refusals
 from services.prompt_lifecycle.prompt_registry import PromotionRefusedError, PromptRegistry
 from services.prompt_lifecycle.reference_sets import (
     ReferenceInputError,
@@ -133,9 +133,8 @@ def test_bad_input_is_refused_and_the_serving_version_stays(
                          fits=lambda entry: check_fits_camera(entry, config, camera))  # fmt: skip
     assert refused.value.reason == "incompatible_references" and registry.aliases(camera)["champion"] == "r1"
     registry.promote(camera, r2.version, actor="test", reason="without the check")
-    watcher = ReferenceWatcher(core, registry, replica="replica-under-test")
     swaps = core.refresh_references()
-    watcher.apply(swaps)
+    report_refusals(registry, swaps, replica="replica-under-test")
     (swap,) = swaps
     assert not swap.swapped and swap.error_reason == "incompatible_references" and swap.old_version == "r1"
     (ack,) = core.process([frame(camera, "x")])
@@ -176,3 +175,4 @@ def test_a_set_promoted_while_streaming_serves_from_the_next_batch_without_a_res
     assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) == replica
     stats = deployment.status()["actors"]
     assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
+
