@@ -201,6 +201,9 @@ class CameraSettingsStore:
         """``changes`` validated with the configuration's own rules (threshold, ROI) and the registry."""
         configured = self.config.camera(camera)
         checked = dict(changes)
+        for name in ("threshold", "pixel_threshold", "min_area"):
+            if isinstance(changes.get(name), bool):  # bool is an int in Python: True would mean 1
+                raise CameraSettingsError(f"{name} must be a number, got {changes[name]!r}")
         try:
             probe = CameraConfig.model_validate(
                 {**configured.model_dump(), **{k: v for k, v in changes.items() if k in ("threshold", "roi")}}
