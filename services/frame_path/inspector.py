@@ -320,6 +320,7 @@ class InspectorCore:
             settings_version=decided_by.version,
             calibration_version=decided_by.calibration,
             regions=regions,
+            roi=request.geometry.region if request.geometry is not None else None,
         )
 
     def _watch_drift(self, stored: list[FrameResult]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from stream_helpers import (
 )
 
 from services.config import ZsadConfig
+from services.decisions.camera_settings import CameraSettingsStore
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.frame_path.result_store import ResultStore, StoredResult, events_key
@@ -176,3 +178,17 @@ def test_a_set_promoted_while_streaming_serves_from_the_next_batch_without_a_res
     stats = deployment.status()["actors"]
     assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
 
+
+def test_a_reference_set_is_cut_with_the_live_roi_not_the_configured_one(
+    redis_server: RedisServer, tmp_path: Path, unique: str
+) -> None:
+    camera = f"cam{unique}"
+    config = core_config(redis_server, tmp_path, unique, camera)  # configured roi [8, 8, 80, 80]
+    client = redis_server.client()
+    settings = CameraSettingsStore(PromptRegistry.from_config(config.registry, client), config)
+    settings.update(camera, {"roi": [0, 0, 64, 64]}, actor="test", reason="the part moved")  # what ingest cuts now
+    registry = reference_registry(config, client)
+    entry = build_reference_set(config, camera, images_from_folder(good_folder(tmp_path / "goods", 1)), registry,
+                                actor="test")  # fmt: skip
+    manifest = json.loads((registry.materialise(entry) / "manifest.json").read_text())
+    assert manifest["extra"]["roi"] == [0, 0, 64, 64]
