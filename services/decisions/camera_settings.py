@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from services.config import CameraConfig, ZsadConfig
 from services.decisions.drift_watch import drift_reference
 from services.event_follower import CHECK_EVERY_S, EventFollower
-from services.prompt_lifecycle.prompt_registry import PromotionResult, PromptRegistry, RegistryError, _now, _text
+from services.prompt_lifecycle.prompt_registry import AuditEntry, PromptRegistry, RegistryError, _now, _text
 from zsad_core.decisions import DriftReference
 from zsad_core.errors import ZsadError
 
@@ -336,29 +336,27 @@ class CameraSettingsStore:
     ) -> list[_Move]:
         """Decide with ``plan`` under WATCH of the camera's history lists, then write the new records, move the
         pointers, audit and publish in one MULTI (the registry's alias-move pattern); a concurrent change makes
-        the decision stale, so it is retaken. A ``_Move`` with a record pushes a new version; without, pops."""
+        the decision stale, so redis-py's transaction retakes it. A ``_Move`` with a record pushes a new version;
+        without, pops."""
         method = self.config.camera(camera).method
         watched = [self._key(camera, kind, "history") for kind in ("settings", "calibration")]
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(*watched)
-                    moves = plan(pipe)
-                    pipe.multi()
-                    moves = self._queue_moves(pipe, camera, moves, actor=actor, reason=reason)
-                    for move in moves:
-                        audit = PromotionResult(
-                            action=action, method=method, alias=f"{camera}:{move.kind}", from_version=move.replaced,
-                            to_version=move.version, outcome="applied", actor=actor, reason=reason,
-                        )  # fmt: skip
-                        pipe.xadd(self.registry.audit_key, audit.audit_fields())
-                    settings_version = next(move.version for move in moves if move.kind == "settings")
-                    event = {"camera": camera, "kind": "settings", "version": settings_version, "action": action}
-                    pipe.publish(self.registry.events_channel, json.dumps(event))
-                    pipe.execute()
-                    return moves
-                except redis.WatchError:
-                    continue
+
+        def move(pipe: Pipeline) -> list[_Move]:
+            moves = plan(pipe)
+            pipe.multi()
+            moves = self._queue_moves(pipe, camera, moves, actor=actor, reason=reason)
+            for done in moves:
+                audit = AuditEntry(
+                    action=action, method=method, alias=f"{camera}:{done.kind}", from_version=done.replaced,
+                    to_version=done.version, outcome="applied", actor=actor, reason=reason,
+                )  # fmt: skip
+                pipe.xadd(self.registry.audit_key, audit.audit_fields())
+            settings_version = next(done.version for done in moves if done.kind == "settings")
+            event = {"camera": camera, "kind": "settings", "version": settings_version, "action": action}
+            pipe.publish(self.registry.events_channel, json.dumps(event))
+            return moves
+
+        return self.client.transaction(move, *watched, value_from_callable=True)
 
     def _queue_moves(self, pipe: Pipeline, camera: str, moves: list[_Move], *, actor: str, reason: str) -> list[_Move]:
         """Number new records and queue their writes and pointer moves; returns the moves with versions set.

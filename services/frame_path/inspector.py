@@ -47,7 +47,7 @@ from services.frame_path.camera_method import (
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.result_store import FrameResult, ResultStore, stored_map_values
-from services.prompt_lifecycle.prompt_registry import PromotionResult
+from services.prompt_lifecycle.prompt_registry import AuditEntry
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
 from zsad_core.methods import ZeroShotMethod
 
@@ -346,7 +346,7 @@ class InspectorCore:
     def _audit_drift(self, camera: str, watch: DriftWatch, statistic: float, window: int) -> None:
         import redis
 
-        entry = PromotionResult(
+        entry = AuditEntry(
             action="drift", method=self.camera_keys[camera].method, alias=f"{camera}:calibration",
             from_version=watch.calibration, to_version=None, outcome="drifted", actor=self.replica,
             reason=f"PSI {statistic:.3f} of the last {window} scores against calibration {watch.calibration}",
