@@ -18,7 +18,7 @@ from services.arg_types import positive_int
 from services.cli.options import add_config_option, config_from_args
 
 if TYPE_CHECKING:
-    from services.prompt_lifecycle.prompt_registry import PromotionResult, PromptRegistry
+    from services.prompt_lifecycle.prompt_registry import AuditEntry, PromptRegistry
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -175,7 +175,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_move(result: PromotionResult) -> None:
+def _print_move(result: AuditEntry) -> None:
     note = f" ({result.detail})" if result.detail else ""
     print(
         f"{result.method} {result.alias}: {result.from_version or '-'} -> {result.to_version} [{result.outcome}]{note}"

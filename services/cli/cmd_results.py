@@ -217,7 +217,7 @@ def _latency_ms(result: StoredResult) -> float | None:
 
 
 def load_frame(config: ZsadConfig, camera: CameraConfig, result: StoredResult) -> np.ndarray:
-    """The frame a result was computed on, as RGB uint8, cropped to the camera's ROI like the model's input.
+    """The frame a result was computed on, as RGB uint8, cropped as it was for the model (the result's ROI).
 
     Raises:
         FrameUnavailableError: the record is gone, is another frame, cannot be decoded within the configured
@@ -229,8 +229,8 @@ def load_frame(config: ZsadConfig, camera: CameraConfig, result: StoredResult) -
 
     data = fetch_frame(config.kafka, result.partition, result.offset, result.frame_id, camera=result.camera)
     try:
-        # The same crop as ingest: the map covers the ROI only. A frame it does not fit was dead-lettered by
-        # ingest, so a misfit here means the configuration changed since.
-        return crop_roi(decode_image(data, config.limits.image_limits()), camera.roi)
+        # The crop the map covers, recorded with the result (results from before it was recorded: the
+        # configured ROI, which a frame may no longer fit when the configuration changed since).
+        return crop_roi(decode_image(data, config.limits.image_limits()), result.roi or camera.roi)
     except ZsadError as exc:
         raise FrameUnavailableError(f"frame {result.frame_id} cannot be shown: {exc}") from exc

@@ -2,10 +2,10 @@
 
 Why in-process and not through the running replicas: calibration images are not frames of the stream (they
 must not produce results, events or metrics), and a calibration has to work before the stack is up. It builds
-the camera's method exactly as a replica does (method, class, domain, input size, options, serving backbone and
-precision) with the prompt version the camera follows now, resolved and hash-checked through the registry, and
-applies the camera's current ROI. With random CLIP weights (the demo) only the first method a replica builds
-draws the same weights, as both seed torch with 0 first; with a weight file the scores are the replica's.
+the camera's method with the replicas' builder (:mod:`services.frame_path.camera_method`: method, class, domain,
+input size, options, serving backbone and precision, the prompt version the camera follows now and its reference
+set, resolved and hash-checked through the registries) and feeds it the camera's current ROI squashed to the
+input size, as ingest does, so its scores are the ones a replica gives the same frames.
 
 What counts as bad input, refused before anything is written:
 
@@ -43,6 +43,7 @@ from zsad_core.imageio import ImageLimits, image_files, read_image
 
 if TYPE_CHECKING:
     from services.decisions.camera_settings import CameraSettingsStore
+    from services.frame_path.camera_method import ResolvedPrompts, ResolvedReferences
 
 
 
@@ -151,13 +152,16 @@ def frame_size(sets: Sequence[LabelledImages], roi: tuple[int, int, int, int] | 
 
 
 class CameraScorer:
-    """The camera's method built as a replica builds it, scoring calibration frames through the camera's ROI.
+    """The camera's method built as a replica builds it (:mod:`services.frame_path.camera_method`), scoring
+    calibration frames as a replica receives them: the camera's ROI squashed to the method's input size.
 
     Args:
         config: the system configuration (serving backbone, weights, precision, batch size).
         camera: the camera id (configured).
         roi: the ROI to apply (the camera's current one).
-        prompts: the resolved prompt artifact directory, or ``None`` for zero-shot prompts.
+        prompt_version: the version or alias the camera follows now (``None``: zero-shot prompts).
+        prompts: ``prompt_version`` resolved and hash-checked, or ``None`` for zero-shot prompts.
+        references: the camera's reference set resolved, or ``None`` for none (zero-shot).
         device: torch device.
     """
 
@@ -167,36 +171,18 @@ class CameraScorer:
         camera: str,
         *,
         roi: tuple[int, int, int, int] | None,
-        prompts: Path | None = None,
+        prompt_version: str | None = None,
+        prompts: ResolvedPrompts | None = None,
+        references: ResolvedReferences | None = None,
         device: str = "cpu",
     ) -> None:
-        import torch
+        from services.frame_path.camera_method import MethodBuilder, MethodKey
 
-        from zsad_core.backbone import build_backbone
-        from zsad_core.methods import get_method_config, load_method, method_backbone_config
-
-        settings = config.camera(camera)
-        serving = config.serving
-        overrides = {**settings.options, **({"image_size": settings.image_size} if settings.image_size else {})}
-        backbone_config = method_backbone_config(
-            get_method_config(settings.method, **overrides),
-            serving.backbone,
-            pretrained=serving.pretrained,
-            weights=serving.backbone_weights,
-            device=device,
-            precision=serving.precision,
-        )
-        torch.manual_seed(0)  # as the inspector does before building: random weights then match a replica's
-        self.method = load_method(
-            settings.method,
-            backbone=build_backbone(backbone_config),
-            weights=prompts,
-            class_name=settings.class_name,
-            domain=settings.domain,
-            **overrides,
-        )
+        key = MethodKey.of_camera(camera, config.camera(camera), prompt_version)
+        self.loaded = MethodBuilder(config.serving, device).build(key, prompts, references)
+        self.method = self.loaded.module
         self.roi = roi
-        self.batch_size = serving.max_batch_size
+        self.batch_size = config.serving.max_batch_size
 
     def score(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(N,)`` and anomaly maps ``(N, S, S)`` of full frames (the ROI is cropped here).
@@ -204,9 +190,12 @@ class CameraScorer:
         Raises:
             CalibrationInputError: the method returned a non-finite score or map.
         """
+        from services.frame_path.camera_method import model_input
+
+        size = self.method.image_size
         scores, maps = [], []
         for start in range(0, len(frames), self.batch_size):
-            batch = [crop_roi(frame, self.roi) for frame in frames[start : start + self.batch_size]]
+            batch = [model_input(frame, self.roi, size) for frame in frames[start : start + self.batch_size]]
             result = self.method.predict(batch)
             scores.append(result.scores.float().cpu().numpy())
             maps.append(result.maps.float().cpu().numpy())
@@ -274,6 +263,29 @@ def evidence_json(evidence: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(evidence, default=lambda value: value.item()))
 
 
+def serving_artifacts(
+    store: CameraSettingsStore, camera: str, prompt_version: str | None
+) -> tuple[ResolvedPrompts | None, ResolvedReferences | None]:
+    """The prompt artifact (of ``prompt_version``) and reference set a replica of ``camera`` would serve now,
+    resolved and hash-checked through the registries as a replica resolves them.
+
+    Raises:
+        RegistryError, CorruptArtifactError: a followed version cannot be resolved or is damaged.
+    """
+    from services.prompt_lifecycle.hot_swap import RegistryPrompts, RegistryReferences
+    from services.prompt_lifecycle.reference_sets import reference_registry
+
+    configured = store.config.camera(camera)
+    prompts = None
+    if prompt_version is not None:
+        prompts = RegistryPrompts(store.registry).resolve_prompts(configured.method, prompt_version)
+    references = None
+    if configured.references is not None:
+        registry = RegistryReferences(reference_registry(store.config, store.client))
+        references = registry.resolve_references(camera, configured.references)
+    return prompts, references
+
+
 def calibrate_camera(
     store: CameraSettingsStore,
     camera: str,
@@ -309,11 +321,9 @@ def calibrate_camera(
             raise CalibrationInputError("masks need bad images (--bad) to belong to")
         bads = with_masks(bads, bad_masks, limits)
     width, height = frame_size([goods] if bads is None else [goods, bads], settings.roi)
-    entry, prompts = None, None
-    if settings.prompt_version is not None:
-        entry = store.registry.resolve(configured.method, settings.prompt_version)
-        prompts = store.registry.materialise(entry)
-    scorer = CameraScorer(config, camera, roi=settings.roi, prompts=prompts, device=device)
+    prompts, references = serving_artifacts(store, camera, settings.prompt_version)
+    scorer = CameraScorer(config, camera, roi=settings.roi, prompt_version=settings.prompt_version, prompts=prompts,
+                          references=references, device=device)  # fmt: skip
     good_scores, good_maps = scorer.score(goods.images)
     bad_scores, bad_maps = scorer.score(bads.images) if bads is not None else (None, None)
     image, pixel, summary = decide(
@@ -330,7 +340,8 @@ def calibrate_camera(
         "method": configured.method,
         "class_name": configured.class_name,
         "follows": settings.prompt_version,
-        "prompt_version": entry.version if entry else None,
+        "prompt_version": scorer.loaded.prompt_version,
+        "reference_version": scorer.loaded.reference_version,
         "image_size": scorer.method.image_size,
         "frame_size": [width, height],
         "roi": list(settings.roi) if settings.roi else None,

@@ -15,7 +15,7 @@ namespace, so one Redis holds one deployment's registry and cameras together:
   ``camera_set``, ``calibrate`` or ``calibration_rollback``; ``alias`` is ``<camera>:settings`` or
   ``<camera>:calibration``; ``method`` is the camera's method), written in the same MULTI as the change;
 * every change is published on the registry's events channel as JSON ``{"camera", "kind": "settings",
-  "version", "action"}``; prompt watchers ignore it (it names no method), :class:`CameraSettingsFollower` reads it.
+  "version", "action"}``; prompt followers ignore it (it names no method), :class:`CameraSettingsFollower` reads it.
 
 A calibration moves two pointers in one transaction: the calibration history gets the new record, and the
 settings get a new version carrying its image and pixel thresholds. Rolling a calibration back pops the first and
@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,8 @@ from pydantic import ValidationError
 
 from services.config import CameraConfig, ZsadConfig
 from services.decisions.drift_watch import drift_reference
-from services.prompt_lifecycle.prompt_registry import PromotionResult, PromptRegistry, RegistryError, _now, _text
+from services.event_follower import CHECK_EVERY_S, EventFollower
+from services.prompt_lifecycle.prompt_registry import AuditEntry, PromptRegistry, RegistryError, _now, _text
 from zsad_core.decisions import DriftReference
 from zsad_core.errors import ZsadError
 
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SETTABLE = ("threshold", "pixel_threshold", "min_area", "roi", "paused", "prompt_version")
-CHECK_EVERY_S = 30.0
 
 
 class CameraSettingsError(ZsadError, ValueError):
@@ -203,6 +202,9 @@ class CameraSettingsStore:
         """``changes`` validated with the configuration's own rules (threshold, ROI) and the registry."""
         configured = self.config.camera(camera)
         checked = dict(changes)
+        for name in ("threshold", "pixel_threshold", "min_area"):
+            if isinstance(changes.get(name), bool):  # bool is an int in Python: True would mean 1
+                raise CameraSettingsError(f"{name} must be a number, got {changes[name]!r}")
         try:
             probe = CameraConfig.model_validate(
                 {**configured.model_dump(), **{k: v for k, v in changes.items() if k in ("threshold", "roi")}}
@@ -335,29 +337,27 @@ class CameraSettingsStore:
     ) -> list[_Move]:
         """Decide with ``plan`` under WATCH of the camera's history lists, then write the new records, move the
         pointers, audit and publish in one MULTI (the registry's alias-move pattern); a concurrent change makes
-        the decision stale, so it is retaken. A ``_Move`` with a record pushes a new version; without, pops."""
+        the decision stale, so redis-py's transaction retakes it. A ``_Move`` with a record pushes a new version;
+        without, pops."""
         method = self.config.camera(camera).method
         watched = [self._key(camera, kind, "history") for kind in ("settings", "calibration")]
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(*watched)
-                    moves = plan(pipe)
-                    pipe.multi()
-                    moves = self._queue_moves(pipe, camera, moves, actor=actor, reason=reason)
-                    for move in moves:
-                        audit = PromotionResult(
-                            action=action, method=method, alias=f"{camera}:{move.kind}", from_version=move.replaced,
-                            to_version=move.version, outcome="applied", actor=actor, reason=reason,
-                        )  # fmt: skip
-                        pipe.xadd(self.registry.audit_key, audit.audit_fields())
-                    settings_version = next(move.version for move in moves if move.kind == "settings")
-                    event = {"camera": camera, "kind": "settings", "version": settings_version, "action": action}
-                    pipe.publish(self.registry.events_channel, json.dumps(event))
-                    pipe.execute()
-                    return moves
-                except redis.WatchError:
-                    continue
+
+        def move(pipe: Pipeline) -> list[_Move]:
+            moves = plan(pipe)
+            pipe.multi()
+            moves = self._queue_moves(pipe, camera, moves, actor=actor, reason=reason)
+            for done in moves:
+                audit = AuditEntry(
+                    action=action, method=method, alias=f"{camera}:{done.kind}", from_version=done.replaced,
+                    to_version=done.version, outcome="applied", actor=actor, reason=reason,
+                )  # fmt: skip
+                pipe.xadd(self.registry.audit_key, audit.audit_fields())
+            settings_version = next(done.version for done in moves if done.kind == "settings")
+            event = {"camera": camera, "kind": "settings", "version": settings_version, "action": action}
+            pipe.publish(self.registry.events_channel, json.dumps(event))
+            return moves
+
+        return self.client.transaction(move, *watched, value_from_callable=True)
 
     def _queue_moves(self, pipe: Pipeline, camera: str, moves: list[_Move], *, actor: str, reason: str) -> list[_Move]:
         """Number new records and queue their writes and pointer moves; returns the moves with versions set.
@@ -429,9 +429,10 @@ def load_camera_settings(registry: PromptRegistry, config: ZsadConfig, camera: s
 class CameraSettingsFollower:
     """Calls ``on_change`` with a camera's new settings whenever they change: the replica side of live settings.
 
-    Like the prompt watcher, it listens on the registry's events channel and, because pub/sub is at most once,
-    re-reads every ``check_every_s``; ``on_change`` runs in the follower's thread and only for versions that
-    differ from the last one it was given (it is called once at start with the current settings).
+    An :class:`~services.event_follower.EventFollower` on the registry's events channel (with its periodic
+    re-read); ``on_change`` runs in the follower's thread and only for versions that differ from the last one it
+    was given (it is called once at start with the current settings). A camera whose settings cannot be read or
+    applied keeps its last ones (logged, retried at the next re-read) and never holds back the other cameras.
 
     Args:
         store: where settings live.
@@ -451,60 +452,46 @@ class CameraSettingsFollower:
         self.store = store
         self.cameras = tuple(cameras)
         self.on_change = on_change
-        self.check_every_s = check_every_s
         self._seen: dict[str, str | None] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="camera-settings-follower", daemon=True)
+        self._events = EventFollower(store.client, store.registry.events_channel, subject_of=_event_camera,
+                                     check=self._check, name="camera-settings-follower",
+                                     check_every_s=check_every_s)  # fmt: skip
 
     def start(self) -> CameraSettingsFollower:
         """Subscribe and start following in a daemon thread."""
-        self._thread.start()
+        self._events.start()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop following."""
-        self._stop.set()
-        self._thread.join(timeout_s)
+        self._events.stop(timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception as exc:  # noqa: BLE001 - Redis away: retry; the replica keeps its settings meanwhile
-                log.warning("camera settings follower: %s; retrying", exc)
-                self._stop.wait(1.0)
-
-    def _follow(self) -> None:
-        pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.store.registry.events_channel)
-        try:
-            self.refresh(self.cameras)  # catch up with changes made while not subscribed
-            waited = 0.0
-            while not self._stop.is_set():
-                message = pubsub.get_message(timeout=1.0)
-                waited += 1.0
-                camera = _event_camera(message.get("data")) if message is not None else None
-                if camera in self.cameras:
-                    self.refresh([camera])
-                elif waited >= self.check_every_s:
-                    waited = 0.0
-                    self.refresh(self.cameras)
-        finally:
-            pubsub.close()
+    def _check(self, camera: str | None) -> None:
+        if camera is None:
+            self.refresh(self.cameras)
+        elif camera in self.cameras:
+            self.refresh([camera])
 
     def refresh(self, cameras: Iterable[str]) -> None:
-        """Re-read ``cameras`` and hand on the settings whose version changed."""
+        """Re-read ``cameras`` and hand on the settings whose version changed, one camera at a time.
+
+        Raises:
+            redis.RedisError: Redis is unreachable (nothing more can be read; the follower subscribes again).
+        """
         for camera in cameras:
-            settings = self.store.settings(camera)
-            if camera in self._seen and self._seen[camera] == settings.version:
+            try:
+                settings = self.store.settings(camera)
+                if camera in self._seen and self._seen[camera] == settings.version:
+                    continue
+                self.on_change(settings)
+            except redis.RedisError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this camera's record or its application is bad, not the others
+                log.warning("%s: cannot apply its live settings, keeping the last ones: %s", camera, exc)
                 continue
-            self.on_change(settings)
             self._seen[camera] = settings.version  # only once applied: a failed apply is retried
 
 
-def _event_camera(data: object) -> str | None:
-    try:
-        event = json.loads(data.decode() if isinstance(data, bytes) else str(data))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return event.get("camera") if isinstance(event, dict) and event.get("kind") == "settings" else None
+def _event_camera(event: dict[str, object]) -> str | None:
+    camera = event.get("camera")
+    return camera if event.get("kind") == "settings" and isinstance(camera, str) else None

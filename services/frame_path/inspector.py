@@ -20,7 +20,6 @@ never misplaces a box.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import threading
@@ -28,89 +27,52 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import Literal
 
 import numpy as np
-import torch
 
-from services.config import CameraConfig, ConfigError, ZsadConfig
+from services.config import ConfigError, ZsadConfig
 from services.decisions.camera_settings import CameraSettings
 from services.decisions.drift_watch import DriftWatch
+from services.frame_path.camera_method import (
+    LoadedMethod,
+    MethodBuilder,
+    MethodKey,
+    PromptSource,
+    ReferenceSource,
+    ResolvedPrompts,
+    ResolvedReferences,
+    keep_references,
+    with_references,
+)
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.result_store import FrameResult, ResultStore, stored_map_values
 from services.frame_path.stage_tally import StageTally
-from services.prompt_lifecycle.prompt_registry import PromotionResult
-from zsad_core.backbone import BackboneConfig, ClipBackbone, build_backbone
+from services.prompt_lifecycle.prompt_registry import AuditEntry
+from zsad_core.backbone import BackboneConfig, ClipBackbone
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
-from zsad_core.few_shot import FewShotMethod, FusionOptions, load_memory
-from zsad_core.methods import AnomalyResult, ZeroShotMethod, get_method_config, load_method, method_backbone_config
+from zsad_core.methods import AnomalyResult, ZeroShotMethod
 from zsad_core.methods.stages import StageOutputs, encode_shared
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ResolvedPrompts:
-    """A prompt artifact chosen for a camera: the concrete version (never an alias) and its files."""
+class Swap:
+    """The outcome of re-resolving one followed artifact, a prompt version or a camera's reference set: a swap,
+    or why the serving one stays.
 
-    version: str
-    path: Path
+    Attributes:
+        kind: ``prompts`` or ``references``.
+        subject: the artifact's registry subject: the method for prompts, the camera for reference sets.
+        follows: the version or alias followed.
+        old_version, new_version: what served before and serves now (``None``: zero-shot).
+        error_reason, error_detail: why the new one was refused; empty for a swap.
+    """
 
-
-class PromptSource(Protocol):
-    """Where prompt versions and aliases are resolved to artifacts (the prompt registry)."""
-
-    def resolve_prompts(self, method: str, version_or_alias: str) -> ResolvedPrompts:
-        """The artifact that ``version_or_alias`` of ``method`` names now."""
-        ...
-
-
-@dataclass(frozen=True)
-class ResolvedReferences:
-    """A camera's reference set chosen in the registry: the concrete version (``r2``) and its files."""
-
-    version: str
-    path: Path
-
-
-class ReferenceSource(Protocol):
-    """Where cameras' reference set versions and aliases are resolved (the reference registry)."""
-
-    def resolve_references(self, camera: str, version_or_alias: str) -> ResolvedReferences | None:
-        """The set ``version_or_alias`` of ``camera`` names now; ``None`` for an alias not set yet (zero-shot)."""
-        ...
-
-
-@dataclass(frozen=True)
-class MethodKey:
-    """What makes two cameras share one method instance (and one batch)."""
-
-    method: str
-    class_name: str
-    domain: str
-    image_size: int | None
-    prompt_version: str | None
-    options: str = "{}"  # the camera's method options as canonical JSON (hashable)
-    references: tuple[str, str] | None = None  # (camera, version or alias): reference sets belong to one camera
-    fusion: str = "{}"  # the camera's few-shot fusion options as canonical JSON, when it has references
-
-
-@dataclass
-class LoadedMethod:
-    """A method ready to score, with the resolved prompt and reference set versions it runs."""
-
-    module: ZeroShotMethod
-    prompt_version: str | None
-    reference_version: str | None = None
-
-
-@dataclass(frozen=True)
-class PromptSwap:
-    """The outcome of re-resolving one followed prompt version: a swap, or why the old version stays."""
-
-    method: str
+    kind: Literal["prompts", "references"]
+    subject: str
     follows: str
     old_version: str | None
     new_version: str | None
@@ -119,24 +81,7 @@ class PromptSwap:
 
     @property
     def swapped(self) -> bool:
-        """Whether the new version now serves."""
-        return self.new_version is not None and not self.error_reason
-
-
-@dataclass(frozen=True)
-class ReferenceSwap:
-    """The outcome of re-resolving one camera's reference set: a swap, or why the serving set stays."""
-
-    camera: str
-    follows: str
-    old_version: str | None
-    new_version: str | None
-    error_reason: str = ""
-    error_detail: str = ""
-
-    @property
-    def swapped(self) -> bool:
-        """Whether the new set (or zero-shot, for ``None``) now serves."""
+        """Whether the new version (or zero-shot, for ``None``) now serves."""
         return not self.error_reason
 
 
@@ -189,35 +134,24 @@ class InspectorCore:
         self.replica = replica
         # Batches and prompt loads both run the shared backbone; they take turns (a load is a text-encoder pass).
         self._model_lock = threading.Lock()
-        self._swap_lock = threading.Lock()  # one refresh at a time (the watcher thread, an operator's call)
+        self._swap_lock = threading.Lock()  # one refresh at a time (the followers, an operator's call)
         # Guards reading the camera, method and settings tables together (a batch's snapshot) against a swap.
         self._state_lock = threading.Lock()
-        self._refusals: dict[MethodKey, str] = {}  # the last failure reported per key, not repeated
-        self._reference_refusals: dict[MethodKey, str] = {}
-        self._backbones: dict[BackboneConfig, ClipBackbone] = {}
+        # The last failure reported per kind ("prompts", "references") and key, not repeated.
+        self._refusals: dict[tuple[str, MethodKey], str] = {}
+        self.builder = MethodBuilder(config.serving, device, on_backbone=self._report_backbone)
         self.methods: dict[MethodKey, LoadedMethod] = {}
         self.stage_tally = StageTally()
         # Model calls in a row in which not one frame was scored (a broken device or model); any success resets it.
         self.model_failures = 0
-        # Random CLIP weights (no weight file, pretrained off) and untrained prompts must be the same in every
-        # replica, or a restarted replica would score re-delivered frames differently.
-        torch.manual_seed(0)
         self.camera_keys: dict[str, MethodKey] = {}
         self.settings = {camera: CameraSettings.from_config(camera, cfg) for camera, cfg in config.cameras.items()}
         self.drift: dict[str, DriftWatch] = {}  # cameras whose calibration holds a drift reference
         for camera_id, camera in config.cameras.items():
-            key = MethodKey(
-                camera.method,
-                camera.class_name,
-                camera.domain,
-                camera.image_size,
-                camera.prompt_version,
-                json.dumps(camera.options, sort_keys=True),
-                *_references_of(camera_id, camera),
-            )
+            key = MethodKey.of_camera(camera_id, camera, camera.prompt_version)
             self.camera_keys[camera_id] = key
             if key not in self.methods:
-                self.methods[key] = self._initial_references(key, self._load(key, self._resolve(key)))
+                self.methods[key] = self._initial_references(key, self.builder.build(key, self._resolve(key)))
             if metrics is not None:
                 metrics.prompt_version(camera_id, camera.method, self.methods[key].prompt_version)
 
@@ -231,36 +165,15 @@ class InspectorCore:
             )
         return self.prompts.resolve_prompts(key.method, key.prompt_version)
 
-    def _load(self, key: MethodKey, resolved: ResolvedPrompts | None) -> LoadedMethod:
-        serving = self.config.serving
-        overrides = {**json.loads(key.options), **({"image_size": key.image_size} if key.image_size else {})}
-        backbone_config = method_backbone_config(
-            get_method_config(key.method, **overrides),
-            serving.backbone,
-            pretrained=serving.pretrained,
-            weights=serving.backbone_weights,
-            device=self.device,
-            precision=serving.precision,
-        )
-        if backbone_config not in self._backbones:
-            built = self._backbones[backbone_config] = build_backbone(backbone_config)
-            if self.metrics is not None:
-                self.metrics.backbone_weights(self.replica, backbone_config.name, built.source.kind)
-        weights, version = (resolved.path, resolved.version) if resolved is not None else (None, None)
-        module = load_method(
-            key.method,
-            backbone=self._backbones[backbone_config],
-            weights=weights,
-            class_name=key.class_name,
-            domain=key.domain,
-            **overrides,
-        )
-        return LoadedMethod(module, version)
+    def _report_backbone(self, config: BackboneConfig, backbone: ClipBackbone) -> None:
+        """Say where a backbone's weights came from: ``random`` weights serve noise, and the metric shows it."""
+        if self.metrics is not None:
+            self.metrics.backbone_weights(self.replica, config.name, backbone.source.kind)
 
     @property
     def backbone_count(self) -> int:
         """Distinct backbones held (each a full CLIP in memory)."""
-        return len(self._backbones)
+        return len(self.builder.backbones)
 
     def process(self, requests: Sequence[FrameRequest]) -> list[FrameAck]:
         """Score a batch and store the results; one acknowledgement per request, in order.
@@ -444,6 +357,7 @@ class InspectorCore:
             calibration_version=decided_by.calibration,
             regions=regions,
             weights=methods[key].module.backbone.source.kind,
+            roi=request.geometry.region if request.geometry is not None else None,
         )
 
     def _watch_drift(self, stored: list[FrameResult]) -> None:
@@ -469,7 +383,7 @@ class InspectorCore:
     def _audit_drift(self, camera: str, watch: DriftWatch, statistic: float, window: int) -> None:
         import redis
 
-        entry = PromotionResult(
+        entry = AuditEntry(
             action="drift", method=self.camera_keys[camera].method, alias=f"{camera}:calibration",
             from_version=watch.calibration, to_version=None, outcome="drifted", actor=self.replica,
             reason=f"PSI {statistic:.3f} of the last {window} scores against calibration {watch.calibration}",
@@ -499,6 +413,10 @@ class InspectorCore:
             with self._state_lock:
                 self.camera_keys = {**self.camera_keys, camera: key}
                 self.settings = {**self.settings, camera: settings}
+                # A method no camera uses any more is dropped: memory, and no reload on its alias's moves.
+                used = set(self.camera_keys.values())
+                self.methods = {used_key: loaded for used_key, loaded in self.methods.items() if used_key in used}
+            self._refusals = {refused: detail for refused, detail in self._refusals.items() if refused[1] in used}
             watch = self.drift.get(camera)
             if drift_reference is None or settings.calibration is None:
                 self.drift = {name: kept for name, kept in self.drift.items() if name != camera}
@@ -517,7 +435,7 @@ class InspectorCore:
             try:
                 resolved = self._resolve(followed)
                 with self._model_lock:
-                    loaded = self._initial_references(followed, self._load(followed, resolved))
+                    loaded = self._initial_references(followed, self.builder.build(followed, resolved))
             except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version
                 log.warning("%s: cannot follow prompt version %r, keeping %s: %s", camera, prompt_version,
                             self.methods[key].prompt_version, exc)  # fmt: skip
@@ -557,59 +475,6 @@ class InspectorCore:
             elif ack.status == "skipped":
                 self.metrics.decided(request.camera, "paused")
 
-    def refresh_prompts(self, method: str | None = None) -> list[PromptSwap]:
-        """Re-resolve the prompt versions the cameras follow and swap in the ones that changed.
-
-        Called by the replica's watcher when an alias moves (and periodically). Files are resolved and
-        verified first; the new method is built on the shared backbone between batches; the method table is
-        then replaced in one assignment, so a batch uses one version from start to end. A version that fails
-        to resolve, verify or load leaves the current one serving, and the failure is returned.
-
-        Args:
-            method: only cameras of this method (``None``: all that follow a version or an alias).
-        """
-        with self._swap_lock:
-            return self._refresh(method)
-
-    def _refresh(self, method: str | None) -> list[PromptSwap]:
-        import redis
-
-        swaps = []
-        for key, loaded in list(self.methods.items()):
-            if key.prompt_version is None or (method is not None and key.method != method):
-                continue
-            try:
-                resolved = self._resolve(key)
-                if resolved is None or resolved.version == loaded.prompt_version:
-                    self._refusals.pop(key, None)
-                    continue
-                with self._model_lock:
-                    replacement = _keep_references(self._load(key, resolved), loaded)
-            except redis.RedisError as exc:  # the registry is unreachable: nothing to report about a version
-                log.warning("%s %s: registry unreachable, keeping %s: %s", key.method, key.prompt_version,
-                            loaded.prompt_version, exc)  # fmt: skip
-                continue
-            except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version; reported below
-                detail = f"{type(exc).__name__}: {exc}"
-                log.warning("%s %s: keeping %s: %s", key.method, key.prompt_version, loaded.prompt_version, exc)
-                if self._refusals.get(key) != detail:  # a periodic re-check of the same bad version: reported once
-                    self._refusals[key] = detail
-                    swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, None,
-                                            _reason(exc), detail))  # fmt: skip
-                continue
-            self._refusals.pop(key, None)
-            with self._state_lock:
-                self.methods = {**self.methods, key: replacement}
-            swaps.append(PromptSwap(key.method, key.prompt_version, loaded.prompt_version, resolved.version))
-            log.info("%s %s: now serving %s (was %s)", key.method, key.prompt_version, resolved.version,
-                     loaded.prompt_version)  # fmt: skip
-            if self.metrics is not None:
-                for camera, camera_key in self.camera_keys.items():
-                    if camera_key == key:
-                        self.metrics.prompt_version(camera, key.method, loaded.prompt_version, active=False)
-                        self.metrics.prompt_version(camera, key.method, resolved.version)
-        return swaps
-
     def _resolve_references(self, key: MethodKey) -> ResolvedReferences | None:
         if key.references is None:
             return None
@@ -622,64 +487,98 @@ class InspectorCore:
         """``loaded`` with its camera's reference set; one that cannot be used leaves the camera zero-shot, and
         the first :meth:`refresh_references` reports why (a replica must start even when a set is bad)."""
         try:
-            return _with_references(key, loaded, self._resolve_references(key))
+            return with_references(key, loaded, self._resolve_references(key))
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported by the refresh that retries it
             log.warning("camera %s references %s: starting zero-shot: %s", key.references, exc)
             return loaded
 
-    def refresh_references(self, camera: str | None = None) -> list[ReferenceSwap]:
+    def refresh_prompts(self, method: str | None = None) -> list[Swap]:
+        """Re-resolve the prompt versions the cameras follow and swap in the ones that changed.
+
+        Called by the replica's prompt follower when an alias moves (and periodically). Files are resolved and
+        verified first; the new method is built on the shared backbone between batches; the method table is
+        then replaced in one assignment, so a batch uses one version from start to end. A version that fails
+        to resolve, verify or load leaves the current one serving, and the failure is returned once.
+
+        Args:
+            method: only cameras of this method (``None``: all that follow a version or an alias).
+        """
+        return self._refresh("prompts", method)
+
+    def refresh_references(self, camera: str | None = None) -> list[Swap]:
         """Re-resolve the reference sets the cameras follow and swap in the ones that changed.
 
-        Called by the replica's reference watcher when an alias moves (and periodically). The memory is read
-        and checked against the method's backbone and input size before the swap; the method table is then
-        replaced in one assignment, so a batch uses one set from start to end. A set that fails to resolve,
-        verify or load leaves the serving one (or zero-shot) in place, and the failure is returned once.
+        Called by the replica's reference follower when an alias moves (and periodically), like
+        :meth:`refresh_prompts`; the memory is checked against the method's backbone and input size first.
 
         Args:
             camera: only this camera's set (``None``: all).
         """
+        return self._refresh("references", camera)
+
+    def _refresh(self, kind: Literal["prompts", "references"], subject: str | None) -> list[Swap]:
+        """Re-resolve what each used method follows of ``kind`` (of ``subject``'s, when given); swap the changed
+        ones in; report each refusal once (a periodic re-check of the same bad version stays quiet)."""
         import redis
 
         swaps = []
         with self._swap_lock:
             for key, loaded in list(self.methods.items()):
-                if key.references is None or camera not in (None, key.references[0]):
+                followed = key.references if kind == "references" else (key.method, key.prompt_version)
+                if followed is None or followed[1] is None or subject not in (None, followed[0]):
                     continue
-                owner, follows = key.references
+                owner, follows = followed
+                serving = loaded.reference_version if kind == "references" else loaded.prompt_version
                 try:
-                    resolved = self._resolve_references(key)
-                    version = resolved.version if resolved is not None else None
-                    if version == loaded.reference_version:
-                        self._reference_refusals.pop(key, None)
-                        continue
-                    with self._model_lock:
-                        replacement = _with_references(key, loaded, resolved)
+                    version, replacement = self._replacement(kind, key, loaded)
                 except redis.RedisError as exc:  # the registry is unreachable: nothing to report about a version
-                    log.warning("camera %s references %s: registry unreachable: %s", owner, follows, exc)
+                    log.warning("%s %s %s: registry unreachable, keeping %s: %s", kind, owner, follows, serving, exc)
                     continue
-                except Exception as exc:  # noqa: BLE001 - any failure keeps the serving set; reported below
+                except Exception as exc:  # noqa: BLE001 - any failure keeps the serving version; reported below
                     detail = f"{type(exc).__name__}: {exc}"
-                    log.warning("camera %s references %s: keeping %s: %s", owner, follows, loaded.reference_version,
-                                exc)  # fmt: skip
-                    if self._reference_refusals.get(key) != detail:
-                        self._reference_refusals[key] = detail
-                        swaps.append(ReferenceSwap(owner, follows, loaded.reference_version, None, _reason(exc),
-                                                   detail))  # fmt: skip
+                    log.warning("%s %s %s: keeping %s: %s", kind, owner, follows, serving, exc)
+                    if self._refusals.get((kind, key)) != detail:
+                        self._refusals[(kind, key)] = detail
+                        swaps.append(Swap(kind, owner, follows, serving, None, _reason(exc), detail))
                     continue
-                self._reference_refusals.pop(key, None)
+                self._refusals.pop((kind, key), None)
+                if replacement is None:
+                    continue
                 with self._state_lock:
                     self.methods = {**self.methods, key: replacement}
-                swaps.append(ReferenceSwap(owner, follows, loaded.reference_version, version))
-                log.info("camera %s references %s: now %s (was %s)", owner, follows, version, loaded.reference_version)
+                swaps.append(Swap(kind, owner, follows, serving, version))
+                log.info("%s %s %s: now serving %s (was %s)", kind, owner, follows, version, serving)
+                if kind == "prompts" and self.metrics is not None:
+                    for camera, camera_key in self.camera_keys.items():
+                        if camera_key == key:
+                            self.metrics.prompt_version(camera, key.method, serving, active=False)
+                            self.metrics.prompt_version(camera, key.method, version)
         return swaps
+
+    def _replacement(
+        self, kind: Literal["prompts", "references"], key: MethodKey, loaded: LoadedMethod
+    ) -> tuple[str | None, LoadedMethod | None]:
+        """The version ``key`` follows of ``kind`` now, and the method to serve it (``None``: it already serves)."""
+        if kind == "prompts":
+            prompts = self._resolve(key)
+            if prompts is None or prompts.version == loaded.prompt_version:
+                return loaded.prompt_version, None
+            with self._model_lock:
+                return prompts.version, keep_references(self.builder.build(key, prompts), loaded)
+        references = self._resolve_references(key)
+        version = references.version if references is not None else None
+        if version == loaded.reference_version:
+            return version, None
+        with self._model_lock:
+            return version, with_references(key, loaded, references)
 
     def describe(self) -> dict[str, object]:
         """What this replica serves: per camera its method, prompt version, settings and input size."""
         return {
             "device": self.device,
-            "backbones": [config.name for config in self._backbones],
+            "backbones": [config.name for config in self.builder.backbones],
             "image_stages": self.stage_tally.describe(),
             "cameras": {
                 camera: {
@@ -704,32 +603,6 @@ def _known_status(request: FrameRequest, stored_digest: str) -> AckStatus:
     return "duplicate" if same else "conflict"
 
 
-def _references_of(camera_id: str, camera: CameraConfig) -> tuple[tuple[str, str] | None, str]:
-    """The :class:`MethodKey` fields ``(references, fusion)`` of a camera: unset unless it follows a set."""
-    if camera.references is None:
-        return None, "{}"
-    return (camera_id, camera.references), json.dumps(camera.few_shot.model_dump(), sort_keys=True)
-
-
-def _with_references(key: MethodKey, loaded: LoadedMethod, resolved: ResolvedReferences | None) -> LoadedMethod:
-    """``loaded``'s method (unwrapped) with the memory of ``resolved``, or zero-shot for ``None``.
-
-    Raises:
-        IncompatibleReferencesError: the set was built on another backbone or input size, or its files are bad.
-    """
-    base = loaded.module.method if isinstance(loaded.module, FewShotMethod) else loaded.module
-    if resolved is None:
-        return LoadedMethod(base, loaded.prompt_version)
-    fused = FewShotMethod(base, load_memory(resolved.path, base.backbone), FusionOptions(**json.loads(key.fusion)))
-    return LoadedMethod(fused, loaded.prompt_version, resolved.version)
-
-
-def _keep_references(replacement: LoadedMethod, serving: LoadedMethod) -> LoadedMethod:
-    """``replacement`` (new prompts) scoring with the reference memory ``serving`` scores with, if any."""
-    if not isinstance(serving.module, FewShotMethod):
-        return replacement
-    module = FewShotMethod(replacement.module, serving.module.memory, serving.module.fusion)
-    return LoadedMethod(module, replacement.prompt_version, serving.reference_version)
 def _placement(request: FrameRequest) -> MapPlacement:
     """Where the frame's map lies in the original frame: the region ingest cut, else the whole image."""
     if request.geometry is None:

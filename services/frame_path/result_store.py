@@ -39,7 +39,7 @@ MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
     "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "reference_version", "decision",
-    "settings_version", "calibration_version", "regions", "weights",
+    "settings_version", "calibration_version", "regions", "weights", "roi",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
@@ -177,6 +177,9 @@ class FrameResult:
             :func:`~zsad_core.decisions.encode_regions`; ``None`` when the camera has no pixel threshold.
         weights: where the backbone's CLIP weights came from (``random``, ``tag``, ``file``, ``hf``): a result
             scored with ``random`` weights is noise, and says so wherever it is read.
+        roi: ``(x, y, w, h)`` of the frame that ingest cut and the model saw (the map covers it), ``None`` when
+            unknown. Why stored: the ROI changes live, so a reader cropping the frame for the map must use the
+            crop that produced it, not the one configured now.
     """
 
     camera: str
@@ -196,6 +199,7 @@ class FrameResult:
     calibration_version: str | None = None
     regions: str | None = None
     weights: str = ""
+    roi: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
@@ -215,6 +219,16 @@ class FrameResult:
     def decision(self) -> str:
         """``reject`` (anomalous) or ``pass``: the name of :attr:`label` in metrics and events."""
         return "reject" if self.label else "pass"
+
+
+def roi_of(fields: Mapping[str, str]) -> tuple[int, int, int, int] | None:
+    """The crop a stored result's map covers (its ``roi`` field), ``None`` for results written before it was
+    recorded or whose field is unreadable (readers then use the configured ROI)."""
+    parts = fields.get("roi", "").split(",")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        return None
+    x, y, width, height = (int(part) for part in parts)
+    return x, y, width, height
 
 
 @dataclass(frozen=True)
@@ -246,6 +260,7 @@ class StoredResult:
     calibration_version: str | None = None
     regions: tuple[Region, ...] | None = None
     weights: str = ""
+    roi: tuple[int, int, int, int] | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -273,6 +288,7 @@ class StoredResult:
             calibration_version=text.get("calibration_version") or None,
             regions=tuple(decode_regions(text["regions"])) if text.get("regions") else None,
             weights=text.get("weights", ""),
+            roi=roi_of(text),
         )
 
 
@@ -399,6 +415,7 @@ class ResultStore:
             "calibration_version": result.calibration_version or "",
             "regions": result.regions if result.regions is not None else "",
             "weights": result.weights,
+            "roi": ",".join(str(side) for side in result.roi) if result.roi is not None else "",
         }
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [

@@ -51,10 +51,10 @@ class Inspector:
         from services.frame_path.metrics import PipelineMetrics
         from services.frame_path.result_store import ResultStore
         from services.prompt_lifecycle.hot_swap import (
-            PromptWatcher,
-            ReferenceWatcher,
             RegistryPrompts,
             RegistryReferences,
+            prompt_follower,
+            reference_follower,
         )
         from services.prompt_lifecycle.prompt_registry import PromptRegistry
         from services.prompt_lifecycle.reference_sets import reference_registry
@@ -66,18 +66,24 @@ class Inspector:
         device = "cuda" if serving.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         metrics = PipelineMetrics()
         store = ResultStore.from_config(config)
-        # One client (its pool) for results and registry reads; the watcher's pub/sub takes its own connection.
+        # One client (its pool) for results and registry reads; each follower's pub/sub takes its own connection.
         registry = PromptRegistry.from_config(config.registry, store.client)
         references = reference_registry(config, store.client)
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
         self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry),
                                   references=RegistryReferences(references), replica=replica)  # fmt: skip
         self.unhealthy_after = serving.unhealthy_after_model_failures
-        self.watcher = PromptWatcher(self.core, registry, replica=replica, metrics=metrics).start()
-        self.reference_watcher = ReferenceWatcher(self.core, references, replica=replica).start()
-        self.follower = _follow_settings(CameraSettingsStore(registry, config), self.core)
+        self.registry, self.references, self.replica, self.metrics = registry, references, replica, metrics
         self.score.set_max_batch_size(serving.max_batch_size)
         self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
+        self.followers = [
+            prompt_follower(self.core, registry, replica=replica, metrics=metrics),
+            reference_follower(self.core, references, replica=replica),
+            _settings_follower(CameraSettingsStore(registry, config), self.core),
+        ]
+        # Threads last: a constructor that fails before this line leaves nothing running behind it.
+        for follower in self.followers:
+            follower.start()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def score(self, requests: list[FrameRequest]) -> list[FrameAck]:
@@ -95,15 +101,20 @@ class Inspector:
         return self.core.describe()
 
     async def refresh_prompts(self) -> list[dict[str, Any]]:
-        """Re-resolve followed prompt versions now (the watcher does this on every alias move)."""
+        """Re-resolve followed prompt versions now (the prompt follower does this on every alias move)."""
+        from services.prompt_lifecycle.hot_swap import report_refusals
+
         swaps = await asyncio.to_thread(self.core.refresh_prompts)
-        await asyncio.to_thread(self.watcher.apply, swaps)  # audit writes block on Redis
+        # Audit writes block on Redis.
+        await asyncio.to_thread(report_refusals, self.registry, swaps, replica=self.replica, metrics=self.metrics)
         return [dataclasses.asdict(swap) for swap in swaps]
 
     async def refresh_references(self) -> list[dict[str, Any]]:
-        """Re-resolve the cameras' reference sets now (the reference watcher does this on every alias move)."""
+        """Re-resolve the cameras' reference sets now (the reference follower does this on every alias move)."""
+        from services.prompt_lifecycle.hot_swap import report_refusals
+
         swaps = await asyncio.to_thread(self.core.refresh_references)
-        await asyncio.to_thread(self.reference_watcher.apply, swaps)
+        await asyncio.to_thread(report_refusals, self.references, swaps, replica=self.replica)
         return [dataclasses.asdict(swap) for swap in swaps]
 
     async def replica_actor_name(self) -> str:
@@ -117,14 +128,14 @@ class Inspector:
         return {"replica": await self.replica_actor_name(), "pid": os.getpid(), **self.core.describe()}
 
     def __del__(self) -> None:
-        self.watcher.stop()
-        self.reference_watcher.stop()
-        self.follower.stop()
+        """Serve's shutdown hook (also run by the garbage collector): stop the followers, if they were started."""
+        for follower in getattr(self, "followers", ()):
+            follower.stop()
 
 
-def _follow_settings(store: Any, core: Any) -> Any:
-    """Start following the cameras' live settings (a thread beside the prompt watcher); the stored settings
-    are applied before the first batch when Redis answers, else as soon as it does."""
+def _settings_follower(store: Any, core: Any) -> Any:
+    """A follower (not started) of the cameras' live settings; the stored settings are applied here, before the
+    first batch, when Redis answers, else as soon as it does."""
     import redis
 
     from services.decisions.camera_settings import CameraSettingsFollower
@@ -137,7 +148,7 @@ def _follow_settings(store: Any, core: Any) -> Any:
         follower.refresh(follower.cameras)
     except redis.RedisError as exc:
         log.warning("camera settings unreadable at start, serving the configured ones until Redis answers: %s", exc)
-    return follower.start()
+    return follower
 
 
 @serve.deployment(name="IngestController", logging_config=_QUIET)

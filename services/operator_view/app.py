@@ -24,7 +24,7 @@ from services.decisions.operator_marks import mark_frame
 from services.frame_path.frame_readback import FrameUnavailableError
 from services.frame_path.result_store import ResultStore, events_key
 from services.operator_view.auth import COOKIE_NAME, CSRF_FIELD, Principal, Role, ViewAuth
-from services.operator_view.charts import camera_charts
+from services.operator_view.charts import overview_charts
 from services.operator_view.readers import (
     OverlayRenderer,
     ResultMissingError,
@@ -64,7 +64,7 @@ class ViewBackend:
         self.ingest = ingest
         self.store = ResultStore.from_config(config)
         self.client = self.store.client
-        self.registry = PromptRegistry(config.registry.root, self.client, namespace=config.registry.namespace)
+        self.registry = PromptRegistry.from_config(config.registry, self.client)
         self.settings = CameraSettingsStore(self.registry, config)
         self.renderer = OverlayRenderer(config, self.store)
         self.auth = ViewAuth(config.view.viewer_token, config.view.operator_token, config.view.session_ttl_s)
@@ -173,8 +173,7 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
         rows = await asyncio.to_thread(overview_rows)
         charts = {}
         if config.view.prometheus_url:
-            for camera in config.cameras:
-                charts[camera] = await asyncio.to_thread(camera_charts, config.view.prometheus_url, camera)
+            charts = await asyncio.to_thread(overview_charts, config.view.prometheus_url, list(config.cameras))
         return page(request, "overview.html", principal, rows=rows, ingest=await backend.ingest_status(),
                     charts=charts)  # fmt: skip
 

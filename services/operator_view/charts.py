@@ -12,11 +12,15 @@ import math
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from html import escape
 
 CHART_WINDOW_S = 15 * 60
 CHART_STEP_S = 15
+CHARTS_BUDGET_S = 2.0  # every query of the page together; past it the page renders without charts
+MAX_CONCURRENT_QUERIES = 16
 
 # Titles and PromQL per chart; {camera} is a validated camera id (CAMERA_ID_PATTERN has no quotes or braces).
 SERIES = {
@@ -44,7 +48,9 @@ class Chart:
     svg: str
 
 
-def query_range(base_url: str, query: str, end: float, window_s: float = CHART_WINDOW_S) -> list[tuple[float, float]]:
+def query_range(
+    base_url: str, query: str, end: float, window_s: float = CHART_WINDOW_S, timeout_s: float = CHARTS_BUDGET_S
+) -> list[tuple[float, float]]:
     """``(time, value)`` points of the first series ``query`` returns over the window (empty on no data).
 
     Raises:
@@ -52,7 +58,7 @@ def query_range(base_url: str, query: str, end: float, window_s: float = CHART_W
     """
     params = urllib.parse.urlencode({"query": query, "start": end - window_s, "end": end, "step": CHART_STEP_S})
     url = f"{base_url.rstrip('/')}/api/v1/query_range?{params}"
-    with urllib.request.urlopen(url, timeout=5.0) as response:  # noqa: S310 - the configured Prometheus
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - the configured Prometheus
         body = json.loads(response.read())
     if body.get("status") != "success":
         raise OSError(f"prometheus refused the query: {body.get('error', body)}")
@@ -79,15 +85,39 @@ def sparkline_svg(points: list[tuple[float, float]], width: int = 240, height: i
     )
 
 
-def camera_charts(base_url: str, camera: str, now: float | None = None) -> list[Chart]:
-    """Every chart of :data:`SERIES` for ``camera``; a failing query becomes a chart saying why."""
+def overview_charts(
+    base_url: str, cameras: Iterable[str], now: float | None = None, budget_s: float = CHARTS_BUDGET_S
+) -> dict[str, list[Chart]]:
+    """Every chart of :data:`SERIES` per camera, all queried at once within ``budget_s`` in total.
+
+    Why a budget for the whole page: Prometheus is an extra, the overview is not; five queries per camera one
+    after another made a slow Prometheus hold the page for minutes. A query that fails becomes a chart saying
+    why; when Prometheus is down (every query fails) or slow (some query is not answered in time) the result is
+    empty and the page shows no charts.
+    """
     end = time.time() if now is None else now
-    charts = []
-    for title, template in SERIES.values():
-        try:
-            points = query_range(base_url, template.format(camera=camera), end)
-        except (OSError, ValueError, KeyError) as exc:
-            charts.append(Chart(title, None, f"<span>{escape(str(exc))}</span>"))
-            continue
-        charts.append(Chart(title, points[-1][1] if points else None, sparkline_svg(points)))
+    queries = {(camera, title): template.format(camera=camera) for camera in cameras for title, template in
+               SERIES.values()}  # fmt: skip
+    if not queries:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_QUERIES, len(queries)), thread_name_prefix="charts")
+    try:
+        futures = {pool.submit(query_range, base_url, query, end, timeout_s=budget_s): chart
+                   for chart, query in queries.items()}  # fmt: skip
+        _, late = wait(futures, timeout=budget_s)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a late query ends by its own timeout, unawaited
+    if late or all(future.exception() is not None for future in futures):
+        return {}
+    charts: dict[str, list[Chart]] = {}
+    for future, (camera, title) in futures.items():
+        error = future.exception()
+        if isinstance(error, OSError | ValueError | KeyError):
+            chart = Chart(title, None, f"<span>{escape(str(error))}</span>")
+        elif error is not None:
+            raise error
+        else:
+            points = future.result()
+            chart = Chart(title, points[-1][1] if points else None, sparkline_svg(points))
+        charts.setdefault(camera, []).append(chart)
     return charts

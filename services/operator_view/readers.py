@@ -23,7 +23,7 @@ import redis
 from services.config import ZsadConfig
 from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
 from services.frame_path.records import FRAME_ID_PATTERN
-from services.frame_path.result_store import ResultStore, events_key, result_key
+from services.frame_path.result_store import ResultStore, events_key, result_key, roi_of
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import decode_image, encode_png
 from zsad_core.visualize import overlay
@@ -160,9 +160,13 @@ class OverlayRenderer:
         partition, offset = int(fields.get("partition", -1)), int(fields.get("offset", -1))
         data = fetch_frame(self.config.kafka, partition, offset, fields["frame_id"], camera=camera)
         try:
-            return crop_roi(decode_image(data, self.config.limits.image_limits()), self.config.camera(camera).roi)
+            return crop_roi(decode_image(data, self.config.limits.image_limits()), self._roi(camera, fields))
         except ZsadError as exc:
             raise FrameUnavailableError(f"frame {fields['frame_id']} cannot be shown: {exc}") from exc
+
+    def _roi(self, camera: str, fields: Mapping[str, str]) -> tuple[int, int, int, int] | None:
+        """The crop the result's map covers: recorded with it, else (older results) the configured ROI."""
+        return roi_of(fields) or self.config.camera(camera).roi
 
     def overlay_png(self, camera: str, fields: Mapping[str, str], width: int = 0) -> bytes:
         """The overlay of a stored result, scaled to ``width`` pixels wide (0: the frame's size).
@@ -185,7 +189,7 @@ class OverlayRenderer:
             picture = overlay(self.frame(camera, fields), anomaly_map, threshold=threshold)
         except FrameUnavailableError:
             picture = overlay(np.zeros((*anomaly_map.shape, 3), np.uint8), anomaly_map, threshold=threshold, alpha=1.0)
-        picture = _draw_boxes(picture, boxes_of(fields), self.config.camera(camera).roi)
+        picture = _draw_boxes(picture, boxes_of(fields), self._roi(camera, fields))
         if width and picture.shape[1] > width:
             height = max(1, round(picture.shape[0] * width / picture.shape[1]))
             picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)

@@ -1,30 +1,28 @@
-"""Serving's side of the prompt registry: resolve versions for the replicas and follow alias moves live.
+"""Serving's side of the prompt and reference registries: resolve versions for the replicas and follow alias moves.
 
-Why a watcher thread in each replica: redeploying the Serve app with a new version would restart the
-replicas (docs/operations.md), dropping their batches and warm caches. Instead every replica subscribes to the
-registry's events channel and, as a fallback for lost messages (pub/sub is at-most-once), re-checks the
-aliases it follows every ``check_every_s``. Swaps happen between batches (:meth:`InspectorCore.refresh_prompts`).
-Cameras' few-shot reference sets live in a registry of their own kind and are followed the same way
-(:class:`ReferenceWatcher`, :meth:`InspectorCore.refresh_references`).
+Why followers in each replica: redeploying the Serve app with a new version would restart the replicas
+(docs/operations.md), dropping their batches and warm caches. Instead every replica follows the registry's
+events channel with an :class:`~services.event_follower.EventFollower` (with its periodic re-check for lost
+messages) and swaps between batches (:meth:`InspectorCore.refresh_prompts`). Cameras' few-shot reference sets
+live in a registry of their own kind and are followed the same way (:meth:`InspectorCore.refresh_references`).
+Which methods and sets are followed is decided by the core at each event, so a camera switched to an alias
+live follows its next move.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 
-from services.frame_path.inspector import InspectorCore, PromptSwap, ReferenceSwap, ResolvedPrompts, ResolvedReferences
+from services.event_follower import CHECK_EVERY_S, EventFollower
+from services.frame_path.camera_method import ResolvedPrompts, ResolvedReferences
+from services.frame_path.inspector import InspectorCore, Swap
 from services.frame_path.metrics import PipelineMetrics
 from services.prompt_lifecycle.prompt_registry import ALIASES, PromptRegistry
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_S = 30.0
-
-
 class RegistryPrompts:
-    """A :class:`~services.frame_path.inspector.PromptSource` over the registry: resolve, verify the files."""
+    """A :class:`~services.frame_path.camera_method.PromptSource` over the registry: resolve, verify the files."""
 
     def __init__(self, registry: PromptRegistry) -> None:
         self.registry = registry
@@ -41,8 +39,15 @@ class RegistryPrompts:
         return ResolvedPrompts(entry.version, self.registry.materialise(entry))
 
 
-class PromptWatcher:
-    """Swaps prompt versions in a replica when the aliases its cameras follow move.
+def prompt_follower(
+    core: InspectorCore,
+    registry: PromptRegistry,
+    *,
+    replica: str,
+    metrics: PipelineMetrics | None = None,
+    check_every_s: float = CHECK_EVERY_S,
+) -> EventFollower:
+    """A follower (not started) that swaps prompt versions in ``core`` when the aliases its cameras follow move.
 
     Args:
         core: the replica's inspector.
@@ -52,96 +57,53 @@ class PromptWatcher:
         check_every_s: the fallback re-check interval.
     """
 
-    def __init__(
-        self,
-        core: InspectorCore,
-        registry: PromptRegistry,
-        *,
-        replica: str,
-        metrics: PipelineMetrics | None = None,
-        check_every_s: float = CHECK_EVERY_S,
-    ) -> None:
-        self.core = core
-        self.registry = registry
-        self.replica = replica
-        self.metrics = metrics
-        self.check_every_s = check_every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prompt-watcher", daemon=True)
+    def check(method: str | None) -> None:
+        report_refusals(registry, core.refresh_prompts(method), replica=replica, metrics=metrics)
 
-    def start(self) -> PromptWatcher:
-        """Subscribe and start watching in a daemon thread."""
-        self._thread.start()
-        return self
+    return EventFollower(registry.client, registry.events_channel, subject_of=_subject, check=check,
+                         name="prompt-follower", check_every_s=check_every_s)  # fmt: skip
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop watching."""
-        self._stop.set()
-        self._thread.join(timeout_s)
 
-    def _followed(self) -> set[str]:
-        """The registry subjects whose alias moves concern this replica."""
-        return {key.method for key in self.core.methods if key.prompt_version is not None}
+def reference_follower(
+    core: InspectorCore, registry: PromptRegistry, *, replica: str, check_every_s: float = CHECK_EVERY_S
+) -> EventFollower:
+    """A follower (not started) that swaps cameras' reference sets in ``core`` when the aliases they follow
+    move (the reference registry's events), with the same re-check and refusal audit as prompts."""
 
-    def _refresh(self, subject: str | None) -> list[PromptSwap]:
-        return self.core.refresh_prompts(subject)
+    def check(camera: str | None) -> None:
+        report_refusals(registry, core.refresh_references(camera), replica=replica)
 
-    def _run(self) -> None:
-        followed = self._followed()
-        if not followed:
-            return
-        while not self._stop.is_set():
-            try:
-                self._watch(followed)
-            except Exception as exc:  # noqa: BLE001 - Redis away: retry; the replica keeps serving meanwhile
-                log.warning("prompt watcher: %s; retrying", exc)
-                self._stop.wait(1.0)
+    return EventFollower(registry.client, registry.events_channel, subject_of=_subject, check=check,
+                         name="reference-follower", check_every_s=check_every_s)  # fmt: skip
 
-    def _watch(self, followed: set[str]) -> None:
-        pubsub = self.registry.client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.registry.events_channel)
+
+def report_refusals(
+    registry: PromptRegistry, swaps: list[Swap], *, replica: str, metrics: PipelineMetrics | None = None
+) -> None:
+    """Report refused swaps: a metric for prompts, and an audit entry next to the promotion (the log line is the
+    core's)."""
+    for swap in swaps:
+        if swap.swapped:
+            continue
+        if metrics is not None and swap.kind == "prompts":
+            metrics.prompt_load_failed(swap.subject, swap.error_reason)
         try:
-            self.apply(self._refresh(None))  # catch up with moves made while not subscribed
-            waited = 0.0
-            while not self._stop.is_set():
-                message = pubsub.get_message(timeout=1.0)
-                waited += 1.0
-                if message is not None:
-                    method = _event_method(message.get("data"))
-                    if method in followed:
-                        self.apply(self._refresh(method))
-                elif waited >= self.check_every_s:
-                    waited = 0.0
-                    self.apply(self._refresh(None))
-        finally:
-            pubsub.close()
-
-    def apply(self, swaps: list[PromptSwap]) -> None:
-        """Report failed swaps: log (done by the core), metric, and an audit entry next to the promotion."""
-        for swap in swaps:
-            if swap.swapped:
-                continue
-            if self.metrics is not None:
-                self.metrics.prompt_load_failed(swap.method, swap.error_reason)
-            try:
-                self.registry.record_serving_refusal(
-                    swap.method, swap.follows, swap.old_version,
-                    actor=self.replica, cause=swap.error_reason, detail=swap.error_detail,
-                )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - the log line already says it
-                log.warning("could not audit the refused load: %s", exc)
+            registry.record_serving_refusal(
+                swap.subject, swap.follows, swap.old_version,
+                actor=replica, cause=swap.error_reason, detail=swap.error_detail,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the log line already says it
+            log.warning("could not audit the refused %s load: %s", swap.kind, exc)
 
 
-def _event_method(data: object) -> str | None:
-    try:
-        event = json.loads(data.decode() if isinstance(data, bytes) else str(data))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return event.get("method") if isinstance(event, dict) else None
+def _subject(event: dict[str, object]) -> str | None:
+    """A registry event's subject (its ``method`` field: the method, or the camera of a reference set)."""
+    subject = event.get("method")
+    return subject if isinstance(subject, str) else None
 
 
 class RegistryReferences:
-    """A :class:`~services.frame_path.inspector.ReferenceSource` over the reference registry: resolve, verify."""
+    """A :class:`~services.frame_path.camera_method.ReferenceSource` over the reference registry: resolve, verify."""
 
     def __init__(self, registry: PromptRegistry) -> None:
         self.registry = registry
@@ -159,27 +121,3 @@ class RegistryReferences:
             return None
         entry = self.registry.resolve(camera, version_or_alias)
         return ResolvedReferences(entry.version, self.registry.materialise(entry))
-
-
-class ReferenceWatcher(PromptWatcher):
-    """Swaps cameras' reference sets in a replica when the aliases they follow move (the reference registry's
-    events), with the same fallback re-check and refusal audit as prompts."""
-
-    def _followed(self) -> set[str]:
-        return {key.references[0] for key in self.core.methods if key.references is not None}
-
-    def _refresh(self, subject: str | None) -> list[ReferenceSwap]:  # type: ignore[override]
-        return self.core.refresh_references(subject)
-
-    def apply(self, swaps: list[ReferenceSwap]) -> None:  # type: ignore[override]
-        """Audit refused loads next to the promotion, in the reference registry (the log line is the core's)."""
-        for swap in swaps:
-            if swap.swapped:
-                continue
-            try:
-                self.registry.record_serving_refusal(
-                    swap.camera, swap.follows, swap.old_version,
-                    actor=self.replica, cause=swap.error_reason, detail=swap.error_detail,
-                )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - the log line already says it
-                log.warning("could not audit the refused reference load: %s", exc)

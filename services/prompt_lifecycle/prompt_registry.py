@@ -168,11 +168,15 @@ class RegistryEntry:
 
 
 @dataclass(frozen=True)
-class PromotionResult:
-    """An alias move (or its refusal) exactly as written to the audit stream under ``audit_id``.
+class AuditEntry:
+    """One entry of the audit stream operators read (``zsad registry audit``), as written under ``audit_id``.
 
-    ``outcome`` is ``promoted``, ``rolled_back``, ``unchanged`` (the alias already pointed there) or ``refused``;
-    a refusal has a machine-readable ``cause`` and a ``detail`` saying why.
+    Every writer uses it: alias moves and their refusals (``promote``, ``rollback``), a replica's refused load
+    (``serve_load``), camera settings and calibrations (``camera_set``, ``calibrate``, ...; ``alias`` is
+    ``<camera>:settings`` or ``<camera>:calibration``) and score drift (``drift``). ``method`` is the subject's
+    method (the camera for reference sets). ``outcome`` is ``promoted``, ``rolled_back``, ``unchanged`` (the
+    alias already pointed there), ``refused``, ``applied`` or ``drifted``; a refusal has a machine-readable
+    ``cause`` and a ``detail`` saying why.
     """
 
     action: str
@@ -202,7 +206,7 @@ class PromotionRefusedError(RegistryError):
     """A promotion or rollback was refused and the refusal audited; ``result`` is the audited refusal and
     ``reason`` its cause (``not_better``, ``no_metric``, ``incomparable``, ``hash_mismatch``, ...)."""
 
-    def __init__(self, result: PromotionResult):
+    def __init__(self, result: AuditEntry):
         super().__init__(
             f"{result.action} of {result.method} {result.alias} to {result.to_version} refused: {result.detail}"
         )
@@ -533,7 +537,7 @@ class PromptRegistry:
         metric: str = "pixel_auroc",
         serving_method: ZeroShotMethod | None = None,
         fits: Callable[[RegistryEntry], None] | None = None,
-    ) -> PromotionResult:
+    ) -> AuditEntry:
         """Point ``alias`` at ``version`` (a version or another alias) after checking the artifact.
 
         Args:
@@ -570,7 +574,7 @@ class PromptRegistry:
             if fits is not None:
                 fits(entry)
         except IncompatibleWeightsError as exc:
-            refusal = PromotionResult(
+            refusal = AuditEntry(
                 **base,
                 from_version=self._current(self.client, method, alias),
                 outcome="refused",
@@ -579,7 +583,7 @@ class PromptRegistry:
             )
             raise PromotionRefusedError(self._audited(refusal)) from exc
 
-        def plan(pipe: Pipeline) -> PromotionResult:
+        def plan(pipe: Pipeline) -> AuditEntry:
             current = self._current(pipe, method, alias)
             detail = ""
             if if_better_than is not None:
@@ -588,14 +592,14 @@ class PromptRegistry:
                 else:
                     why_not = self._why_not_better(pipe, entry, if_better_than, metric)
                     if why_not is not None:
-                        return PromotionResult(
+                        return AuditEntry(
                             **base, from_version=current, outcome="refused", cause=why_not[0], detail=why_not[1]
                         )
             if current == entry.version:
-                return PromotionResult(
+                return AuditEntry(
                     **base, from_version=current, outcome="unchanged", detail=f"{alias} already is {current}"
                 )
-            return PromotionResult(**base, from_version=current, outcome="promoted", detail=detail)
+            return AuditEntry(**base, from_version=current, outcome="promoted", detail=detail)
 
         watched = [self.alias_key(method, name) for name in {alias, if_better_than} if name in ALIASES]
         return self._apply(watched, plan)
@@ -619,7 +623,7 @@ class PromptRegistry:
             return "not_better", f"{metric} {ours:.4f} of {entry.version} is not above {theirs:.4f} of {label}"
         return None
 
-    def rollback(self, method: str, *, alias: str = "champion", actor: str, reason: str) -> PromotionResult:
+    def rollback(self, method: str, *, alias: str = "champion", actor: str, reason: str) -> AuditEntry:
         """Point ``alias`` back at the version it held before its latest move.
 
         Raises:
@@ -628,7 +632,7 @@ class PromptRegistry:
         """
         _check_alias(alias)
 
-        def plan(pipe: Pipeline) -> PromotionResult:
+        def plan(pipe: Pipeline) -> AuditEntry:
             history = [_text(version) for version in pipe.lrange(self.alias_key(method, alias), -2, -1)]
             if len(history) < 2:
                 state = f"it is {history[0]}" if history else "it is unset"
@@ -646,32 +650,31 @@ class PromptRegistry:
             try:
                 self.verify(self._resolve(pipe, method, previous))
             except CorruptArtifactError as exc:
-                return PromotionResult(**base, outcome="refused", cause=exc.reason, detail=str(exc))
-            return PromotionResult(**base, outcome="rolled_back")
+                return AuditEntry(**base, outcome="refused", cause=exc.reason, detail=str(exc))
+            return AuditEntry(**base, outcome="rolled_back")
 
         return self._apply([self.alias_key(method, alias)], plan)
 
-    def _apply(self, watched: builtins.list[str], plan: Callable[[Pipeline], PromotionResult]) -> PromotionResult:
+    def _apply(self, watched: builtins.list[str], plan: Callable[[Pipeline], AuditEntry]) -> AuditEntry:
         """Decide with ``plan`` under WATCH, then move the alias, audit and publish in one MULTI; a concurrent
-        change of a watched alias makes the decision stale, so it is retaken."""
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(*watched)
-                    result = plan(pipe)
-                    pipe.multi()
-                    alias_key = self.alias_key(result.method, result.alias)
-                    if result.outcome == "promoted":
-                        pipe.rpush(alias_key, result.to_version)
-                    elif result.outcome == "rolled_back":
-                        pipe.rpop(alias_key)
-                    pipe.xadd(self.audit_key, result.audit_fields())
-                    if result.moved:
-                        pipe.publish(self.events_channel, _event(result))
-                    replies = pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
+        change of a watched alias makes the decision stale, so redis-py's transaction retakes it."""
+        decided: builtins.list[AuditEntry] = []  # the last decision: the one the executed MULTI wrote
+
+        def move(pipe: Pipeline) -> None:
+            result = plan(pipe)
+            decided[:] = [result]
+            pipe.multi()
+            alias_key = self.alias_key(result.method, result.alias)
+            if result.outcome == "promoted":
+                pipe.rpush(alias_key, result.to_version)
+            elif result.outcome == "rolled_back":
+                pipe.rpop(alias_key)
+            pipe.xadd(self.audit_key, result.audit_fields())
+            if result.moved:
+                pipe.publish(self.events_channel, _event(result))
+
+        replies = self.client.transaction(move, *watched)
+        (result,) = decided
         result = dataclasses.replace(result, audit_id=_text(replies[1 if result.moved else 0]))
         if result.outcome == "refused":
             raise PromotionRefusedError(result)
@@ -679,19 +682,19 @@ class PromptRegistry:
 
     def record_serving_refusal(
         self, method: str, follows: str, serving: str | None, *, actor: str, cause: str, detail: str
-    ) -> PromotionResult:
+    ) -> AuditEntry:
         """Audit that a serving replica refused to load a version (it keeps serving the old one).
 
         Why here: the audit stream is where operators look after a promotion; a replica that kept the old
         prompts because the new files were corrupt or incompatible must show up next to that promotion.
         """
-        result = PromotionResult(
+        result = AuditEntry(
             action="serve_load", method=method, alias=follows, from_version=serving, to_version=None,
             outcome="refused", actor=actor, reason="replica could not load the version", cause=cause, detail=detail,
         )  # fmt: skip
         return self._audited(result)
 
-    def _audited(self, result: PromotionResult) -> PromotionResult:
+    def _audited(self, result: AuditEntry) -> AuditEntry:
         return dataclasses.replace(result, audit_id=_text(self.client.xadd(self.audit_key, result.audit_fields())))
 
     def list(self, method: str | None = None) -> builtins.list[RegistryEntry]:
@@ -770,7 +773,7 @@ def _check_directory(entry: RegistryEntry, directory: Path, kind: ArtifactKind) 
     _check_weights(directory / kind.weights_file, entry.sha256)
 
 
-def _event(result: PromotionResult) -> str:
+def _event(result: AuditEntry) -> str:
     return json.dumps(
         {"method": result.method, "alias": result.alias, "version": result.to_version, "action": result.action}
     )

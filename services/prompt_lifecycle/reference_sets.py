@@ -156,23 +156,29 @@ def build_reference_set(
 ) -> RegistryEntry:
     """Encode ``images`` with the camera's backbone and taps and register the memory as a new version.
 
-    The camera's method is built as a replica builds it (backbone, weights, precision, input size, options);
-    its manifest records the camera, the ROI and the images' names, so a version says what it was made from.
+    The camera's method is built as a replica builds it (backbone, weights, precision, input size, options) and
+    the images are cut with the camera's live ROI, as ingest cuts frames now; its manifest records the camera,
+    the ROI and the images' names, so a version says what it was made from.
 
     Raises:
         UnknownCameraError: ``camera`` is not configured.
         ImageError, ReferenceInputError: see :func:`model_inputs`; nothing is registered.
+        redis.RedisError: the camera's live settings cannot be read.
     """
-    from services.decisions.calibration import CameraScorer
+    from services.decisions.camera_settings import CameraSettingsStore
+    from services.frame_path.camera_method import MethodBuilder, MethodKey
     from zsad_core.few_shot import MemoryOptions, build_memory, save_memory
 
     settings = config.camera(camera)
+    # The ROI ingest cuts now (the live settings'), not the configured one: references show what is served.
+    roi = CameraSettingsStore(PromptRegistry.from_config(config.registry, registry.client), config).settings(camera).roi
     size = model_input_sizes({camera: settings})[camera]
-    inputs = model_inputs(images, settings.roi, size, config.limits.image_limits())
-    method = CameraScorer(config, camera, roi=None, device=device).method
+    inputs = model_inputs(images, roi, size, config.limits.image_limits())
+    # The memory holds backbone features: the prompts a replica follows do not change them.
+    method = MethodBuilder(config.serving, device).build(MethodKey.of_camera(camera, settings, None), None).module
     memory = build_memory(method.backbone, inputs, method.taps, options or MemoryOptions(),
                           class_name=settings.class_name, batch_size=config.serving.max_batch_size)  # fmt: skip
-    extra = {"camera": camera, "roi": list(settings.roi) if settings.roi else None, "images": list(images.names),
+    extra = {"camera": camera, "roi": list(roi) if roi else None, "images": list(images.names),
              "source": images.source}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="zsad-references-") as staging:
         save_memory(memory, Path(staging) / "set", extra)
@@ -181,14 +187,11 @@ def build_reference_set(
 
 def serving_identity(config: ZsadConfig, camera: str) -> tuple[str, int]:
     """``(backbone identity, input size)`` that the camera's replicas score with, without building a model."""
+    from services.frame_path.camera_method import MethodKey, backbone_config
     from zsad_core.backbone.architectures import parse_backbone_name
-    from zsad_core.methods import get_method_config, method_backbone_config
 
     settings = config.camera(camera)
-    serving = config.serving
-    overrides = {**settings.options, **({"image_size": settings.image_size} if settings.image_size else {})}
-    backbone = method_backbone_config(get_method_config(settings.method, **overrides), serving.backbone,
-                                      pretrained=serving.pretrained, weights=serving.backbone_weights)  # fmt: skip
+    backbone = backbone_config(config.serving, MethodKey.of_camera(camera, settings, None))
     size = int(backbone.image_size or 0)
     return f"{parse_backbone_name(backbone.name)}@{size}", size
 

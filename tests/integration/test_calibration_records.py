@@ -238,6 +238,30 @@ def test_live_settings_change_audit_and_reach_a_follower(config_path, store, cap
     assert json.loads(capsys.readouterr().out)["version"] == "s4"
 
 
+def test_one_cameras_unreadable_settings_never_hold_back_the_other_cameras(store: CameraSettingsStore) -> None:
+    ns = store.registry.namespace
+    store.client.set(f"{ns}:camera:cam1:settings:s1", "{not json")  # a damaged record, current for cam1
+    store.client.rpush(f"{ns}:camera:cam1:settings:history", "s1")
+    seen: list[CameraSettings] = []
+    arrived = threading.Condition()
+
+    def on_change(settings: CameraSettings) -> None:
+        with arrived:
+            seen.append(settings)
+            arrived.notify_all()
+
+    follower = CameraSettingsFollower(store, ["cam1", "cam2"], on_change, check_every_s=60.0).start()
+    try:
+        with arrived:
+            assert arrived.wait_for(lambda: len(seen) >= 1, timeout=10.0)
+        store.update("cam2", {"threshold": 0.7}, actor="test", reason="tighter")
+        with arrived:
+            assert arrived.wait_for(lambda: len(seen) >= 2, timeout=10.0), [s.version for s in seen]
+    finally:
+        follower.stop()
+    assert [(s.camera, s.version, s.threshold) for s in seen] == [("cam2", None, 0.5), ("cam2", "s1", 0.7)]
+
+
 def test_operator_marks(client: redis.Redis, unique: str) -> None:
     camera = f"cam-{unique}"
     with pytest.raises(MarkError, match="no stored result"):

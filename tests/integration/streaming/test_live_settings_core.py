@@ -86,6 +86,7 @@ def test_stored_regions_are_the_regions_of_the_stored_map(redis_server: RedisSer
                                    min_area=50)  # fmt: skip
         assert expected, "the median of one map leaves regions on the others"
         assert list(stored.regions) == decode_regions(encode_regions(expected))
+        assert stored.roi == (100, 40, 320, 400)  # the crop the map covers, for readers after a live ROI change
         event = core.store.recent(camera, 5)
         assert any(entry.frame_id == request.frame_id and entry.regions == stored.regions for entry in event)
         for region in stored.regions:  # every box lies inside the ROI, in frame pixels

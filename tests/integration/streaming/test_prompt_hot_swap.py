@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pytest
 import torch
 
 from services.config import ZsadConfig
+from services.decisions.camera_settings import CameraSettings
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import RedisServer
-from services.prompt_lifecycle.hot_swap import PromptWatcher, RegistryPrompts
+from services.prompt_lifecycle.hot_swap import RegistryPrompts, prompt_follower, report_refusals
 from services.prompt_lifecycle.prompt_registry import PromptRegistry
 from zsad_core.artifacts import WEIGHTS_FILE, save_prompts
 from zsad_core.methods import load_method
@@ -42,7 +44,9 @@ def registry(tmp_path: Path, redis_server: RedisServer, unique: str) -> PromptRe
     return PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=f"test:{unique}:registry")
 
 
-def core_following(redis_server: RedisServer, registry: PromptRegistry, camera: str, alias: str) -> InspectorCore:
+def core_following(
+    redis_server: RedisServer, registry: PromptRegistry, camera: str, alias: str | None
+) -> InspectorCore:
     config = ZsadConfig(
         redis={"url": redis_server.url, "password": redis_server.password},
         cameras={camera: {"method": METHOD, "class_name": "object", "threshold": 0.5, "image_size": 64,
@@ -97,9 +101,8 @@ def test_a_version_corrupted_after_promotion_is_refused_and_audited(
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))  # ... then damaged on disk before the replica loads it
 
-    watcher = PromptWatcher(core, registry, replica="replica-under-test")
     swaps = core.refresh_prompts()
-    watcher.apply(swaps)
+    report_refusals(registry, swaps, replica="replica-under-test")
     (swap,) = swaps
     assert not swap.swapped and swap.error_reason == "hash_mismatch"
     (ack,) = core.process([frame(camera, "x")])
@@ -116,7 +119,7 @@ def test_the_watcher_swaps_on_the_promotion_message(
     registry.promote(METHOD, v1, actor="test", reason="first")
     camera = f"cam{unique}"
     core = core_following(redis_server, registry, camera, "champion")
-    watcher = PromptWatcher(core, registry, replica="r", check_every_s=3600).start()  # no periodic re-check
+    watcher = prompt_follower(core, registry, replica="r", check_every_s=3600).start()  # no periodic re-check
     try:
         time.sleep(0.5)  # subscribed
         registry.promote(METHOD, v2, actor="test", reason="better")
@@ -126,3 +129,46 @@ def test_the_watcher_swaps_on_the_promotion_message(
             time.sleep(0.1)
     finally:
         watcher.stop()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:.0f} s"
+        time.sleep(0.05)
+
+
+def test_a_camera_that_starts_following_an_alias_live_follows_its_next_promotion(
+    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+) -> None:
+    v1, v2 = make_versions(registry, tmp_path, 2)
+    registry.promote(METHOD, v1, actor="test", reason="first")
+    camera = f"cam{unique}"
+    core = core_following(redis_server, registry, camera, None)  # zero-shot: follows nothing at start
+    follower = prompt_follower(core, registry, replica="r", check_every_s=3600).start()  # no periodic re-check
+    try:
+        channel = registry.events_channel
+        wait_until(lambda: dict(registry.client.pubsub_numsub(channel)).get(channel.encode(), 0) > 0, "subscribed")
+        core.apply_settings(CameraSettings(camera, "s1", 0.5, prompt_version="champion"))  # `zsad camera set`
+        assert core.describe()["cameras"][camera]["prompt_version"] == v1
+        registry.promote(METHOD, v2, actor="test", reason="better")
+        wait_until(lambda: core.describe()["cameras"][camera]["prompt_version"] == v2, "the follower swapped to v2")
+    finally:
+        follower.stop()
+
+
+def test_only_methods_some_camera_uses_stay_loaded(
+    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+) -> None:
+    v1, v2 = make_versions(registry, tmp_path, 2)
+    registry.promote(METHOD, v2, actor="test", reason="first")
+    camera = f"cam{unique}"
+    core = core_following(redis_server, registry, camera, v1)
+    for version, follows in ((2, v2), (3, "champion"), (4, None)):
+        core.apply_settings(CameraSettings(camera, f"s{version}", 0.5, prompt_version=follows))
+        assert list(core.methods) == [core.camera_keys[camera]]
+        assert core.methods[core.camera_keys[camera]].prompt_version == (v2 if follows else None)
+    (swap_free,) = core.process([frame(camera, "a")])
+    assert swap_free.status == "stored" and swap_free.prompt_version is None
+    registry.promote(METHOD, v1, actor="test", reason="back")
+    assert core.refresh_prompts() == []  # no camera follows an alias: nothing is reloaded

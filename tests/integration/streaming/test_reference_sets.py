@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,12 @@ from stream_helpers import (
 )
 
 from services.config import ZsadConfig
+from services.decisions.camera_settings import CameraSettingsStore
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.frame_path.result_store import ResultStore, StoredResult, events_key
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.prompt_lifecycle.hot_swap import ReferenceWatcher, RegistryReferences
+from services.prompt_lifecycle.hot_swap import RegistryReferences, report_refusals
 from services.prompt_lifecycle.prompt_registry import PromotionRefusedError, PromptRegistry
 from services.prompt_lifecycle.reference_sets import (
     ReferenceInputError,
@@ -133,9 +135,8 @@ def test_bad_input_is_refused_and_the_serving_version_stays(
                          fits=lambda entry: check_fits_camera(entry, config, camera))  # fmt: skip
     assert refused.value.reason == "incompatible_references" and registry.aliases(camera)["champion"] == "r1"
     registry.promote(camera, r2.version, actor="test", reason="without the check")
-    watcher = ReferenceWatcher(core, registry, replica="replica-under-test")
     swaps = core.refresh_references()
-    watcher.apply(swaps)
+    report_refusals(registry, swaps, replica="replica-under-test")
     (swap,) = swaps
     assert not swap.swapped and swap.error_reason == "incompatible_references" and swap.old_version == "r1"
     (ack,) = core.process([frame(camera, "x")])
@@ -176,3 +177,18 @@ def test_a_set_promoted_while_streaming_serves_from_the_next_batch_without_a_res
     assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) == replica
     stats = deployment.status()["actors"]
     assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
+
+
+def test_a_reference_set_is_cut_with_the_live_roi_not_the_configured_one(
+    redis_server: RedisServer, tmp_path: Path, unique: str
+) -> None:
+    camera = f"cam{unique}"
+    config = core_config(redis_server, tmp_path, unique, camera)  # configured roi [8, 8, 80, 80]
+    client = redis_server.client()
+    settings = CameraSettingsStore(PromptRegistry.from_config(config.registry, client), config)
+    settings.update(camera, {"roi": [0, 0, 64, 64]}, actor="test", reason="the part moved")  # what ingest cuts now
+    registry = reference_registry(config, client)
+    entry = build_reference_set(config, camera, images_from_folder(good_folder(tmp_path / "goods", 1)), registry,
+                                actor="test")  # fmt: skip
+    manifest = json.loads((registry.materialise(entry) / "manifest.json").read_text())
+    assert manifest["extra"]["roi"] == [0, 0, 64, 64]

@@ -20,8 +20,9 @@ import yaml
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import FrameResult, ResultStore
+from services.frame_path.result_store import FrameResult, ResultStore, result_key
 from services.local_stack.service_processes import NoidaBroker, RedisServer
+from services.operator_view.readers import OverlayRenderer, text_fields
 from zsad_core.preprocess import encode_png
 from zsad_core.visualize import overlay
 
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.integration
 FRAME_SHAPE = (48, 64, 3)
 MAP_SHAPE = (20, 24)
 ROI = [8, 4, 32, 24]  # x, y, w, h
+LIVE_ROI = (16, 8, 40, 32)  # a live ROI change after the configured one: the crop that produced result r-2
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, n
     with FrameProducer.from_config(config) as producer:
         first = producer.send_frame(camera, encode_png(frame), frame_id="f-a", capture_ts=capture_ts).get(timeout=10)
         roi = producer.send_frame(roi_camera, encode_png(frame), frame_id="r-1", capture_ts=capture_ts).get(timeout=10)
+        live = producer.send_frame(roi_camera, encode_png(frame), frame_id="r-2", capture_ts=capture_ts).get(timeout=10)
 
     def result(
-        cam: str, frame_id: str, score: float, partition: int = -1, offset: int = -1, **extra: str
+        cam: str,
+        frame_id: str,
+        score: float,
+        partition: int = -1,
+        offset: int = -1,
+        roi: tuple[int, int, int, int] | None = None,
+        **extra: str,
     ) -> FrameResult:
         return FrameResult(
             cam, frame_id, score=score, threshold=0.5, method="winclip", anomaly_map=hot_map(), prompt_version="v2",
-            partition=partition, offset=offset, capture_ts=capture_ts, infer_ts=capture_ts + 0.5, **extra,
+            partition=partition, offset=offset, capture_ts=capture_ts, infer_ts=capture_ts + 0.5, roi=roi, **extra,
         )  # fmt: skip
 
     store = ResultStore.from_config(config)
@@ -96,6 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, n
             result(camera, "f-wrong", 0.3, first.partition, first.offset),  # the offset holds frame f-a
             result(camera, "f-gone", 0.1, first.partition, first.offset + 1000),
             result(roi_camera, "r-1", 0.7, roi.partition, roi.offset),
+            result(roi_camera, "r-2", 0.7, live.partition, live.offset, roi=LIVE_ROI),
         ])  # fmt: skip
     finally:
         store.close()
@@ -165,6 +175,24 @@ def test_show_crops_to_the_roi(stack: Stack, tmp_path: Path) -> None:
     assert run(stack, "show", "--camera", stack.roi_camera, "--frame", "r-1", "--out", str(out)) == 0
     x, y, w, h = ROI
     assert np.array_equal(read_rgb(out), overlay(stack.frame[y : y + h, x : x + w], hot_map(), threshold=0.5))
+
+
+def test_show_and_the_web_view_crop_as_the_result_was_cropped_after_a_live_roi_change(
+    stack: Stack, tmp_path: Path
+) -> None:
+    x, y, w, h = LIVE_ROI
+    expected = overlay(stack.frame[y : y + h, x : x + w], hot_map(), threshold=0.5)
+    out = tmp_path / "live.png"
+    assert run(stack, "show", "--camera", stack.roi_camera, "--frame", "r-2", "--out", str(out)) == 0
+    assert np.array_equal(read_rgb(out), expected)
+    store = ResultStore.from_config(stack.config)
+    try:
+        fields = text_fields(store.client.hgetall(result_key(stack.roi_camera, "r-2")))
+        assert fields["roi"] == ",".join(map(str, LIVE_ROI))
+        renderer = OverlayRenderer(stack.config, store)
+        assert np.array_equal(renderer.frame(stack.roi_camera, fields), stack.frame[y : y + h, x : x + w])
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(

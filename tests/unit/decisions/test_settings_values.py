@@ -1,0 +1,22 @@
+"""Live settings values are checked before Redis is touched: a boolean is not a number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from services.config import ZsadConfig
+from services.decisions.camera_settings import CameraSettingsError, CameraSettingsStore
+from services.prompt_lifecycle.prompt_registry import PromptRegistry
+
+
+@pytest.mark.parametrize("field", ["threshold", "pixel_threshold", "min_area"])
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_refused_where_a_number_is_expected(tmp_path: Path, field: str, value: bool) -> None:
+    config = ZsadConfig(cameras={"cam1": {"method": "clip-ad", "class_name": "object", "threshold": 0.5}})
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.1)  # never reached: refused first
+    store = CameraSettingsStore(PromptRegistry(tmp_path, unreachable), config)
+    with pytest.raises(CameraSettingsError, match=f"{field} must be a number, got {value}"):
+        store.update("cam1", {field: value}, actor="test", reason="typo")
