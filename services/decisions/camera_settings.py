@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from pydantic import ValidationError
 
+from services.audit_log import append_audit
 from services.config import CameraConfig, ZsadConfig
 from services.decisions.drift_watch import drift_reference
 from services.prompt_lifecycle.prompt_registry import PromotionResult, PromptRegistry, RegistryError, _now, _text
@@ -349,7 +350,7 @@ class CameraSettingsStore:
                             action=action, method=method, alias=f"{camera}:{move.kind}", from_version=move.replaced,
                             to_version=move.version, outcome="applied", actor=actor, reason=reason,
                         )  # fmt: skip
-                        pipe.xadd(self.registry.audit_key, audit.audit_fields())
+                        append_audit(pipe, self.registry.namespace, audit.audit_fields())
                     settings_version = next(move.version for move in moves if move.kind == "settings")
                     event = {"camera": camera, "kind": "settings", "version": settings_version, "action": action}
                     pipe.publish(self.registry.events_channel, json.dumps(event))

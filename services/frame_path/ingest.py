@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from services.audit_log import append_audit
 from services.config import OffsetResetPolicy, ZsadConfig
 from services.decisions.camera_settings import CameraSettings
 from services.frame_path.decode_budget import DecodeBudget
@@ -788,7 +789,7 @@ class IngestActor:
 
         if self._redis is None:
             self._redis = connect(self.config.redis)
-        self._redis.xadd(f"{self.config.registry.namespace}:audit", {**entry, "ts": repr(time.time())})
+        append_audit(self._redis, self.config.registry.namespace, {**entry, "ts": repr(time.time())})
 
     async def ensure_running(self) -> bool:
         """Start the loop if it is not running and its backoff has passed; True if it was started now."""

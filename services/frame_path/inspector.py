@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from services.audit_log import append_audit
 from services.config import CameraConfig, ConfigError, ZsadConfig
 from services.decisions.camera_settings import CameraSettings
 from services.decisions.drift_watch import DriftWatch
@@ -443,7 +444,7 @@ class InspectorCore:
             cause="score_drift",
         )  # fmt: skip
         try:
-            self.store.client.xadd(f"{self.config.registry.namespace}:audit", entry.audit_fields())
+            append_audit(self.store.client, self.config.registry.namespace, entry.audit_fields())
         except redis.RedisError as exc:  # the results are stored; the metric still shows the drift
             log.warning("%s: could not audit the drift: %s", camera, exc)
 
