@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_topic, stream_config
+from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_topic, stream_config, wait_until
 
+from services.audit_log import append_audit, audit_key
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameAck, FrameRequest
 from services.frame_path.ingest import IngestWorker
@@ -275,3 +276,33 @@ def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
     assert audit == [{"action": "offset_out_of_range", "actor": "t", "partition": "0", "from_offset": "100",
                       "to_offset": target, "log_start": "0", "log_end": "5", "policy": policy}]  # fmt: skip
     assert (0 in worker.stats()["stopped_partitions"]) == (policy == "fail")
+
+
+def test_an_audit_write_that_hangs_stalls_no_partition(
+    config: ZsadConfig, redis_server: RedisServer, unique: str
+) -> None:
+    send(config, 0, frame_bytes(0), "p0-0")
+    for index in range(3):
+        send(config, 1, frame_bytes(10 + index), f"p1-{index}")
+    commit(config, {0: 100, 1: 0})  # partition 0's position is past its log end: its reset is audited
+    client = redis_server.client()
+    stream = audit_key(f"ns-{unique}")
+    worker = IngestWorker(config, [0, 1], Serving().submit, name="t",
+                          audit=lambda entry: append_audit(client, f"ns-{unique}", entry))  # fmt: skip
+
+    async def scenario() -> int:
+        task = await run_until(worker, lambda: worker.committed.get(1) == 3 and worker.committed.get(0) == 1)
+        entries_then = client.xlen(stream)  # reads still answer while writes are held
+        await stop(worker, task)
+        return entries_then
+
+    client.execute_command("CLIENT", "PAUSE", 6000, "WRITE")  # Redis holds every write, as it does in an outage
+    try:
+        entries_while_paused = asyncio.run(scenario())
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    assert entries_while_paused == 0  # both partitions were read and committed while the audit entry waited
+    wait_until(lambda: client.xlen(stream) == 1, 10, "the audit entry after Redis came back")
+    (entry,) = client.xrange(stream)
+    assert entry[1][b"action"] == b"offset_out_of_range" and entry[1][b"partition"] == b"0"
+
