@@ -14,6 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -23,8 +24,11 @@ from services.audit_log import append_audit, audit_key
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameAck, FrameRequest
 from services.frame_path.ingest import IngestWorker
+from services.frame_path.inspector import InspectorCore, ReplicaUnhealthyError
 from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, encode_headers
+from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from zsad_core.imageio import encode_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -306,3 +310,45 @@ def test_an_audit_write_that_hangs_stalls_no_partition(
     (entry,) = client.xrange(stream)
     assert entry[1][b"action"] == b"offset_out_of_range" and entry[1][b"partition"] == b"0"
 
+
+def test_a_frame_the_model_cannot_score_is_dead_lettered_and_the_replica_stays_healthy(
+    config: ZsadConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"max_retries": 3})})
+    camera = next(iter(config.cameras))
+    replica = InspectorCore(config, ResultStore.from_config(config))  # the replica's work, without Serve around it
+    method = replica.methods[replica.camera_keys[camera]].module
+    scores = method.predict
+
+    def predict(images: list[np.ndarray]) -> Any:  # a kernel that faults on one input, as real ones can
+        if any(not image.any() for image in images):
+            raise RuntimeError("kernel fault on an all-black input")
+        return scores(images)
+
+    monkeypatch.setattr(method, "predict", predict)
+    health_failures: list[str] = []
+
+    async def submit(request: FrameRequest) -> FrameAck:  # one frame per call: ingest retries a failed one alone
+        try:
+            (ack,) = await asyncio.to_thread(replica.process, [request])
+            return ack
+        finally:
+            try:  # what Serve's health check would see now
+                replica.check_health(config.serving.unhealthy_after_model_failures)
+            except ReplicaUnhealthyError as exc:
+                health_failures.append(str(exc))
+
+    for index in range(2):
+        send(config, 0, frame_bytes(index), f"good-{index}")
+    send(config, 0, encode_jpeg(np.zeros((96, 96, 3), dtype=np.uint8)), "black")  # offset 2
+    send(config, 0, frame_bytes(3), "good-3")
+    worker = IngestWorker(config, [0], submit, name="t")
+
+    async def scenario() -> None:
+        task = await run_until(worker, lambda: worker.committed.get(0) == 4, timeout_s=30)
+        await stop(worker, task)
+
+    asyncio.run(scenario())
+    assert letters(config, expected=1) == [("inference_failed", f"{config.kafka.frames_topic}:0:2")]
+    assert health_failures == []
+    assert worker.stats()["counts"]["stored"] == 3 and worker.stats()["counts"]["frame_retries"] == 4

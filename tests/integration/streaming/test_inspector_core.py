@@ -219,3 +219,21 @@ def test_model_inputs_from_ingest_score_like_the_full_frames_did(
     quantisation = 1 / 65535  # the stored 16-bit PNG
     assert score_diff <= max_score_diff + 1e-6, score_diff
     assert map_diff <= max_map_diff + quantisation, map_diff
+
+
+def test_a_model_that_breaks_after_scoring_fails_a_lone_frame_as_the_replicas_fault(
+    redis_server: RedisServer, store: ResultStore, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    camera = f"k{unique}"
+    core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
+    (ack,) = core.process([_request(camera, "scored", 1)])
+    assert ack.status == "stored"
+    method = core.methods[core.camera_keys[camera]].module
+
+    def broken(images):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(method, "predict", broken)
+    with pytest.raises(ModelUnavailableError, match="every frame"):  # it cannot score what it scored before
+        core.process([_request(camera, "lone", 2)])
+    assert core.model_failures == 1
