@@ -340,6 +340,8 @@ class IngestConfig(_Section):
             that needs more is decoded alone. The default fits one frame at ``limits.max_pixels``.
         resources: custom Ray resources per ingest actor and for the ingest controller (``{"ingest": 0.1}``):
             they go only to nodes that have them, e.g. the head or CPU nodes near the brokers.
+        partition_check_s: how often the frames topic's partitions are listed; partitions added to it (to scale)
+            are then read, after the actors are drained and every partition reassigned.
     """
 
     num_actors: PositiveInt = 1
@@ -350,6 +352,7 @@ class IngestConfig(_Section):
     on_offset_out_of_range: OffsetResetPolicy = "earliest"
     decode_budget_pixels: PositiveInt = 64_000_000
     resources: RayResources = Field(default_factory=dict)
+    partition_check_s: float = Field(30.0, gt=0.0)
 
     @field_validator("max_in_flight")
     @classmethod
