@@ -41,6 +41,8 @@ def test_a_crashed_loop_is_logged_once_with_its_traceback(
     finally:
         actor.follower.stop()
     gc.collect()  # a task whose exception nobody retrieved is reported when it is freed
-    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    ours = ("services", "asyncio")  # kafka-python logs each refused connection itself
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.split(".")[0] in ours]
     assert [record.getMessage().split(":")[1] for record in errors] == [" ingest loop crashed (1 in a row)"]
-    assert errors[0].exc_info is not None and "NoBrokersAvailable" in caplog.text
+    crash = errors[0].exc_info[1] if errors[0].exc_info else None
+    assert crash is not None and str(crash) in errors[0].getMessage()  # the traceback of the error it names
