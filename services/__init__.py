@@ -9,7 +9,7 @@
   Ray and the Serve application) for demos, development and the integration tests.
 
 :mod:`services.config` is the one configuration file that every path reads; :mod:`services.audit_log` (the one
-writer of the operators' audit stream) and :mod:`services.backoff` (the one retry backoff) sit beside it. Lower layers never import higher
-ones: the paths import ``zsad_core`` and ``services.config``, the local stack imports the frame path, and only
-the command line imports everything.
+writer of the operators' audit stream) and :mod:`services.backoff` (the one retry backoff) sit beside it. Lower
+layers never import higher ones: the paths import ``zsad_core`` and ``services.config``, the local stack imports the
+frame path, and only the command line imports everything.
 """

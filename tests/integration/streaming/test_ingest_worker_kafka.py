@@ -300,7 +300,7 @@ def test_an_audit_write_that_hangs_stalls_no_partition(
         await stop(worker, task)
         return entries_then
 
-    client.execute_command("CLIENT", "PAUSE", 6000, "WRITE")  # Redis holds every write, as it does in an outage
+    client.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")  # Redis holds every write, as it does in an outage
     try:
         entries_while_paused = asyncio.run(scenario())
     finally:
