@@ -290,29 +290,30 @@ def test_partitions_added_to_the_frames_topic_are_read_and_their_lag_shown(
     config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=1)
     config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"partition_check_s": 1.0})})
     topic = config.kafka.frames_topic
-    producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
 
-    def send(partition: int, count: int) -> None:
-        for index in range(count):
-            headers = encode_headers(f"p{partition}-{index}", 1.0e9, "image/jpeg")
-            value = frame_bytes(10 * partition + index)
-            producer.send(topic, key=camera.encode(), value=value, partition=partition, headers=headers).get(timeout=30)
+    def send(partition: int, count: int) -> None:  # a new producer each time: it learns the partitions on start
+        producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+        try:
+            for index in range(count):
+                headers = encode_headers(f"p{partition}-{index}", 1.0e9, "image/jpeg")
+                value = frame_bytes(10 * partition + index)
+                producer.send(topic, key=camera.encode(), value=value, partition=partition,
+                              headers=headers).get(timeout=30)  # fmt: skip
+        finally:
+            producer.close()
 
     deployment = Deployment(config)
     deployments.append(deployment)
-    try:
-        send(0, 3)
-        deployment.deploy()
-        wait_until(lambda: deployment.results(camera) == 3, 120, "the first partition's frames")
-        admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
-        try:  # as a Kafka user scales the topic
-            admin.create_partitions({topic: NewPartitions(total_count=2)})
-        finally:
-            admin.close()
-        send(1, 3)
-        wait_until(lambda: deployment.results(camera) == 6, 60, "the added partition's frames")
+    send(0, 3)
+    deployment.deploy()
+    wait_until(lambda: deployment.results(camera) == 3, 120, "the first partition's frames")
+    admin = KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    try:  # as a Kafka user scales the topic
+        admin.create_partitions({topic: NewPartitions(total_count=2)})
     finally:
-        producer.close()
+        admin.close()
+    send(1, 3)
+    wait_until(lambda: deployment.results(camera) == 6, 60, "the added partition's frames")
     status = deployment.status()
     assert status["partitions"] == [0, 1] and status["assignment"] == [[0], [1]]
 
