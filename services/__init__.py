@@ -8,7 +8,8 @@
 * :mod:`services.local_stack`: the one-machine stack that ``zsad up`` runs (Redis, a Kafka-protocol broker,
   Ray and the Serve application) for demos, development and the integration tests.
 
-:mod:`services.config` is the one configuration file that every path reads. Lower layers never import higher
-ones: the paths import ``zsad_core`` and ``services.config``, the local stack imports the frame path, and only
-the command line imports everything.
+:mod:`services.config` is the one configuration file that every path reads; :mod:`services.audit_log` (the one
+writer of the operators' audit stream) and :mod:`services.backoff` (the one retry backoff) sit beside it. Lower
+layers never import higher ones: the paths import ``zsad_core`` and ``services.config``, the local stack imports the
+frame path, and only the command line imports everything.
 """

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 DEFAULTS_FILE = "defaults.yaml"
 OffsetResetPolicy = Literal["earliest", "latest", "fail"]
 MiB = 1024 * 1024
+# Kafka's default offset.metadata.max.bytes: the largest commit metadata a broker accepts. Ingest commits its
+# dead-letter ledger as metadata, and a letter announced there is one frame in flight, so the window is bounded:
+# a full window announced at the largest offsets (19 digits and a comma each) takes at most half of it, and the
+# other half holds where to search for those letters and the offsets already lettered.
+KAFKA_COMMIT_METADATA_MAX_BYTES = 4096
+MAX_IN_FLIGHT = 100
 
 PositiveInt = Annotated[int, Field(gt=0)]
 # Custom Ray resources a deployment's actors need, e.g. {"inspector": 1}: they then run only on nodes started
@@ -341,7 +347,8 @@ class IngestConfig(_Section):
 
     Attributes:
         num_actors: ingest actors; more than the partition count leaves some idle.
-        max_in_flight: frames per actor sent to serving but not yet acknowledged (backpressure window).
+        max_in_flight: frames per actor sent to serving but not yet acknowledged (backpressure window); at most
+            100, so that the dead letters a full window may be writing fit in one commit's metadata.
         poll_timeout_ms: longest wait between two polls of a caught-up or paused consumer (idle latency bound).
         max_retries: attempts at scoring or storing a frame before it is dead-lettered.
         actor_num_cpus: CPUs Ray reserves per ingest actor and for the ingest controller; 0 lets them share
@@ -355,6 +362,8 @@ class IngestConfig(_Section):
             that needs more is decoded alone. The default fits one frame at ``limits.max_pixels``.
         resources: custom Ray resources per ingest actor and for the ingest controller (``{"ingest": 0.1}``):
             they go only to nodes that have them, e.g. the head or CPU nodes near the brokers.
+        partition_check_s: how often the frames topic's partitions are listed; partitions added to it (to scale)
+            are then read, after the actors are drained and every partition reassigned.
     """
 
     num_actors: PositiveInt = 1
@@ -365,6 +374,17 @@ class IngestConfig(_Section):
     on_offset_out_of_range: OffsetResetPolicy = "earliest"
     decode_budget_pixels: PositiveInt = 64_000_000
     resources: RayResources = Field(default_factory=dict)
+    partition_check_s: float = Field(30.0, gt=0.0)
+
+    @field_validator("max_in_flight")
+    @classmethod
+    def _fits_commit_metadata(cls, value: int) -> int:
+        if value > MAX_IN_FLIGHT:
+            raise ValueError(
+                f"at most {MAX_IN_FLIGHT}: the dead letters of a full window must fit the commit metadata "
+                f"({KAFKA_COMMIT_METADATA_MAX_BYTES} bytes, Kafka's offset.metadata.max.bytes), got {value}"
+            )
+        return value
 
 
 class LimitsConfig(_Section):

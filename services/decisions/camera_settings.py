@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from pydantic import ValidationError
 
+from services.audit_log import append_audit
 from services.config import CameraConfig, ZsadConfig
 from services.decisions.drift_watch import drift_reference
 from services.event_follower import CHECK_EVERY_S, EventFollower
@@ -351,7 +352,7 @@ class CameraSettingsStore:
                     action=action, method=method, alias=f"{camera}:{done.kind}", from_version=done.replaced,
                     to_version=done.version, outcome="applied", actor=actor, reason=reason,
                 )  # fmt: skip
-                pipe.xadd(self.registry.audit_key, audit.audit_fields())
+                append_audit(pipe, self.registry.namespace, audit.audit_fields())
             settings_version = next(done.version for done in moves if done.kind == "settings")
             event = {"camera": camera, "kind": "settings", "version": settings_version, "action": action}
             pipe.publish(self.registry.events_channel, json.dumps(event))

@@ -31,9 +31,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from services.audit_log import append_audit
+from services.backoff import backoff_s
 from services.config import OffsetResetPolicy, ZsadConfig
 from services.decisions.camera_settings import CameraSettings
 from services.frame_path.decode_budget import DecodeBudget
@@ -61,7 +63,7 @@ Submit = Callable[[FrameRequest], Awaitable[FrameAck]]
 T = TypeVar("T")
 
 LAG_EVERY_S = 5.0
-MAX_BACKOFF_S = 5.0
+RETRY_BACKOFF_S = (0.1, 5.0)  # first and longest wait before a frame, a letter or an announcement is retried
 LOOP_BACKOFF_S = (1.0, 60.0)  # first and longest wait before a crashed loop is started again
 PROBE_TIMEOUT_S = 5.0  # longest wait for one record while looking for a record the client cannot parse
 
@@ -133,7 +135,8 @@ class IngestWorker:
         submit: sends one frame to serving and returns its acknowledgement.
         name: shown in logs and metrics.
         metrics: where to report; ``None`` outside Ray.
-        audit: writes one operator-visible audit entry (offset resets); ``None`` logs only.
+        audit: writes one operator-visible audit entry (offset resets); called on a thread of its own, so a
+            write that hangs (Redis away) stalls nothing; ``None`` logs only.
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class IngestWorker:
         self._decode_budget = DecodeBudget(config.ingest.decode_budget_pixels)
         self._kafka_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-kafka")
         self._decoders = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-decode")
+        self._auditor = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-audit")  # entries in order, off the loop
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer: Any = None
         self._producer: Any = None
@@ -211,8 +215,7 @@ class IngestWorker:
                     last_lag = time.monotonic()
             await self._drain(self._drain_timeout_s)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("%s: ingest loop failed", self.name)
+            self.error = f"{type(exc).__name__}: {exc}"  # logged by whoever awaits the loop (the actor, once)
             raise
         finally:
             self.healthy = False
@@ -521,7 +524,7 @@ class IngestWorker:
                         return
                     self.counts["system_retries"] += 1
                     log.warning("%s: serving unavailable (%s), retrying frame %s", self.name, exc, request.frame_id)
-                    await asyncio.sleep(min(0.1 * 2**system_failures, MAX_BACKOFF_S))
+                    await asyncio.sleep(backoff_s(system_failures, *RETRY_BACKOFF_S))
                     continue
             else:
                 if ack.status == "conflict":
@@ -570,7 +573,7 @@ class IngestWorker:
                     # the payload (it is still in the frames topic at the source offset named in the headers).
                     letter = dataclasses.replace(letter, value=None, headers=[*letter.headers, (H_DLQ_DROPPED, b"1")])
                 log.warning("%s: dead-letter send failed (%s), retrying", self.name, exc)
-                await asyncio.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+                await asyncio.sleep(backoff_s(attempt, *RETRY_BACKOFF_S))
         reason = reason_code(error)
         self.counts["dead_lettered"] += 1
         self.dead_letter_reasons[reason] += 1
@@ -604,7 +607,7 @@ class IngestWorker:
                 if await self._commit():
                     return True
             attempt += 1
-            await asyncio.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+            await asyncio.sleep(backoff_s(attempt, *RETRY_BACKOFF_S))
         return False
 
     def _send_letter(self, letter: DeadLetter) -> None:
@@ -680,12 +683,13 @@ class IngestWorker:
                 self.metrics.committed_past_end(partition, self.past_end[partition])
 
     def _audit(self, entry: dict[str, str]) -> None:
-        if self.audit is None:
-            return
-        try:
-            self.audit(entry)
-        except Exception as exc:  # noqa: BLE001 - the audit is for operators; the log line above has it too
-            log.warning("%s: audit entry not written: %s", self.name, exc)
+        """Write ``entry`` on the audit thread without waiting: a Redis outage must not stall polls and commits."""
+        if self.audit is not None:
+            self._auditor.submit(self.audit, entry).add_done_callback(self._audit_written)
+
+    def _audit_written(self, written: Future[None]) -> None:
+        if written.exception() is not None:  # the audit is for operators; the log line before it has it too
+            log.warning("%s: audit entry not written: %s", self.name, written.exception())
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -759,8 +763,9 @@ class IngestActor:
 
     A restarted actor comes back through ``__init__`` with the same partitions; the supervisor's watch loop
     calls :meth:`ensure_running`, and the consumer resumes from the committed offsets. A loop that crashed is
-    started again only after a backoff that doubles with each consecutive crash (1 s up to 60 s), so a fault
-    that persists (a broker away) neither spins nor floods the logs; the state shows in :meth:`stats`.
+    started again only after a jittered backoff that doubles with each consecutive crash (up to 1 s for the
+    first, at most 60 s), so a fault that persists (a broker away) neither spins nor floods the logs (one log
+    entry per crash); the state shows in :meth:`stats`.
     """
 
     def __init__(self, config: ZsadConfig, partitions: list[int], inspector: Any, name: str) -> None:
@@ -788,7 +793,7 @@ class IngestActor:
 
         if self._redis is None:
             self._redis = connect(self.config.redis)
-        self._redis.xadd(f"{self.config.registry.namespace}:audit", {**entry, "ts": repr(time.time())})
+        append_audit(self._redis, self.config.registry.namespace, {**entry, "ts": repr(time.time())})
 
     async def ensure_running(self) -> bool:
         """Start the loop if it is not running and its backoff has passed; True if it was started now."""
@@ -799,15 +804,16 @@ class IngestActor:
         if self.worker.stopping:
             return False
         if self._task is not None:  # the loop ended on its own: it crashed
+            # Retrieved here, so that asyncio does not log the same crash a second time when the task is freed.
+            crash = None if self._task.cancelled() else self._task.exception()
             self._task, error = None, self.worker.error
             self.crashes += 1
             self.last_error, self.last_error_ts = error, time.time()
-            first, longest = LOOP_BACKOFF_S
-            backoff = min(first * 2 ** (self.crashes - 1), longest)
+            backoff = backoff_s(self.crashes, *LOOP_BACKOFF_S)
             self._next_start = time.monotonic() + backoff
             self.metrics.loop_crashed(self.worker.name)
-            log.error("%s: ingest loop crashed (%d in a row): %s; restarting in %.0f s", self.worker.name,
-                      self.crashes, error, backoff)  # fmt: skip
+            log.error("%s: ingest loop crashed (%d in a row): %s; restarting in %.1f s", self.worker.name,
+                      self.crashes, error, backoff, exc_info=crash)  # fmt: skip
         if time.monotonic() < self._next_start:
             return False
         self.restarts += self._next_start > 0

@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from services.audit_log import append_audit
 from services.config import ConfigError, ZsadConfig
 from services.decisions.camera_settings import CameraSettings
 from services.decisions.drift_watch import DriftWatch
@@ -144,6 +145,9 @@ class InspectorCore:
         self.stage_tally = StageTally()
         # Model calls in a row in which not one frame was scored (a broken device or model); any success resets it.
         self.model_failures = 0
+        # The last image each method scored: scored again when nothing of a call scores, it tells frames the model
+        # cannot score (their fault) from a model that scores nothing (the replica's).
+        self._last_scored: dict[MethodKey, np.ndarray] = {}
         self.camera_keys: dict[str, MethodKey] = {}
         self.settings = {camera: CameraSettings.from_config(camera, cfg) for camera, cfg in config.cameras.items()}
         self.drift: dict[str, DriftWatch] = {}  # cameras whose calibration holds a drift reference
@@ -266,20 +270,39 @@ class InspectorCore:
     def _score_counted(
         self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray], outputs: StageOutputs | None = None
     ) -> list[_Outcome]:
-        """:meth:`_score`, counting calls in a row in which no frame could be scored (:meth:`check_health`)."""
-        streak = self.model_failures
-        try:
-            outcomes = self._score(key, method, images, outputs)
-        except ModelUnavailableError:
-            self._count_model_failure(failed=True)
-            raise
-        failed = all(outcome.error for outcome in outcomes)
-        self._count_model_failure(failed=failed)
-        if failed and streak > 0:
-            # A lone frame is blamed only while the model works on others: after a call in which nothing could be
-            # scored, it is the model's failure too (retried, not dead-lettered) until something scores again.
-            raise ModelUnavailableError(f"{key.method} failed on {len(images)} frame(s) after {streak} failed calls")
+        """:meth:`_score`, deciding whose fault it is when no frame scores, and counting the model's failures in a
+        row (:meth:`check_health`).
+
+        Why the last scored image is scored again: a frame the model cannot score is retried alone by ingest, and
+        its failures in a row must not look like a broken model, or healthy replicas get replaced for one frame.
+        If the method still scores that image, the frames are at fault: answered ``failed`` (ingest dead-letters
+        them after ``ingest.max_retries``) without counting. If it fails too, the model is: ``ModelUnavailableError``
+        (ingest retries, the health check counts). A method that never scored blames a lone frame on its first
+        failure only, as before.
+
+        Raises:
+            ModelUnavailableError: the model, not the frames, failed.
+        """
+        outcomes = self._score(key, method, images, outputs)
+        scored = [image for image, outcome in zip(images, outcomes, strict=True) if not outcome.error]
+        if scored:
+            self._last_scored[key] = scored[-1]
+            self._count_model_failure(failed=False)
+            return outcomes
+        if self._scores_again(key, method):
+            self._count_model_failure(failed=False)
+            return outcomes
+        streak, known_good = self.model_failures, key in self._last_scored
+        self._count_model_failure(failed=True)
+        if len(images) > 1 or streak > 0 or known_good:
+            raise ModelUnavailableError(f"{key.method} failed on every frame of a call of {len(images)} "
+                                        f"({streak} such calls before): {outcomes[0].error}")  # fmt: skip
         return outcomes
+
+    def _scores_again(self, key: MethodKey, method: ZeroShotMethod) -> bool:
+        """Whether ``method`` still scores the last image it scored (``False`` when it never scored one)."""
+        image = self._last_scored.get(key)
+        return image is not None and not self._score(key, method, [image])[0].error
 
     def _count_model_failure(self, *, failed: bool) -> None:
         self.model_failures = self.model_failures + 1 if failed else 0
@@ -301,26 +324,18 @@ class InspectorCore:
     def _score(
         self, key: MethodKey, method: ZeroShotMethod, images: list[np.ndarray], outputs: StageOutputs | None = None
     ) -> list[_Outcome]:
-        """Outcomes of the head on ``outputs`` (the group's rows of the shared stages), or of a whole ``predict``
-        without them; a failing batch is retried frame by frame, each frame with a ``predict`` of its own."""
+        """Each image's outcome, from the head on ``outputs`` (the group's rows of the shared stages) or from a whole
+        ``predict`` without them; a batch the model raises on is scored again frame by frame (each frame with a
+        ``predict`` of its own), to isolate the cause."""
         try:
             with self._model_lock:
-                outcomes = _outcomes(method.predict(images) if outputs is None else method.predict_head(outputs))
-        except Exception as exc:
+                return _outcomes(method.predict(images) if outputs is None else method.predict_head(outputs))
+        except Exception as exc:  # noqa: BLE001 - isolated to its frames; _score_counted decides whose fault it is
             if len(images) == 1:
                 log.warning("%s failed on a frame: %s", key.method, exc)
                 return [_Outcome(error=f"{type(exc).__name__}: {exc}"[:512])]
             log.warning("%s failed on a batch of %d, retrying frame by frame: %s", key.method, len(images), exc)
-            outcomes = [outcome for image in images for outcome in self._score(key, method, [image])]
-            if all(outcome.error for outcome in outcomes):
-                # Not one frame's fault: the model or the device is broken (a CUDA fault, persistent OOM).
-                # Raising makes ingest retry as a system failure instead of dead-lettering the whole stream.
-                raise ModelUnavailableError(f"{key.method} failed on every frame of a batch: {exc}") from exc
-            return outcomes
-        if len(images) > 1 and all(outcome.error for outcome in outcomes):
-            # Non-finite output for every frame at once: the model (weights, device) is broken, not the frames.
-            raise ModelUnavailableError(f"{key.method} gave no usable output for any of {len(images)} frames")
-        return outcomes
+            return [outcome for image in images for outcome in self._score(key, method, [image])]
 
     def _result(
         self,
@@ -390,7 +405,7 @@ class InspectorCore:
             cause="score_drift",
         )  # fmt: skip
         try:
-            self.store.client.xadd(f"{self.config.registry.namespace}:audit", entry.audit_fields())
+            append_audit(self.store.client, self.config.registry.namespace, entry.audit_fields())
         except redis.RedisError as exc:  # the results are stored; the metric still shows the drift
             log.warning("%s: could not audit the drift: %s", camera, exc)
 

@@ -13,6 +13,12 @@ A reader that finds an announced offset cannot tell whether its writer died befo
 reads the dead-letter topic from ``dlq_from`` and looks for a letter naming that source offset and the same
 consumer group (:func:`find_letters`): found, the offset is done; not found, the record is read again and
 lettered. Brokers that drop commit metadata (Tansu) leave only the in-memory ledger of the running actor.
+
+The metadata never outgrows what a broker accepts (:data:`~services.config.KAFKA_COMMIT_METADATA_MAX_BYTES`, or
+the broker refuses the commit and the announcement is retried for ever). The announced offsets always fit: they
+are frames in flight, and ``ingest.max_in_flight`` is bounded for that. The rest is kept as far as it fits, in
+the order of its worth: the topic positions to search from (a partition left out is searched from its start),
+then the lowest acknowledged offsets (one left out could be lettered a second time by the next reader).
 """
 
 from __future__ import annotations
@@ -22,10 +28,9 @@ import json
 import time
 from typing import Any
 
-from services.config import KafkaConfig
+from services.config import KAFKA_COMMIT_METADATA_MAX_BYTES, KafkaConfig
 from services.frame_path.records import H_DLQ_GROUP, H_DLQ_SOURCE
 
-MAX_LETTERED_IN_METADATA = 200  # acknowledged offsets above the commit point kept in the metadata (bounded size)
 SCAN_TIMEOUT_S = 30.0  # longest read of the dead-letter topic when checking announced letters
 
 
@@ -42,17 +47,31 @@ class PartitionLedger:
     dlq_from: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def metadata(self, commit_offset: int) -> str:
-        """The commit metadata for a commit at ``commit_offset``: what is at or above it (bounded)."""
+        """The commit metadata for a commit at ``commit_offset``: what is at or above it, at most
+        :data:`~services.config.KAFKA_COMMIT_METADATA_MAX_BYTES` long (see the module's docstring)."""
         self.lettered.difference_update({offset for offset in self.lettered if offset < commit_offset})
+        if not self.lettered and not self.announced:
+            return ""
         document: dict[str, Any] = {}
-        if self.lettered:
-            document["dead_lettered"] = sorted(self.lettered)[:MAX_LETTERED_IN_METADATA]
         if self.announced:
-            document["lettering"] = {
-                "offsets": sorted(self.announced),
-                "dlq_from": {str(partition): offset for partition, offset in sorted(self.dlq_from.items())},
-            }
-        return json.dumps(document, separators=(",", ":")) if document else ""
+            dlq_from: dict[str, int] = {}
+            document["lettering"] = {"offsets": sorted(self.announced), "dlq_from": dlq_from}
+            size = len(_encode(document))
+            for partition, offset in sorted(self.dlq_from.items()):
+                size += len(f'"{partition}":{offset},')
+                if size > KAFKA_COMMIT_METADATA_MAX_BYTES:
+                    break
+                dlq_from[str(partition)] = offset
+        lettered: list[int] = []
+        size = len(_encode({**document, "dead_lettered": []}))
+        for offset in sorted(self.lettered):
+            size += len(str(offset)) + 1  # with its comma
+            if size > KAFKA_COMMIT_METADATA_MAX_BYTES:
+                break
+            lettered.append(offset)
+        if lettered:
+            document["dead_lettered"] = lettered
+        return _encode(document)
 
     def announce(self, offset: int, dlq_ends: dict[int, int]) -> None:
         """``offset``'s letter is about to be sent; ``dlq_ends`` is where the dead-letter topic ends now."""
@@ -69,6 +88,10 @@ class PartitionLedger:
 
     def __contains__(self, offset: int) -> bool:
         return offset in self.lettered
+
+
+def _encode(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"))
 
 
 def parse_metadata(metadata: str | None, committed: int) -> PartitionLedger:

@@ -4,7 +4,10 @@ Why: consumer-group failover differs between Kafka-compatible brokers (noida-db 
 so its partitions stall). The supervisor lists the topic's partitions, spreads them over ``num_actors``
 :class:`~.ingest.IngestActor` s with ``assign()``, and lets Ray restart a dead actor (``max_restarts``)
 with the same partitions; its watch loop restarts the actor's consumer loop, which resumes from the offsets
-committed under the group id. Changing the actor count drains every actor (commit) and reassigns.
+committed under the group id. Changing the actor count drains every actor (commit) and reassigns; so do
+partitions added to the topic (Kafka users add partitions to scale), which the watch loop lists every
+``ingest.partition_check_s``: their frames are read from the start of each new partition, and their lag shows
+in the status like any other's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ log = logging.getLogger(__name__)
 
 WATCH_EVERY_S = 1.0
 CALL_TIMEOUT_S = 10.0
+LIST_TIMEOUT_S = 5.0  # longest wait for the topic's partitions on a periodic check (retried at the next)
+DRAIN_TIMEOUT_S = 30.0  # longest wait for frames in flight when the actors are reassigned
 
 
 def assign_partitions(partitions: list[int], num_actors: int) -> list[list[int]]:
@@ -63,6 +68,7 @@ class IngestSupervisor:
         self.inspector = inspector
         self.name = name
         self.partitions: list[int] = []
+        self.num_actors = config.ingest.num_actors  # asked for; fewer run when there are fewer partitions
         self.actors: list[Any] = []
         self.assignment: list[list[int]] = []
         self.restarts_seen = 0
@@ -74,7 +80,7 @@ class IngestSupervisor:
         """Discover the partitions, start the actors and the watch loop."""
         self.partitions = await asyncio.to_thread(topic_partitions, self.config)
         async with self._lock:
-            await self._spawn(self.config.ingest.num_actors)
+            await self._spawn(self.num_actors)
         self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _spawn(self, num_actors: int) -> None:
@@ -102,8 +108,12 @@ class IngestSupervisor:
         return await asyncio.wait_for(method.remote(*args), timeout=CALL_TIMEOUT_S)
 
     async def _watch(self) -> None:
+        next_listing = time.monotonic() + self.config.ingest.partition_check_s
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
+            if time.monotonic() >= next_listing:
+                await self._read_added_partitions()
+                next_listing = time.monotonic() + self.config.ingest.partition_check_s
             async with self._lock:
                 for actor in self.actors:
                     try:
@@ -115,12 +125,29 @@ class IngestSupervisor:
                     except Exception as exc:  # noqa: BLE001 - restarting actors answer with errors for a while
                         log.info("%s: ingest actor not ready: %s", self.name, exc)
 
-    async def scale(self, num_actors: int, drain_timeout_s: float = 30.0) -> list[list[int]]:
+    async def _read_added_partitions(self) -> None:
+        """List the topic's partitions; when some were added, drain the actors and reassign them all."""
+        try:
+            listed = await asyncio.to_thread(topic_partitions, self.config, LIST_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the broker is away: the actors already report that; next check
+            log.info("%s: partitions of %s not listed: %s", self.name, self.config.kafka.frames_topic, exc)
+            return
+        added = sorted(set(listed) - set(self.partitions))
+        if not added:
+            return
+        log.warning("%s: partitions %s were added to %s; reassigning", self.name, added, self.config.kafka.frames_topic)
+        async with self._lock:
+            self.partitions = listed
+            await self._stop_actors(DRAIN_TIMEOUT_S)
+            await self._spawn(self.num_actors)
+
+    async def scale(self, num_actors: int, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> list[list[int]]:
         """Drain every actor (their finished offsets are committed), then reassign over ``num_actors``."""
         if num_actors <= 0:
             raise ValueError(f"num_actors must be positive, got {num_actors}")
         async with self._lock:
             await self._stop_actors(drain_timeout_s)
+            self.num_actors = num_actors
             await self._spawn(num_actors)
             return self.assignment
 

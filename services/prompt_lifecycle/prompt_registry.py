@@ -18,7 +18,8 @@ Redis layout (``ns`` is the namespace, ``zsad:registry`` by default; the traffic
 * ``{ns}:{method}:version:{version}``: hash, the version's record (:meth:`RegistryEntry.to_record`).
 * ``{ns}:{method}:alias:{alias}``: list, the alias's history; the last element is the current version, so a
   rollback pops it.
-* ``{ns}:audit``: stream of register, promote and rollback entries, refusals included; never trimmed.
+* ``{ns}:audit``: stream of register, promote and rollback entries, refusals included, and of what others audit
+  there; trimmed to about the newest entries (:mod:`services.audit_log`).
 * ``{ns}:events``: pub/sub channel, JSON ``{"method", "alias", "version", "action"}`` after each alias move.
 
 The artifact's two files, byte for byte and never changed, live in the store ``root`` names
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from safetensors import SafetensorError, safe_open
 
+from services.audit_log import append_audit, audit_key
 from services.prompt_lifecycle.artifact_store import (
     DEFAULT_MAX_REDIS_BYTES,
     ArtifactStore,
@@ -321,7 +323,7 @@ class PromptRegistry:
     @property
     def audit_key(self) -> str:
         """The audit stream."""
-        return f"{self.namespace}:audit"
+        return audit_key(self.namespace)
 
     @property
     def events_channel(self) -> str:
@@ -406,7 +408,7 @@ class PromptRegistry:
                 pipe.hset(self.version_key(method, entry.version), mapping=entry.to_record())
                 pipe.zadd(self._versions_key(method), {entry.version: number})
                 pipe.sadd(f"{self.namespace}:methods", method)
-                pipe.xadd(self.audit_key, audit)
+                append_audit(pipe, self.namespace, audit)
                 pipe.execute()
         except (redis.RedisError, CorruptArtifactError):
             self.store.discard(location)  # unrecorded files must not hold the version's name
@@ -669,7 +671,7 @@ class PromptRegistry:
                 pipe.rpush(alias_key, result.to_version)
             elif result.outcome == "rolled_back":
                 pipe.rpop(alias_key)
-            pipe.xadd(self.audit_key, result.audit_fields())
+            append_audit(pipe, self.namespace, result.audit_fields())
             if result.moved:
                 pipe.publish(self.events_channel, _event(result))
 
@@ -695,7 +697,8 @@ class PromptRegistry:
         return self._audited(result)
 
     def _audited(self, result: AuditEntry) -> AuditEntry:
-        return dataclasses.replace(result, audit_id=_text(self.client.xadd(self.audit_key, result.audit_fields())))
+        audit_id = append_audit(self.client, self.namespace, result.audit_fields())
+        return dataclasses.replace(result, audit_id=_text(audit_id))
 
     def list(self, method: str | None = None) -> builtins.list[RegistryEntry]:
         """Registered versions of ``method`` (all methods when ``None``), by method then version number."""

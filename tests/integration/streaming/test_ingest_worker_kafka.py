@@ -14,16 +14,21 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_topic, stream_config
+from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_topic, stream_config, wait_until
 
+from services.audit_log import append_audit, audit_key
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameAck, FrameRequest
 from services.frame_path.ingest import IngestWorker
+from services.frame_path.inspector import InspectorCore, ReplicaUnhealthyError
 from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, encode_headers
+from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from zsad_core.imageio import encode_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +280,75 @@ def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
     assert audit == [{"action": "offset_out_of_range", "actor": "t", "partition": "0", "from_offset": "100",
                       "to_offset": target, "log_start": "0", "log_end": "5", "policy": policy}]  # fmt: skip
     assert (0 in worker.stats()["stopped_partitions"]) == (policy == "fail")
+
+
+def test_an_audit_write_that_hangs_stalls_no_partition(
+    config: ZsadConfig, redis_server: RedisServer, unique: str
+) -> None:
+    send(config, 0, frame_bytes(0), "p0-0")
+    for index in range(3):
+        send(config, 1, frame_bytes(10 + index), f"p1-{index}")
+    commit(config, {0: 100, 1: 0})  # partition 0's position is past its log end: its reset is audited
+    client = redis_server.client()
+    stream = audit_key(f"ns-{unique}")
+    worker = IngestWorker(config, [0, 1], Serving().submit, name="t",
+                          audit=lambda entry: append_audit(client, f"ns-{unique}", entry))  # fmt: skip
+
+    async def scenario() -> int:
+        task = await run_until(worker, lambda: worker.committed.get(1) == 3 and worker.committed.get(0) == 1)
+        entries_then = client.xlen(stream)  # reads still answer while writes are held
+        await stop(worker, task)
+        return entries_then
+
+    client.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")  # Redis holds every write, as it does in an outage
+    try:
+        entries_while_paused = asyncio.run(scenario())
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    assert entries_while_paused == 0  # both partitions were read and committed while the audit entry waited
+    wait_until(lambda: client.xlen(stream) == 1, 10, "the audit entry after Redis came back")
+    (entry,) = client.xrange(stream)
+    assert entry[1][b"action"] == b"offset_out_of_range" and entry[1][b"partition"] == b"0"
+
+
+def test_a_frame_the_model_cannot_score_is_dead_lettered_and_the_replica_stays_healthy(
+    config: ZsadConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"max_retries": 3})})
+    camera = next(iter(config.cameras))
+    replica = InspectorCore(config, ResultStore.from_config(config))  # the replica's work, without Serve around it
+    method = replica.methods[replica.camera_keys[camera]].module
+    scores = method.predict
+
+    def predict(images: list[np.ndarray]) -> Any:  # a kernel that faults on one input, as real ones can
+        if any(not image.any() for image in images):
+            raise RuntimeError("kernel fault on an all-black input")
+        return scores(images)
+
+    monkeypatch.setattr(method, "predict", predict)
+    health_failures: list[str] = []
+
+    async def submit(request: FrameRequest) -> FrameAck:  # one frame per call: ingest retries a failed one alone
+        try:
+            (ack,) = await asyncio.to_thread(replica.process, [request])
+            return ack
+        finally:
+            try:  # what Serve's health check would see now
+                replica.check_health(config.serving.unhealthy_after_model_failures)
+            except ReplicaUnhealthyError as exc:
+                health_failures.append(str(exc))
+
+    for index in range(2):
+        send(config, 0, frame_bytes(index), f"good-{index}")
+    send(config, 0, encode_jpeg(np.zeros((96, 96, 3), dtype=np.uint8)), "black")  # offset 2
+    send(config, 0, frame_bytes(3), "good-3")
+    worker = IngestWorker(config, [0], submit, name="t")
+
+    async def scenario() -> None:
+        task = await run_until(worker, lambda: worker.committed.get(0) == 4, timeout_s=30)
+        await stop(worker, task)
+
+    asyncio.run(scenario())
+    assert letters(config, expected=1) == [("inference_failed", f"{config.kafka.frames_topic}:0:2")]
+    assert health_failures == []
+    assert worker.stats()["counts"]["stored"] == 3 and worker.stats()["counts"]["frame_retries"] == 4

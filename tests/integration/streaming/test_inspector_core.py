@@ -250,3 +250,22 @@ def test_cameras_on_different_products_share_one_vision_forward_per_vision_path(
     for ack, request in zip(acks, requests, strict=True):
         alone = core.methods[core.camera_keys[request.camera]].module.predict([request.image]).scores[0].item()
         assert ack.status == "stored" and ack.score == pytest.approx(alone, abs=1e-5)
+
+
+def test_a_model_that_breaks_after_scoring_fails_a_lone_frame_as_the_replicas_fault(
+    redis_server: RedisServer, store: ResultStore, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    camera = f"k{unique}"
+    core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
+    (ack,) = core.process([_request(camera, "scored", 1)])
+    assert ack.status == "stored"
+    method = core.methods[core.camera_keys[camera]].module
+
+    def broken(images):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(method, "predict_head", broken)  # the shared stages' head
+    monkeypatch.setattr(method, "predict", broken)  # and the retries frame by frame
+    with pytest.raises(ModelUnavailableError, match="every frame"):  # it cannot score what it scored before
+        core.process([_request(camera, "lone", 2)])
+    assert core.model_failures == 1

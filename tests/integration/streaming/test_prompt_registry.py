@@ -17,6 +17,7 @@ import redis
 import torch
 import yaml
 
+from services.audit_log import AUDIT_MAX_ENTRIES, audit_key
 from services.cli.main import main
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.artifact_store import ArtifactStoreError, RedisArtifactStore
@@ -399,3 +400,16 @@ def test_redis_store_needs_a_binary_client(redis_server: RedisServer, namespace:
     with redis_server.client(decode_responses=True) as text_client, pytest.raises(ArtifactStoreError) as refused:
         PromptRegistry("redis://", text_client, namespace=namespace)
     assert refused.value.reason == "text_client"
+
+
+def test_the_audit_stream_keeps_about_its_newest_entries(registry, client, namespace) -> None:
+    stream = audit_key(namespace)
+    with client.pipeline(transaction=False) as pipe:  # what a long-running system has written so far
+        for index in range(AUDIT_MAX_ENTRIES + 500):
+            pipe.xadd(stream, {"action": "drift", "n": str(index)})
+        pipe.execute()
+    registry.record_serving_refusal(METHOD, "champion", "v1", actor="replica-1", cause="corrupt", detail="bad hash")
+    node = 100  # Redis trims whole stream nodes: up to one node's entries (stream-node-max-entries) stay beyond
+    assert AUDIT_MAX_ENTRIES <= client.xlen(stream) < AUDIT_MAX_ENTRIES + node
+    (newest,) = client.xrevrange(stream, count=1)
+    assert newest[1][b"action"] == b"serve_load"

@@ -84,6 +84,7 @@ def test_minimal_file_uses_field_defaults(tmp_path: Path) -> None:
         (("kafka", "security", "security_protocol", "TLS"), "kafka.security.security_protocol", "SASL_SSL"),
         (("redis", "url", "http://localhost"), "redis.url", "redis://"),
         (("serving", "max_batch_size", -8), "serving.max_batch_size", "greater than 0"),
+        (("ingest", "max_in_flight", 101), "ingest.max_in_flight", "at most 100: the dead letters of a full window"),
     ],
 )
 def test_bad_field_is_named(tmp_path: Path, change: tuple, field: str, message: str) -> None:
