@@ -325,6 +325,14 @@ def test_a_frame_the_model_cannot_score_is_dead_lettered_and_the_replica_stays_h
             raise RuntimeError("kernel fault on an all-black input")
         return scores(images)
 
+    pixels = method.pixels
+
+    def stage_input(images: list[np.ndarray]) -> Any:  # the shared image stage meets the same input first
+        if any(not image.any() for image in images):
+            raise RuntimeError("kernel fault on an all-black input")
+        return pixels(images)
+
+    monkeypatch.setattr(method, "pixels", stage_input)
     monkeypatch.setattr(method, "predict", predict)
     health_failures: list[str] = []
 
