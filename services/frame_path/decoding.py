@@ -25,7 +25,7 @@ from services.frame_path.records import FrameHeaders
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import FrameGeometry, ImageLimits, decode_model_input, plan_model_input, probe_image
 
-AckStatus = Literal["stored", "duplicate", "conflict", "failed", "skipped"]
+AckStatus = Literal["stored", "replaced", "duplicate", "conflict", "failed", "skipped"]
 _FORMAT_OF_CONTENT_TYPE = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
@@ -93,12 +93,16 @@ class FrameAck:
     """Serving's answer for one frame, sent after its result is in Redis.
 
     Attributes:
-        status: ``stored`` (new result written), ``duplicate`` (an earlier delivery of the same bytes already
-            stored it; nothing changed), ``conflict`` (the frame id has a result for other bytes; nothing
-            changed), ``failed`` (the method raised on this frame; nothing stored), or ``skipped`` (the camera is
-            paused: not scored, nothing stored, done for ingest like a stored frame).
+        status: ``stored`` (new result written), ``replaced`` (the frame id had a result for other bytes read at
+            a higher position: this frame's result took its place, and that record is to be dead-lettered),
+            ``duplicate`` (an earlier delivery of the same bytes already stored it; nothing changed), ``conflict``
+            (the frame id has a result for other bytes read at a lower position; nothing changed), ``failed``
+            (the method raised on this frame; nothing stored), or ``skipped`` (the camera is paused: not scored,
+            nothing stored, done for ingest like a stored frame).
         prompt_version: the prompt version that scored it (``None``: zero-shot prompts).
         score, label: the result (``nan`` and -1 unless stored).
+        rival_partition, rival_offset: the other record with this frame id: the one kept (``conflict``), the one
+            replaced (``replaced``) or the one stored (``duplicate``); -1 otherwise.
         error_reason, error_detail: why it failed.
         queue_s, infer_s, store_s: seconds waiting for a batch, in the model, and writing to Redis.
         batch_size: frames of its camera group scored together (its head; the vision forward may span groups).
@@ -112,6 +116,8 @@ class FrameAck:
     prompt_version: str | None = None
     score: float = float("nan")
     label: int = -1
+    rival_partition: int = -1
+    rival_offset: int = -1
     error_reason: str = ""
     error_detail: str = ""
     queue_s: float = 0.0

@@ -48,7 +48,7 @@ from services.frame_path.camera_method import (
 )
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
 from services.frame_path.metrics import PipelineMetrics
-from services.frame_path.result_store import FrameResult, ResultStore, stored_map_values
+from services.frame_path.result_store import FrameResult, ResultStore, StoredSource, stored_map_values
 from services.frame_path.stage_tally import StageTally
 from services.prompt_lifecycle.prompt_registry import AuditEntry
 from zsad_core.backbone import BackboneConfig, ClipBackbone
@@ -197,10 +197,11 @@ class InspectorCore:
             camera_keys, methods, settings = self.camera_keys, self.methods, self.settings
         paused = {index for index, request in enumerate(requests) if settings[request.camera].paused}
         active = [index for index in range(len(requests)) if index not in paused]
-        digests = self.store.stored_digests([(requests[i].camera, requests[i].frame_id) for i in active])
+        sources = self.store.stored_sources([(requests[i].camera, requests[i].frame_id) for i in active])
         known: dict[int, AckStatus] = {index: "skipped" for index in paused}
-        known |= {index: _known_status(requests[index], digest) for index, digest in zip(active, digests, strict=True)
-                  if digest is not None}  # fmt: skip
+        rivals = {index: source for index, source in zip(active, sources, strict=True) if source is not None}
+        known |= {index: status for index, source in rivals.items()
+                  if (status := _known_status(requests[index], source)) is not None}  # fmt: skip
         groups: dict[MethodKey, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             if index not in known:
@@ -221,7 +222,7 @@ class InspectorCore:
         }
         written = dict(zip(results, self.store.write_results(list(results.values())), strict=True))
         store_done = time.time()
-        self._watch_drift([result for index, result in results.items() if written[index].value == "stored"])
+        self._watch_drift([result for index, result in results.items() if written[index].outcome == "stored"])
         acks = []
         for index, request in enumerate(requests):
             key = camera_keys[request.camera]
@@ -234,7 +235,9 @@ class InspectorCore:
                 "queue_s": max(start - request.decoded_ts, 0.0) if request.decoded_ts else 0.0,
             }
             if index in known:
-                acks.append(FrameAck(status=known[index], **common))
+                rival = rivals.get(index)
+                position = {"rival_partition": rival.partition, "rival_offset": rival.offset} if rival else {}
+                acks.append(FrameAck(status=known[index], **common, **position))
                 continue
             outcome = outcomes[index]
             timings = {"infer_s": infer_done - start, "batch_size": batch_sizes[index]}
@@ -242,8 +245,9 @@ class InspectorCore:
                 acks.append(FrameAck(status="failed", error_reason="inference_error", error_detail=outcome.error,
                                      **common, **timings))  # fmt: skip
                 continue
-            result = results[index]
-            acks.append(FrameAck(status=written[index].value, score=result.score, label=result.label,
+            result, receipt = results[index], written[index]
+            acks.append(FrameAck(status=receipt.outcome.value, score=result.score, label=result.label,
+                                 rival_partition=receipt.rival_partition, rival_offset=receipt.rival_offset,
                                  store_s=store_done - infer_done, **common, **timings))  # fmt: skip
         self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()), camera_keys)
         return acks
@@ -481,10 +485,14 @@ class InspectorCore:
             self.metrics.stage("store", store_done - infer_done)
         for request, ack in zip(requests, acks, strict=True):
             self.metrics.stage("queue", ack.queue_s)
-            if ack.status == "stored":
+            if ack.status in ("stored", "replaced"):
                 method = camera_keys[request.camera].method
-                self.metrics.stored(request.camera, method, ack.label == 1, store_done - request.capture_ts)
+                # Capture time 0: the camera has no clock (the contract allows it); its age would be decades.
+                latency = store_done - request.capture_ts if request.capture_ts > 0 else None
+                self.metrics.stored(request.camera, method, ack.label == 1, latency)
                 self.metrics.decided(request.camera, "reject" if ack.label == 1 else "pass", ack.score)
+            if ack.status in ("replaced", "conflict"):
+                self.metrics.frame_id_conflict(request.camera, won=ack.status == "replaced")
             elif ack.status == "duplicate":
                 self.metrics.duplicate(request.camera)
             elif ack.status == "skipped":
@@ -612,10 +620,14 @@ class InspectorCore:
         }
 
 
-def _known_status(request: FrameRequest, stored_digest: str) -> AckStatus:
-    """A frame whose id has a result: the same bytes again (or bytes of unknown digest) or other bytes."""
-    same = not stored_digest or not request.content_digest or stored_digest == request.content_digest
-    return "duplicate" if same else "conflict"
+def _known_status(request: FrameRequest, stored: StoredSource) -> AckStatus | None:
+    """A frame whose id has a result: the same bytes again (or bytes of unknown digest), other bytes read after the
+    stored ones (refused), or ``None``: other bytes read before them, which are scored and take the id."""
+    if not stored.digest or not request.content_digest or stored.digest == request.content_digest:
+        return "duplicate"
+    known = min(request.partition, request.offset, stored.partition, stored.offset) >= 0
+    earlier = (request.partition, request.offset) < (stored.partition, stored.offset)
+    return None if known and earlier else "conflict"
 
 
 def _placement(request: FrameRequest) -> MapPlacement:

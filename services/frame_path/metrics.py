@@ -35,6 +35,12 @@ class PipelineMetrics:
             "dead_lettered": Counter(
                 "zsad_frames_dead_lettered", "Frames sent to the dead-letter topic.", tag_keys=("camera", "reason")
             ),
+            "frame_id_conflicts": Counter(
+                "zsad_frame_id_conflicts",
+                "Frames whose id had a result for other bytes: won (read earlier, the stored result was replaced) or "
+                "lost (read later, refused and dead-lettered).",
+                tag_keys=("camera", "outcome"),
+            ),
             "duplicates": Counter(
                 "zsad_frames_duplicate", "Re-delivered frames whose result already existed.", tag_keys=("camera",)
             ),
@@ -116,16 +122,21 @@ class PipelineMetrics:
             ),
         }  # fmt: skip
 
-    def stored(self, camera: str, method: str, anomalous: bool, end_to_end_s: float) -> None:
-        """One frame's result was written."""
+    def stored(self, camera: str, method: str, anomalous: bool, end_to_end_s: float | None) -> None:
+        """One frame's result was written; ``end_to_end_s`` is ``None`` when the frame has no capture time (0)."""
         self._metrics["processed"].inc(1, tags={"camera": camera, "method": method})
         if anomalous:
             self._metrics["anomalous"].inc(1, tags={"camera": camera})
-        self._metrics["end_to_end"].observe(max(end_to_end_s, 0.0), tags={"camera": camera})
+        if end_to_end_s is not None:
+            self._metrics["end_to_end"].observe(max(end_to_end_s, 0.0), tags={"camera": camera})
 
     def duplicate(self, camera: str) -> None:
         """A re-delivered frame was skipped."""
         self._metrics["duplicates"].inc(1, tags={"camera": camera})
+
+    def frame_id_conflict(self, camera: str, *, won: bool) -> None:
+        """A frame reused a stored frame id for other bytes: ``won`` replaced the stored result, else it was refused."""
+        self._metrics["frame_id_conflicts"].inc(1, tags={"camera": camera, "outcome": "won" if won else "lost"})
 
     def dead_lettered(self, camera: str, reason: str) -> None:
         """A frame went to the dead-letter topic (``camera`` is ``unknown`` when its key was unreadable)."""

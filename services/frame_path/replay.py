@@ -255,10 +255,10 @@ def _score(window: list[FrameRequest], inspector: Any, store: ResultStore, repor
     responses = [inspector.score.remote(request) for request in missing]
     for response in responses:
         ack: FrameAck = response.result()
-        if ack.status == "stored":
+        if ack.status in ("stored", "replaced"):  # replaced: the record read later held its id
             report.restored += 1
-        elif ack.status == "duplicate":
-            report.already_stored += 1  # ingest stored it meanwhile
+        elif ack.status in ("duplicate", "conflict"):  # stored meanwhile; conflict: an earlier record holds the id
+            report.already_stored += 1
         else:
             report.failed += 1
             report.failures.append(f"{ack.frame_id}: {ack.error_reason} {ack.error_detail}".strip())

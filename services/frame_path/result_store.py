@@ -5,10 +5,17 @@ offset commit), so writing a frame's result twice must change nothing. One Lua s
 result hash and writes all four keys only when it is absent; Redis runs a script atomically, so two replicas
 racing on the same frame cannot both append an event.
 
+Why the record read first wins a frame-id conflict (one id, other bytes): batches, the in-flight window and
+several replicas score two such records in either order, so keeping whichever was written first would make the
+winner a matter of timing. The script compares where the records were read instead: the lower
+``(partition, offset)`` keeps the id, also when the higher one was written first (its result is then replaced),
+and a re-delivery of either changes nothing more.
+
 Key layout (docs/architecture.md), ``{cam}`` being a Redis Cluster hash tag so one camera's keys share a slot and
 the script may touch all four:
 
-* ``zsad:{cam}:result:{frame_id}``: hash with TTL, the frame's fields (:data:`RESULT_FIELDS`).
+* ``zsad:{cam}:result:{frame_id}``: hash with TTL, the frame's fields (:data:`RESULT_FIELDS`) and ``event_id``,
+  the id of its entry in the event stream (deleted from there if the result is replaced).
 * ``zsad:{cam}:map:{frame_id}``: string with TTL, the anomaly map as a 16-bit PNG; ``map_min`` and
   ``map_scale`` in the hash turn its integers back into floats.
 * ``zsad:{cam}:events``: stream capped near ``events_maxlen``, one entry per frame (the hash's fields), so a
@@ -39,39 +46,59 @@ MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
     "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "reference_version", "decision",
-    "settings_version", "calibration_version", "regions", "weights", "roi",
+    "settings_version", "calibration_version", "regions", "weights", "roi", "replaces",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
 
 # KEYS: result hash, map string, events stream, scores zset.
-# ARGV: ttl_s, events_maxlen, scores_maxlen, frame_id, score, map_png ('' = no map), digest, field, value, ...
-# Returns 1 (written), 0 (already stored for the same bytes, or by a writer that recorded no digest), -1 (the
-# frame id is stored for other bytes).
+# ARGV: ttl_s, events_maxlen, scores_maxlen, frame_id, score, map_png ('' = no map), digest, partition, offset,
+# field, value, ...
+# Returns {code, partition, offset}. Codes: 1 written; 0 already stored for the same bytes, or by a writer that
+# recorded no digest; -1 the frame id is stored for other bytes read at a lower position, which stays; 2 the
+# frame id was stored for other bytes read at a higher position, and this write replaced it. The position is
+# that of the result found (-1, -1 when none): the one kept for -1, the one replaced for 2.
 _WRITE_SCRIPT = """
+local replaced, rival_partition, rival_offset = '', -1, -1
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local stored = redis.call('HGET', KEYS[1], 'digest')
-  if stored and stored ~= '' and ARGV[7] ~= '' and stored ~= ARGV[7] then
-    return -1
+  local stored = redis.call('HMGET', KEYS[1], 'digest', 'partition', 'offset', 'event_id')
+  rival_partition, rival_offset = tonumber(stored[2]) or -1, tonumber(stored[3]) or -1
+  if not stored[1] or stored[1] == '' or ARGV[7] == '' or stored[1] == ARGV[7] then
+    return {0, rival_partition, rival_offset}
   end
-  return 0
+  local partition, offset = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local known = partition >= 0 and offset >= 0 and rival_partition >= 0 and rival_offset >= 0
+  if not (known and (partition < rival_partition or (partition == rival_partition and offset < rival_offset))) then
+    return {-1, rival_partition, rival_offset}
+  end
+  if stored[4] then
+    redis.call('XDEL', KEYS[3], stored[4])
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  replaced = stored[2] .. ':' .. stored[3]
 end
 local fields = {}
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
+fields[#fields + 1] = 'replaces'
+fields[#fields + 1] = replaced
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[1])
 end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+local event_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+redis.call('HSET', KEYS[1], 'event_id', event_id)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[3])
 if extra > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1)
 end
-return 1
+if replaced ~= '' then
+  return {2, rival_partition, rival_offset}
+end
+return {1, -1, -1}
 """
 
 
@@ -80,10 +107,31 @@ class WriteOutcome(StrEnum):
 
     STORED = "stored"  # new: hash, map, event and score written
     DUPLICATE = "duplicate"  # the frame id was stored for the same bytes (a re-delivery): nothing changed
-    CONFLICT = "conflict"  # the frame id was stored for other bytes: nothing changed, the new frame is refused
+    CONFLICT = "conflict"  # the frame id was stored for other bytes read earlier: nothing changed, this one refused
+    REPLACED = "replaced"  # the frame id was stored for other bytes read later: this frame's result took its place
 
 
-_OUTCOME_OF_REPLY = {1: WriteOutcome.STORED, 0: WriteOutcome.DUPLICATE, -1: WriteOutcome.CONFLICT}
+@dataclass(frozen=True)
+class WriteReceipt:
+    """The outcome of one write and, when the frame id was taken, where that other record was read.
+
+    Why the position: the record that loses a frame-id conflict is dead-lettered, and its letter names the
+    record kept; after a replacement, ingest dead-letters the record whose result was replaced.
+
+    Attributes:
+        outcome: what the write did.
+        rival_partition, rival_offset: for ``conflict`` the kept record's position, for ``replaced`` the replaced
+            record's, for ``duplicate`` the stored record's; -1 when unknown or for ``stored``.
+    """
+
+    outcome: WriteOutcome
+    rival_partition: int = -1
+    rival_offset: int = -1
+
+
+_OUTCOME_OF_CODE = {
+    1: WriteOutcome.STORED, 0: WriteOutcome.DUPLICATE, -1: WriteOutcome.CONFLICT, 2: WriteOutcome.REPLACED,
+}  # fmt: skip
 
 
 def camera_prefix(camera: str) -> str:
@@ -237,6 +285,8 @@ class StoredResult:
 
     ``map_min``/``map_scale`` are ``None`` when no map was stored; ``regions`` is ``None`` when none were
     computed (no pixel threshold, or a result written before regions existed), ``()`` when none were found.
+    ``replaces`` is ``"<partition>:<offset>"`` of the record whose result this one replaced (it reused the frame id
+    for other bytes at a higher position), ``""`` otherwise.
     """
 
     camera: str
@@ -261,6 +311,7 @@ class StoredResult:
     regions: tuple[Region, ...] | None = None
     weights: str = ""
     roi: tuple[int, int, int, int] | None = None
+    replaces: str = ""
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -289,7 +340,17 @@ class StoredResult:
             regions=tuple(decode_regions(text["regions"])) if text.get("regions") else None,
             weights=text.get("weights", ""),
             roi=roi_of(text),
+            replaces=text.get("replaces", ""),
         )
+
+
+@dataclass(frozen=True)
+class StoredSource:
+    """Which record a stored result came from: the digest of its bytes (``""``: not recorded) and its position."""
+
+    digest: str
+    partition: int
+    offset: int
 
 
 def _str(value: bytes | str) -> str:
@@ -356,12 +417,17 @@ class ResultStore:
         """True when Redis answers; connection and auth errors propagate, so a health check reports the cause."""
         return bool(self.client.ping())
 
-    def write_result(self, result: FrameResult) -> WriteOutcome:
+    def write_result(self, result: FrameResult) -> WriteReceipt:
         """Store one frame (see :meth:`write_results`)."""
         return self.write_results([result])[0]
 
-    def write_results(self, batch: Sequence[FrameResult]) -> list[WriteOutcome]:
-        """Store a batch in one round trip; one outcome per frame.
+    def write_results(self, batch: Sequence[FrameResult]) -> list[WriteReceipt]:
+        """Store a batch in one round trip; one receipt per frame.
+
+        A frame id stored for other bytes is a conflict, and the record read first wins it: the lower
+        ``(partition, offset)`` keeps or takes the frame id, whichever was written first (a result without a Kafka
+        position never replaces one, and is never replaced). A replacement deletes the replaced result's event
+        from the stream and appends the new one, whose ``replaces`` field names the replaced record's position.
 
         Each frame is one atomic script call. If Redis lost the cached script (restart, ``SCRIPT FLUSH``),
         the script is loaded and the whole batch re-sent: frames already written are then skipped, which the
@@ -377,7 +443,8 @@ class ResultStore:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [_OUTCOME_OF_REPLY[int(reply)] for reply in replies]
+        return [WriteReceipt(_OUTCOME_OF_CODE[int(code)], int(partition), int(offset))
+                for code, partition, offset in replies]  # fmt: skip
 
     def _run(self, calls: list[tuple[list[str], list[bytes | str | int | float]]]) -> list[object]:
         with self.client.pipeline(transaction=False) as pipe:
@@ -420,7 +487,7 @@ class ResultStore:
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [
             self.ttl_for(cam), self.events_maxlen, self.scores_maxlen, fid, repr(float(result.score)), png,
-            result.digest,
+            result.digest, result.partition, result.offset,
         ]  # fmt: skip
         for name, value in fields.items():
             args += [name, value]
@@ -439,21 +506,22 @@ class ResultStore:
                 pipe.exists(result_key(camera, frame_id))
             return [bool(found) for found in pipe.execute()]
 
-    def stored_digests(self, frames: Sequence[tuple[str, str]]) -> list[str | None]:
-        """Per ``(camera, frame_id)``: ``None`` if no result exists, else the stored digest (``""``: none recorded).
+    def stored_sources(self, frames: Sequence[tuple[str, str]]) -> list[StoredSource | None]:
+        """Per ``(camera, frame_id)``: ``None`` if no result exists, else the digest and position it was stored for.
 
-        Why: a frame whose result exists needs no model call when it is a re-delivery of the same bytes, and
-        must be refused when its id is reused for other bytes; one round trip tells which.
+        Why: a frame whose result exists needs no model call when it is a re-delivery of the same bytes, or when
+        its id is reused for other bytes read later (it will be refused); one round trip tells which.
         """
         if not frames:
             return []
         with self.client.pipeline(transaction=False) as pipe:
             for camera, frame_id in frames:
-                pipe.exists(result_key(camera, frame_id))
-                pipe.hget(result_key(camera, frame_id), "digest")
+                pipe.hmget(result_key(camera, frame_id), ["camera", "digest", "partition", "offset"])
             replies = pipe.execute()
-        pairs = zip(replies[::2], replies[1::2], strict=True)
-        return [_str(digest or b"") if exists else None for exists, digest in pairs]
+        return [
+            None if camera is None else StoredSource(_str(digest or b""), int(partition or -1), int(offset or -1))
+            for camera, digest, partition, offset in replies
+        ]
 
     def get_result(self, camera: str, frame_id: str) -> StoredResult | None:
         """The stored result of a frame, or ``None`` if it was never written or has expired."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -269,3 +270,51 @@ def test_a_model_that_breaks_after_scoring_fails_a_lone_frame_as_the_replicas_fa
     with pytest.raises(ModelUnavailableError, match="every frame"):  # it cannot score what it scored before
         core.process([_request(camera, "lone", 2)])
     assert core.model_failures == 1
+
+
+def test_the_record_read_earlier_takes_a_frame_id_from_one_read_later_in_any_order(
+    redis_server: RedisServer, store: ResultStore, unique: str
+) -> None:
+    camera = f"o{unique}"
+    core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store)
+
+    def pair(frame_id: str) -> tuple[FrameRequest, FrameRequest]:
+        earlier = dataclasses.replace(_request(camera, frame_id, 1, offset=10), content_digest="a" * 32)
+        return earlier, dataclasses.replace(_request(camera, frame_id, 2, offset=11), content_digest="b" * 32)
+
+    earlier, later = pair("x")
+    assert [ack.status for ack in core.process([later])] == ["stored"]
+    (ack,) = core.process([earlier])
+    assert (ack.status, ack.rival_partition, ack.rival_offset) == ("replaced", 0, 11)
+    (ack,) = core.process([later])  # re-delivered: refused before the model, naming the record kept
+    assert (ack.status, ack.rival_partition, ack.rival_offset) == ("conflict", 0, 10)
+    assert [ack.status for ack in core.process([earlier])] == ["duplicate"]
+    assert store.get_result(camera, "x").digest == "a" * 32
+    # In one batch, the later record first: the earlier one still keeps the id.
+    earlier, later = pair("y")
+    assert sorted(ack.status for ack in core.process([later, earlier])) in (["conflict", "stored"],
+                                                                            ["replaced", "stored"])  # fmt: skip
+    assert store.get_result(camera, "y").offset == 10
+
+
+class RecordedMetrics:
+    """Every metrics call, by name and arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return lambda *args, **kwargs: self.calls.append((name, args))
+
+
+def test_a_frame_without_a_capture_time_is_stored_without_a_latency(
+    redis_server: RedisServer, store: ResultStore, unique: str
+) -> None:
+    camera = f"t{unique}"
+    metrics = RecordedMetrics()
+    core = InspectorCore(_config(redis_server, {camera: {"method": "clip-ad"}}), store, metrics=metrics)
+    unknown = dataclasses.replace(_request(camera, "no-clock", 1), capture_ts=0.0)
+    assert [ack.status for ack in core.process([unknown, _request(camera, "clock", 2, offset=1)])] == ["stored"] * 2
+    assert store.get_result(camera, "no-clock").capture_ts == 0.0
+    latencies = [args[3] for name, args in metrics.calls if name == "stored"]
+    assert latencies[0] is None and latencies[1] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import redis
@@ -12,7 +14,9 @@ from services.frame_path.result_store import (
     MAP_LEVELS,
     FrameResult,
     ResultStore,
+    StoredSource,
     WriteOutcome,
+    WriteReceipt,
     events_key,
     map_key,
     result_key,
@@ -23,6 +27,10 @@ from services.local_stack.service_processes import RedisServer
 pytestmark = pytest.mark.integration
 TTL_S = 600
 STORED, DUPLICATE, CONFLICT = WriteOutcome.STORED, WriteOutcome.DUPLICATE, WriteOutcome.CONFLICT
+
+
+def outcomes(receipts: list[WriteReceipt]) -> list[WriteOutcome]:
+    return [receipt.outcome for receipt in receipts]
 
 
 @pytest.fixture
@@ -78,7 +86,7 @@ def test_ping(store: ResultStore) -> None:
 def test_batch_round_trip(store: ResultStore, unique: str) -> None:
     cams = [f"a{unique}", f"b{unique}"]
     batch = make_batch(cams, per_cam=5)
-    assert store.write_results(batch) == [STORED] * 10
+    assert outcomes(store.write_results(batch)) == [STORED] * 10
 
     for frame in batch:
         stored = store.get_result(frame.camera, frame.frame_id)
@@ -106,7 +114,7 @@ def test_batch_round_trip(store: ResultStore, unique: str) -> None:
 def test_rewrite_changes_nothing(store: ResultStore, unique: str) -> None:
     cam = f"c{unique}"
     batch = make_batch([cam], per_cam=4)
-    assert store.write_results(batch) == [STORED] * 4
+    assert outcomes(store.write_results(batch)) == [STORED] * 4
     client = store.client
     before = {
         "hashes": [client.hgetall(result_key(cam, f.frame_id)) for f in batch],
@@ -115,15 +123,15 @@ def test_rewrite_changes_nothing(store: ResultStore, unique: str) -> None:
     }
     # The same frames again, with other scores and maps as a re-run of the model might give.
     replay = make_batch([cam], per_cam=4, seed=1)
-    assert store.write_results(replay) == [DUPLICATE] * 4
+    assert outcomes(store.write_results(replay)) == [DUPLICATE] * 4
     mixed = [*replay[:2], *make_batch([cam], per_cam=6)[4:]]
-    assert store.write_results(mixed) == [DUPLICATE, DUPLICATE, STORED, STORED]
+    assert outcomes(store.write_results(mixed)) == [DUPLICATE, DUPLICATE, STORED, STORED]
     assert store.count_events(cam) == 6
     assert [client.hgetall(result_key(cam, f.frame_id)) for f in batch] == before["hashes"]
     assert [client.get(map_key(cam, f.frame_id)) for f in batch] == before["maps"]
     assert client.xrange(events_key(cam))[:4] == before["events"]
     assert [client.zscore(scores_key(cam), f.frame_id) for f in batch] == [f.score for f in batch]
-    assert store.write_result(batch[0]) is DUPLICATE
+    assert store.write_result(batch[0]).outcome is DUPLICATE
 
 
 def test_ttls(redis_server: RedisServer, unique: str) -> None:
@@ -140,7 +148,7 @@ def test_ttls(redis_server: RedisServer, unique: str) -> None:
 
 def test_frame_without_map(store: ResultStore, unique: str) -> None:
     cam = f"n{unique}"
-    assert store.write_result(FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad")) is STORED
+    assert store.write_result(FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad")).outcome is STORED
     stored = store.get_result(cam, "f1")
     assert stored is not None and stored.label == 1 and stored.map_min is None
     assert store.get_map(cam, "f1") is None
@@ -164,7 +172,7 @@ def test_script_cache_loss_is_recovered(store: ResultStore, unique: str) -> None
     cam = f"l{unique}"
     store.write_results(make_batch([cam], 2))
     store.client.script_flush()
-    assert store.write_results(make_batch([cam], 3)) == [DUPLICATE, DUPLICATE, STORED]
+    assert outcomes(store.write_results(make_batch([cam], 3))) == [DUPLICATE, DUPLICATE, STORED]
     assert store.count_events(cam) == 3
 
 
@@ -181,12 +189,59 @@ def test_events_stream_is_capped(redis_server: RedisServer, unique: str) -> None
 def test_a_reused_frame_id_with_other_bytes_is_a_conflict_and_changes_nothing(store: ResultStore, unique: str) -> None:
     cam = f"x{unique}"
     first = FrameResult(cam, "f1", score=0.2, threshold=0.5, method="clip-ad", digest="a" * 32)
-    assert store.write_result(first) is STORED
+    assert store.write_result(first).outcome is STORED
     before = store.client.hgetall(result_key(cam, "f1"))
     again = FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad", digest="a" * 32)
     other = FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad", digest="b" * 32)
     unknown = FrameResult(cam, "f1", score=0.9, threshold=0.5, method="clip-ad")  # a writer that records none
-    assert store.write_results([again, other, unknown]) == [DUPLICATE, CONFLICT, DUPLICATE]
+    assert outcomes(store.write_results([again, other, unknown])) == [DUPLICATE, CONFLICT, DUPLICATE]
     assert store.client.hgetall(result_key(cam, "f1")) == before
     assert store.count_events(cam) == 1
-    assert store.stored_digests([(cam, "f1"), (cam, "f2")]) == ["a" * 32, None]
+    assert store.stored_sources([(cam, "f1"), (cam, "f2")]) == [StoredSource("a" * 32, -1, -1), None]
+
+
+def _pair(cam: str) -> tuple[FrameResult, FrameResult]:
+    """Two records of one frame id with other bytes: ``earlier`` at offset 10, ``later`` at offset 11."""
+    rng = np.random.default_rng(3)
+    common = {"camera": cam, "frame_id": "f1", "threshold": 0.5, "method": "clip-ad", "partition": 2}
+    earlier = FrameResult(**common, score=0.2, offset=10, digest="a" * 32, anomaly_map=rng.uniform(size=(8, 8)))
+    later = FrameResult(**common, score=0.9, offset=11, digest="b" * 32, anomaly_map=rng.uniform(size=(6, 6)))
+    return earlier, later
+
+
+@pytest.mark.parametrize("later_first", [False, True])
+def test_the_lower_offset_wins_a_frame_id_conflict_whichever_is_written_first(
+    store: ResultStore, unique: str, later_first: bool
+) -> None:
+    cam = f"w{later_first:d}{unique}"
+    earlier, later = _pair(cam)
+    if later_first:
+        assert store.write_result(later) == WriteReceipt(STORED)
+        assert store.write_result(earlier) == WriteReceipt(WriteOutcome.REPLACED, 2, 11)
+    else:
+        assert store.write_result(earlier) == WriteReceipt(STORED)
+        assert store.write_result(later) == WriteReceipt(CONFLICT, 2, 10)
+
+    kept = store.get_result(cam, "f1")
+    assert (kept.offset, kept.digest, kept.score) == (10, "a" * 32, 0.2)
+    assert kept.replaces == ("2:11" if later_first else "")
+    assert store.get_map(cam, "f1").shape == (8, 8)
+    assert store.worst(cam, 5) == [("f1", 0.2)]
+    # One event per frame id: the replaced result's event is gone, the kept one's says what it replaced.
+    assert [(event.offset, event.replaces) for event in store.recent(cam, 10)] == [(10, kept.replaces)]
+    # Re-deliveries change nothing: the earlier record is a duplicate, the later one is refused again.
+    before = store.client.hgetall(result_key(cam, "f1"))
+    assert store.write_results([later, earlier]) == [WriteReceipt(CONFLICT, 2, 10), WriteReceipt(DUPLICATE, 2, 10)]
+    assert store.client.hgetall(result_key(cam, "f1")) == before
+    assert store.count_events(cam) == 1
+
+
+def test_a_result_without_a_kafka_position_neither_replaces_nor_is_replaced(store: ResultStore, unique: str) -> None:
+    cam = f"n{unique}"
+    earlier, later = _pair(cam)
+    unplaced = FrameResult(cam, "f1", score=0.5, threshold=0.5, method="clip-ad", digest="c" * 32)
+    assert store.write_result(later).outcome is STORED
+    assert store.write_result(unplaced) == WriteReceipt(CONFLICT, 2, 11)
+    other = FrameResult(cam, "f2", score=0.5, threshold=0.5, method="clip-ad", digest="c" * 32)
+    assert store.write_result(other).outcome is STORED
+    assert store.write_result(dataclasses.replace(earlier, frame_id="f2")) == WriteReceipt(CONFLICT)
