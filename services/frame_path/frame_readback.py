@@ -2,8 +2,10 @@
 
 Why: Redis keeps a frame's result and map but not the image (frames are large and Kafka already retains
 them); the result hash records where the frame was read, so any command that needs the pixels again
-(``zsad show``, a replay) fetches that single record. A standalone consumer in assign mode with no group id
-reads it without joining, rebalancing or committing anything, so it cannot disturb the ingest group.
+(``zsad show``, a replay) fetches that single record, as ingest does for the record whose result another
+record with the same frame id replaced (its dead letter carries the original bytes). A standalone consumer in
+assign mode with no group id reads it without joining, rebalancing or committing anything, so it cannot
+disturb the ingest group.
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ def fetch_frame(
         FrameUnavailableError: the message says why (offset out of the retained range, id mismatch, invalid
             headers, timeout, broker error).
     """
+    return fetch_record(kafka, partition, offset, frame_id, timeout_s, camera=camera).value
+
+
+def fetch_record(
+    kafka: KafkaConfig,
+    partition: int,
+    offset: int,
+    frame_id: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    *,
+    camera: str | None = None,
+) -> ConsumerRecord:
+    """The whole record (key, value, headers) at ``partition``/``offset``, checked as :func:`fetch_frame` does."""
     where = f"{kafka.frames_topic}:{partition}:{offset}"
     if partition < 0 or offset < 0:
         raise FrameUnavailableError(f"frame {frame_id} has no Kafka position (partition {partition}, offset {offset})")
@@ -74,7 +89,7 @@ def fetch_frame(
     finally:
         consumer.close(autocommit=False)
     _check_identity(where, frame_id, camera, record)
-    return record.value
+    return record
 
 
 def _read_record(consumer: KafkaConsumer, tp: TopicPartition, offset: int, deadline: float) -> ConsumerRecord:

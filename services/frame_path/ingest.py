@@ -90,7 +90,7 @@ class UnparseableRecordError(ZsadError, ValueError):
 
 
 class ConflictingFrameIdError(ZsadError, ValueError):
-    """A frame id that already has a result arrived again with other bytes; the stored result is kept."""
+    """Two records of a camera share a frame id with other bytes: the one read later (higher offset) loses."""
 
     reason = "conflicting_frame_id"
 
@@ -170,6 +170,7 @@ class IngestWorker:
         # Dead letters not yet below a commit point, per partition. Kept across loop restarts (and seeded from the
         # commit metadata on connect), so a re-read record is finished without a second dead letter.
         self.letters: dict[int, PartitionLedger] = {}
+        self._lettering: set[tuple[int, int]] = set()  # (partition, offset) whose letter a task is sending now
         # The cameras as decoding sees them: the configuration, with the ROI of the live settings once followed.
         self.cameras = dict(config.cameras)
         self._limits = config.limits.image_limits()
@@ -528,9 +529,11 @@ class IngestWorker:
                     continue
             else:
                 if ack.status == "conflict":
-                    detail = f"frame id {request.frame_id!r} of camera {request.camera!r} has a result for other bytes"
-                    await self._dead_letter(record, ConflictingFrameIdError(detail), generation)
+                    kept = f"{record.topic}:{ack.rival_partition}:{ack.rival_offset}"
+                    await self._dead_letter(record, _conflict(request.frame_id, request.camera, kept), generation)
                     return
+                if ack.status == "replaced":
+                    await self._letter_replaced(record, request, ack)
                 if ack.status != "failed":
                     self.counts[ack.status] += 1
                     self._finish(request.partition, request.offset, generation)
@@ -543,7 +546,42 @@ class IngestWorker:
                 await self._dead_letter(record, error, generation)
                 return
 
-    async def _dead_letter(self, record: Any, error: ZsadError, generation: int) -> None:
+    async def _letter_replaced(self, record: Any, request: FrameRequest, ack: FrameAck) -> None:
+        """Dead-letter the record whose result ``record``'s frame replaced: it reused the frame id at a higher offset.
+
+        It was finished as stored, but its offset is above ``record``'s, so not committed yet: its letter goes
+        through the ledger like any other. Its bytes are read back from the frames topic.
+        """
+        from services.frame_path.frame_readback import FrameUnavailableError, fetch_record
+
+        kafka = self.config.kafka
+        partition, offset = ack.rival_partition, ack.rival_offset
+        try:
+            replaced = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: fetch_record(kafka, partition, offset, request.frame_id, camera=request.camera)
+            )
+        except FrameUnavailableError as exc:  # its letter keeps the reason; the bytes are wherever the source says
+            log.warning("%s: replaced record %s:%d unreadable: %s", self.name, partition, offset, exc)
+            replaced = _UnreadRecord(topic=record.topic, partition=partition, offset=offset, key=record.key)
+        kept = f"{record.topic}:{record.partition}:{record.offset}"
+        error = _conflict(request.frame_id, request.camera, kept)
+        await self._dead_letter(replaced, error, None)
+
+    async def _dead_letter(self, record: Any, error: ZsadError, generation: int | None) -> None:
+        """Send ``record``'s dead letter and finish its offset (``generation`` ``None``: its own task finishes it)."""
+        source = (record.partition, record.offset)
+        if source in self._lettering or record.offset in self.letters.get(record.partition, ()):
+            # Lettered already, or being lettered: a replaced result's record, by the frame that took its id.
+            if generation is not None:
+                self._finish(record.partition, record.offset, generation)
+            return
+        self._lettering.add(source)
+        try:
+            await self._send_dead_letter(record, error, generation)
+        finally:
+            self._lettering.discard(source)
+
+    async def _send_dead_letter(self, record: Any, error: ZsadError, generation: int | None) -> None:
         letter = DeadLetter.build(
             key=record.key,
             value=record.value,
@@ -580,7 +618,8 @@ class IngestWorker:
         if self.metrics is not None:
             self.metrics.dead_lettered(_camera_of(record), reason)
         self.letters.setdefault(record.partition, PartitionLedger()).acknowledged(record.offset)
-        self._finish(record.partition, record.offset, generation)
+        if generation is not None:
+            self._finish(record.partition, record.offset, generation)
         # Commit now (the offset, or the letter in the commit's metadata): nothing may re-read it and write a
         # second letter, even if this loop dies right after.
         await self._commit()
@@ -749,6 +788,11 @@ def _is_parse_error(exc: BaseException) -> bool:
     from kafka.errors import CorruptRecordError
 
     return isinstance(exc, CorruptRecordError | RecordTooLargeError)
+
+
+def _conflict(frame_id: str, camera: str, kept: str) -> ConflictingFrameIdError:
+    """The error of the record that loses a frame-id conflict; the detail ends with where the kept record is."""
+    return ConflictingFrameIdError(f"frame id {frame_id!r} of camera {camera!r} is taken by other bytes; kept: {kept}")
 
 
 def _camera_of(record: Any) -> str:
