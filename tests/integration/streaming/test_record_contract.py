@@ -88,6 +88,10 @@ def wait_committed_past(config: ZsadConfig, sent: list[Sent]) -> None:
     wait_until(done, 120, "every sent offset committed")
 
 
+@pytest.mark.takes_long(
+    reason="six conflicting pairs through the whole stream, half of them seeded in the reverse order,"
+    " then every letter read back from the dead-letter topic"
+)
 def test_the_lower_offset_wins_every_frame_id_conflict(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:

@@ -291,6 +291,10 @@ def test_scaling_the_ingest_actors_reassigns_partitions_and_loses_nothing(
     assert len(deployment.status()["actors"]) == 3  # a refused scale stops nothing
 
 
+@pytest.mark.takes_long(
+    reason="a deployment of its own, then the supervisor's periodic partition check, a drain and a"
+    " reassignment of the ingest actors before the new partition's frames flow"
+)
 def test_partitions_added_to_the_frames_topic_are_read_and_their_lag_shown(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:
