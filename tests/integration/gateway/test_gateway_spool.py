@@ -40,8 +40,10 @@ def test_frames_spooled_while_the_broker_is_down_arrive_in_order_when_it_returns
                          metrics, retry_s=0.2, max_retry_s=0.5):  # fmt: skip
         for number in range(FILES):
             path = folder / f"f{number:02d}.jpg"
-            path.write_bytes(image_bytes(number))
-            os.utime(path, (1_700_000_000 + number, 1_700_000_000 + number))  # the line's order
+            partial = path.with_name(f"{path.name}.tmp")  # written, dated, then renamed: never seen half-dated
+            partial.write_bytes(image_bytes(number))
+            os.utime(partial, (1_700_000_000 + number, 1_700_000_000 + number))  # the line's order
+            partial.rename(path)
             stat = path.stat()
             expected_ids.append(file_frame_id(path.name, stat.st_size, stat.st_mtime_ns))
         wait_for(lambda: metrics.value("zsad_gateway_frames_spooled_total") == FILES, timeout_s=60,
