@@ -65,17 +65,18 @@ def finite_float(text: str) -> float:
     return value
 
 
+def _int_in(text: str, low: int, high: int) -> int:
+    value = int(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must lie in {low}..{high}, got {value}")
+    return value
+
+
 def jpeg_quality(text: str) -> int:
     """A JPEG quality, 1 (smallest) to 100 (best)."""
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must lie in 1..100, got {value}")
-    return value
+    return _int_in(text, 1, 100)
 
 
 def port_number(text: str) -> int:
     """A TCP port, 1 to 65535."""
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must lie in 1..65535, got {value}")
-    return value
+    return _int_in(text, 1, 65535)
