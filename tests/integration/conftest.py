@@ -50,24 +50,31 @@ def unique() -> str:
 def local_ray() -> Iterator[str]:
     """One local Ray for the session (2 CPUs, the dashboard for the Jobs API); yields the dashboard URL.
 
-    One, because a driver process can join only one cluster. ``address="local"`` starts a new cluster even if
-    another one runs on the machine, and ``ray.shutdown()`` stops only this one (``ray stop`` would stop every
-    cluster on the machine).
+    One, because a driver process can join only one cluster. It is started as a ``Cluster`` head rather than by
+    ``ray.init(address="local")`` for one reason: every port must be free, and ``ray.init`` has no option for
+    the dashboard agent's port (52365), so a second test process's cluster (``pytest -n 2``) started without an
+    agent and refused every Jobs API submission. ``cluster.shutdown()`` stops only this cluster (``ray stop``
+    would stop every cluster on the machine).
     """
     import os
 
     import ray
+    from ray.cluster_utils import Cluster
 
     from services.local_stack.service_processes import HOST, free_port
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by the tests
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # halves Ray Train's per-fit overhead
-    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host=HOST,
-                       dashboard_port=free_port(), logging_level="WARNING", log_to_driver=False)  # fmt: skip
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": 512 * 2**20, "include_dashboard": True, "dashboard_host": HOST,
+        "dashboard_port": free_port(), "dashboard_agent_listen_port": free_port(),
+    })  # fmt: skip
     try:
+        context = ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         yield f"http://{context.dashboard_url}"
     finally:
         ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")
