@@ -199,8 +199,9 @@ class InspectorCore:
         active = [index for index in range(len(requests)) if index not in paused]
         sources = self.store.stored_sources([(requests[i].camera, requests[i].frame_id) for i in active])
         known: dict[int, AckStatus] = {index: "skipped" for index in paused}
-        rivals = {index: source for index, source in zip(active, sources, strict=True) if source is not None}
-        known |= {index: status for index, source in rivals.items()
+        found = {index: source for index, source in zip(active, sources, strict=True) if source is not None}
+        rivals = {index: _rival(requests[index], source) for index, source in found.items()}
+        known |= {index: status for index, source in found.items()
                   if (status := _known_status(requests[index], source)) is not None}  # fmt: skip
         groups: dict[MethodKey, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
@@ -236,7 +237,7 @@ class InspectorCore:
             }
             if index in known:
                 rival = rivals.get(index)
-                position = {"rival_partition": rival.partition, "rival_offset": rival.offset} if rival else {}
+                position = {"rival_partition": rival[0], "rival_offset": rival[1]} if rival else {}
                 acks.append(FrameAck(status=known[index], **common, **position))
                 continue
             outcome = outcomes[index]
@@ -249,7 +250,7 @@ class InspectorCore:
             acks.append(FrameAck(status=receipt.outcome.value, score=result.score, label=result.label,
                                  rival_partition=receipt.rival_partition, rival_offset=receipt.rival_offset,
                                  store_s=store_done - infer_done, **common, **timings))  # fmt: skip
-        self._report(requests, acks, start, infer_done, store_done, set(batch_sizes.values()), camera_keys)
+        self._report(requests, acks, set(known), start, infer_done, store_done, set(batch_sizes.values()), camera_keys)
         return acks
 
     def _score_groups(self, groups: list[tuple[MethodKey, ZeroShotMethod, list[np.ndarray]]]) -> list[list[_Outcome]]:
@@ -470,6 +471,7 @@ class InspectorCore:
         self,
         requests: Sequence[FrameRequest],
         acks: list[FrameAck],
+        known: set[int],
         start: float,
         infer_done: float,
         store_done: float,
@@ -483,8 +485,11 @@ class InspectorCore:
         if batch_sizes:
             self.metrics.stage("inference", infer_done - start)
             self.metrics.stage("store", store_done - infer_done)
-        for request, ack in zip(requests, acks, strict=True):
+        for index, (request, ack) in enumerate(zip(requests, acks, strict=True)):
             self.metrics.stage("queue", ack.queue_s)
+            if index in known and ack.status == "replaced":  # its own result again: counted when first stored
+                self.metrics.duplicate(request.camera)
+                continue
             if ack.status in ("stored", "replaced"):
                 method = camera_keys[request.camera].method
                 # Capture time 0: the camera has no clock (the contract allows it); its age would be decades.
@@ -622,12 +627,28 @@ class InspectorCore:
 
 def _known_status(request: FrameRequest, stored: StoredSource) -> AckStatus | None:
     """A frame whose id has a result: the same bytes again (or bytes of unknown digest), other bytes read after the
-    stored ones (refused), or ``None``: other bytes read before them, which are scored and take the id."""
+    stored ones (refused), or ``None``: other bytes read before them, which are scored and take the id.
+
+    A re-delivery of the very record whose result replaced another's is answered ``replaced`` again, naming the
+    replaced record: the first answer may never have reached ingest (a replica that died between the write and
+    the reply), and without it the replaced record would be committed with neither result nor dead letter.
+    Ingest letters a record once, so a second answer sends nothing twice.
+    """
+    if stored.replaces and (stored.partition, stored.offset) == (request.partition, request.offset):
+        return "replaced"
     if not stored.digest or not request.content_digest or stored.digest == request.content_digest:
         return "duplicate"
     known = min(request.partition, request.offset, stored.partition, stored.offset) >= 0
     earlier = (request.partition, request.offset) < (stored.partition, stored.offset)
     return None if known and earlier else "conflict"
+
+
+def _rival(request: FrameRequest, stored: StoredSource) -> tuple[int, int]:
+    """The other record of a known frame's ack: the one it replaced for its own re-delivery, else the stored one."""
+    if stored.replaces and (stored.partition, stored.offset) == (request.partition, request.offset):
+        partition, offset = stored.replaces.split(":")
+        return int(partition), int(offset)
+    return stored.partition, stored.offset
 
 
 def _placement(request: FrameRequest) -> MapPlacement:

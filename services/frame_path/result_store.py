@@ -346,11 +346,13 @@ class StoredResult:
 
 @dataclass(frozen=True)
 class StoredSource:
-    """Which record a stored result came from: the digest of its bytes (``""``: not recorded) and its position."""
+    """Which record a stored result came from: the digest of its bytes (``""``: not recorded), its position, and
+    the ``"<partition>:<offset>"`` of the record whose result it replaced (``""``: none)."""
 
     digest: str
     partition: int
     offset: int
+    replaces: str = ""
 
 
 def _str(value: bytes | str) -> str:
@@ -516,11 +518,13 @@ class ResultStore:
             return []
         with self.client.pipeline(transaction=False) as pipe:
             for camera, frame_id in frames:
-                pipe.hmget(result_key(camera, frame_id), ["camera", "digest", "partition", "offset"])
+                pipe.hmget(result_key(camera, frame_id), ["camera", "digest", "partition", "offset", "replaces"])
             replies = pipe.execute()
         return [
-            None if camera is None else StoredSource(_str(digest or b""), int(partition or -1), int(offset or -1))
-            for camera, digest, partition, offset in replies
+            None
+            if camera is None
+            else StoredSource(_str(digest or b""), int(partition or -1), int(offset or -1), _str(replaces or b""))
+            for camera, digest, partition, offset, replaces in replies
         ]
 
     def get_result(self, camera: str, frame_id: str) -> StoredResult | None:
