@@ -14,8 +14,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from services.arg_types import finite_float, non_negative_int, open_fraction, positive_int
-from services.cli.cmd_registry import _add_actor_option, _open
-from services.cli.options import DeprecatedSpellings, add_config_option, config_from_args, resolve_device
+from services.cli.cmd_registry import _open
+from services.cli.options import (
+    DeprecatedSpellings,
+    add_actor_option,
+    add_config_option,
+    config_from_args,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from services.decisions.calibration import CalibrationDecision
@@ -41,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="torch device of the model: auto (cuda when available, else cpu), cpu, cuda, ...")
     calibrate.add_argument("--dry-run", action="store_true", help="print the decision, store nothing")
     calibrate.add_argument("--reason", default="", help="why (audited)")
-    _add_actor_option(calibrate)
+    add_actor_option(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
 
     calibration = commands.add_parser("calibration", help="a camera's calibration records: list, show, rollback")
@@ -54,7 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       replacement="the VERSION argument", default=argparse.SUPPRESS, help="a calibration version")
     rollback = actions.add_parser("rollback", help="make the previous calibration current again")
     rollback.add_argument("--reason", default="", help="why (audited)")
-    _add_actor_option(rollback)
+    add_actor_option(rollback)
     listing.set_defaults(func=cmd_calibration_list)
     show.set_defaults(func=cmd_calibration_show)
     rollback.set_defaults(func=cmd_calibration_rollback)
@@ -80,7 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     resume.set_defaults(func=cmd_camera_set, paused=False)
     for parser in (change, pause, resume):
         parser.add_argument("--reason", default="", help="why (audited)")
-        _add_actor_option(parser)
+        add_actor_option(parser)
     for parser in (listing, show, rollback, show_settings, change, pause, resume):
         _camera_option(parser)
     for parser in (calibrate, listing, show, rollback, show_settings, change, pause, resume):

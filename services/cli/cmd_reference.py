@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from services.arg_types import positive_int
-from services.cli.cmd_registry import _add_actor_option, _print_move
-from services.cli.options import add_config_option, config_from_args, resolve_device
+from services.cli.cmd_registry import _print_move
+from services.cli.options import add_actor_option, add_config_option, config_from_args, resolve_device
 
 if TYPE_CHECKING:
     from services.prompt_lifecycle.prompt_registry import PromptRegistry
@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--max-patches", type=positive_int, default=16384, help="coreset bound of the memory")
     add.add_argument("--device", default="auto",
                      help="torch device of the model: auto (cuda when available, else cpu), cpu, cuda, ...")
-    _add_actor_option(add)
+    add_actor_option(add)
     add.set_defaults(func=cmd_add)
 
     listing = actions.add_parser("list", help="the camera's versions, aliases and alias history")
@@ -54,14 +54,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     promote.add_argument("--alias", choices=["champion", "candidate"], default="champion",
                          help="the alias moved (default champion)")
     promote.add_argument("--reason", default="", help="why (audited)")
-    _add_actor_option(promote)
+    add_actor_option(promote)
     promote.set_defaults(func=cmd_promote)
 
     rollback = actions.add_parser("rollback", help="point an alias back at the version it held before")
     rollback.add_argument("--alias", choices=["champion", "candidate"], default="champion",
                           help="the alias moved (default champion)")
     rollback.add_argument("--reason", default="", help="why (audited)")
-    _add_actor_option(rollback)
+    add_actor_option(rollback)
     rollback.set_defaults(func=cmd_rollback)
 
     for parser in (add, listing, show, promote, rollback):

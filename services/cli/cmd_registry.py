@@ -8,14 +8,13 @@ from the ``redis`` section, so these commands act on the same registry as the se
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from services.arg_types import positive_int
-from services.cli.options import add_config_option, config_from_args
+from services.cli.options import add_actor_option, add_config_option, config_from_args
 
 if TYPE_CHECKING:
     from services.prompt_lifecycle.prompt_registry import AuditEntry, PromptRegistry
@@ -38,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add = actions.add_parser("add", help="register an artifact directory (copied; the copy is immutable)")
     add.add_argument("artifact_dir", help="a prompt artifact directory (zsad train-local --out)")
     add.add_argument("--training-data", help="what it was trained on (default: the manifest's training_data)")
-    _add_actor_option(add)
+    add_actor_option(add)
     add.set_defaults(func=cmd_add)
 
     audit = actions.add_parser("audit", help="the newest audit entries")
@@ -57,7 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     promote.add_argument("--metric", default="pixel_auroc", help="metric compared by --if-better-than")
     promote.add_argument("--reason", default="", help="why (audited)")
-    _add_actor_option(promote)
+    add_actor_option(promote)
     promote.set_defaults(func=cmd_promote)
 
     rollback = commands.add_parser("rollback", help="point an alias back at the version it held before")
@@ -65,22 +64,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     rollback.add_argument("--alias", choices=["champion", "candidate"], default="champion",
                           help="the alias moved (default champion)")
     rollback.add_argument("--reason", default="", help="why (audited)")
-    _add_actor_option(rollback)
+    add_actor_option(rollback)
     rollback.set_defaults(func=cmd_rollback)
 
     for parser in (listing, show, add, audit, promote, rollback):
         add_config_option(parser)
-
-
-def _add_actor_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--actor", default=_os_user(), help="who acts, for the audit (default: the OS user)")
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in the environment and no passwd entry (some containers)
-        return "unknown"
 
 
 @contextmanager

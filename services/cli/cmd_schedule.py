@@ -15,12 +15,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from services.cli.options import add_address_option, add_config_option, config_from_args
+from services.cli.options import add_actor_option, add_address_option, add_config_option, config_from_args
 from services.state_home import stack_dir
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--cron", required=True, help="five-field cron expression in UTC, e.g. '0 3 * * *'")
     add.add_argument("--disabled", action="store_true", help="store it without running it")
     add.add_argument("--replace", action="store_true", help="replace a schedule of the same name")
-    add.add_argument("--actor", default=_os_user(), help="who adds it, stored with it (default: the OS user)")
+    add_actor_option(add, "who adds it, stored with it")
     add_address_option(add, "the Ray cluster to start the scheduler on (default: the local stack's)")
     add_config_option(add)
     add.add_argument(
@@ -69,13 +68,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     remove.add_argument("name", help="the schedule's name")
     add_config_option(remove)
     remove.set_defaults(func=cmd_remove)
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in the environment and no passwd entry (some containers)
-        return "unknown"
 
 
 def _stack() -> StackState | None:

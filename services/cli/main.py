@@ -17,6 +17,7 @@ from services.cli import (
     cmd_camera,
     cmd_config,
     cmd_demo,
+    cmd_dlq,
     cmd_gateway,
     cmd_inference,
     cmd_reference,
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     for module in (cmd_inference, cmd_demo, cmd_results, cmd_replay, cmd_registry, cmd_reference, cmd_camera, cmd_stack,
-                   cmd_train, cmd_schedule, cmd_gateway, cmd_config):
+                   cmd_train, cmd_schedule, cmd_gateway, cmd_config, cmd_dlq):
         module.register(commands)
     return parser
 

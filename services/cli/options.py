@@ -182,3 +182,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
         return load_config(stack_config_path())
     raise ConfigError(f"no --config given and no local stack config at {stack_config_path()}: start the stack "
                       f"(zsad up), pass --config FILE, or point {HOME_ENV} / --state-dir at the stack's state home")
+
+
+def add_actor_option(parser: argparse.ArgumentParser, who: str = "who acts, for the audit") -> None:
+    """``--actor``, defaulting to the OS user: every command that writes the audit stream names who acted."""
+    parser.add_argument("--actor", default=os_user(), help=f"{who} (default: the OS user)")
+
+
+def os_user() -> str:
+    """The login name, or ``unknown`` where a container has none."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment and no passwd entry (some containers)
+        return "unknown"

@@ -142,6 +142,13 @@ class FrameProducer:
             headers=meta.kafka_headers() + list(extra_headers),
         )
 
+    def send_original(
+        self, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> FutureRecordMetadata:
+        """Send a record to the frames topic exactly as it was first produced (a dead letter's original, re-sent by
+        ``zsad dlq resend``): its headers are not rebuilt, so its frame id, capture time and part identity stay."""
+        return self._producer.send(self.kafka.frames_topic, key=key, value=value, headers=list(headers))
+
     def send_dead_letter(self, letter: DeadLetter) -> FutureRecordMetadata:
         """Send a dead-letter record as built by :meth:`DeadLetter.build`."""
         return self._producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers)
