@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from services.arg_types import non_negative_float, non_negative_int, positive_int
-from services.cli.options import add_config_option, config_from_args
+from services.cli.options import add_address_option, add_config_option, config_from_args
 from services.cli.summaries import format_stack_state
 from services.state_home import stack_dir
 
@@ -33,7 +33,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     status = commands.add_parser("status", help="per-camera results, ingest actors and the dashboard URL")
     add_config_option(status)
     status.add_argument("--json", action="store_true", help="print JSON")
+    add_address_option(status, "Ray cluster whose Serve app to ask for the ingest status (default: the local "
+                               "stack's, through its web view)")  # fmt: skip
     status.set_defaults(func=cmd_status)
+
+    ingest = commands.add_parser("ingest", help="the ingest actors of the running app: scale")
+    ingest_actions = ingest.add_subparsers(dest="ingest_command", metavar="ACTION", required=True)
+    scale = ingest_actions.add_parser(
+        "scale", help="set the number of ingest actors; partitions are reassigned after the actors drain"
+    )
+    scale.add_argument("num_actors", type=positive_int, metavar="N", help="ingest actors wanted")
+    add_address_option(scale, "Ray cluster of the Serve app (default: the local stack's)")
+    scale.set_defaults(func=cmd_ingest_scale)
 
     serve_config = commands.add_parser(
         "serve-config", help="print the Serve config (serveConfigV2) that runs the app with a config file"
@@ -111,7 +122,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [camera_summary(store, camera) for camera in config.cameras]
     state = running_stack(stack_dir())
     ingest = None
-    if state is not None and state.status == "ready":
+    if args.address is not None:
+        from services.cli.serve_calls import CALL_TIMEOUT_S, ingest_controller
+
+        with ingest_controller(args.address) as controller:
+            ingest = controller.status.remote().result(timeout_s=CALL_TIMEOUT_S)
+    elif state is not None and state.status == "ready":
         try:
             token = config.view.viewer_token or config.view.operator_token
             ingest = ingest_status(state.serve_url, token.get_secret_value() if token else "")
@@ -129,6 +145,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"\ndashboard {state.dashboard_url}")
     for actor in (ingest or {}).get("actors", []):
         print(format_ingest_actor(actor))
+    return 0
+
+
+def cmd_ingest_scale(args: argparse.Namespace) -> int:
+    """Ask the app's ingest controller for N actors and print the partitions each one reads now."""
+    from services.cli.serve_calls import CALL_TIMEOUT_S, ingest_controller
+
+    with ingest_controller(args.address) as controller:
+        assignment = controller.scale.remote(args.num_actors).result(timeout_s=CALL_TIMEOUT_S)
+    print(f"{len(assignment)} ingest actors")
+    for index, partitions in enumerate(assignment):
+        print(f"  actor {index}: partitions {', '.join(map(str, partitions)) or 'none'}")
     return 0
 
 
