@@ -27,8 +27,8 @@ import numpy as np
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import NoidaBroker, RedisServer, free_port
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import encode_jpeg
 
 CAMERA = "burst"
@@ -90,7 +90,7 @@ def run_burst(args: argparse.Namespace) -> list[Sample]:
     import ray
     from ray import serve
 
-    from services.frame_path.serve_app import app_from_config
+    from services.serve_app import app_from_config
 
     workdir = tempfile.mkdtemp(prefix="zsad-burst-")
     with RedisServer(data_dir=f"{workdir}/redis") as redis_server, NoidaBroker(data_dir=f"{workdir}/noida") as broker:

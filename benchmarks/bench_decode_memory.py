@@ -51,7 +51,7 @@ def _measure(paths: list[str], image_size: int, fmt: str) -> dict[str, float]:
     from services.config import CameraConfig, IngestConfig, LimitsConfig
     from services.frame_path.decode_budget import DecodeBudget
     from services.frame_path.decoding import decode_record
-    from services.frame_path.records import encode_headers
+    from services.records import encode_headers
 
     camera = CameraConfig(method="clip-ad", class_name="object", threshold=0.5, image_size=image_size)
     content_type = "image/png" if fmt == "png" else "image/jpeg"

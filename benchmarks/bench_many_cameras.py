@@ -39,8 +39,8 @@ import numpy as np
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import ResultStore, scores_key
 from services.local_stack.service_processes import KafkaBroker, NoidaBroker, RedisServer, free_port
+from services.stores.result_store import ResultStore, scores_key
 from zsad_core.imageio import encode_jpeg
 
 SHORT_PROMPTS = {"templates": ["a photo of a {}."], "rep_vec": "mean"}
@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, frames: list[bytes], brok
          redis: RedisServer) -> Outcome:  # fmt: skip
     from ray import serve
 
-    from services.frame_path.serve_app import app_from_config
+    from services.serve_app import app_from_config
 
     config = _config(args, scenario, broker, redis)
     cameras = list(config.cameras)

@@ -33,8 +33,8 @@ import numpy as np
 from benchmarks.process_cpu import snapshot, spent
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import NoidaBroker, RedisServer, free_port
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import encode_jpeg
 
 CAMERAS = ("bench-a", "bench-b")
@@ -147,7 +147,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from services.frame_path.serve_app import app_from_config
+    from services.serve_app import app_from_config
 
     workdir = tempfile.mkdtemp(prefix="zsad-bench-view-")
     pages: list[PageLoad] = []

@@ -24,8 +24,8 @@ import numpy as np
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import NoidaBroker, RedisServer, free_port
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import decode_image, encode_jpeg
 
 CAMERA = "bench"
@@ -62,7 +62,7 @@ def _pipeline_rate(args: argparse.Namespace, frames: list[bytes]) -> tuple[float
     import ray
     from ray import serve
 
-    from services.frame_path.serve_app import app_from_config
+    from services.serve_app import app_from_config
 
     workdir = tempfile.mkdtemp(prefix="zsad-bench-")
     with RedisServer(data_dir=f"{workdir}/redis") as redis_server, NoidaBroker(data_dir=f"{workdir}/noida") as broker:

@@ -36,8 +36,8 @@ import numpy as np
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import NoidaBroker, RedisServer, free_port
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import encode_jpeg
 
 FAULTS = ("kill_ingest", "kill_replica", "freeze_replica", "kill_controller", "freeze_redis", "restart_redis")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from services.frame_path.serve_app import app_from_config
+    from services.serve_app import app_from_config
 
     workdir = tempfile.mkdtemp(prefix="zsad-soak-")
     cameras = [f"soak{index}" for index in range(args.cameras)]

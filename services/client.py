@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import redis
 
 from services.config import ZsadConfig, load_config
-from services.frame_path.result_store import ResultStore, events_key
-from services.operator_view.readers import OverlayRenderer, decision_of, result_fields, text_fields
+from services.read_models import OverlayRenderer, decision_of, result_fields, text_fields
 from services.state_home import stack_config_path
+from services.stores.result_store import ResultStore, events_key
 
 log = logging.getLogger(__name__)
 RECONNECT_DELAY_S = 0.5
@@ -77,7 +77,7 @@ class ZsadClient:
         return [text_fields(raw) for _, raw in self.store.client.xrevrange(events_key(camera), count=recent)]
 
     def result(self, camera: str, frame_id: str) -> dict[str, str]:
-        """One frame's result (raises :class:`~services.operator_view.readers.ResultMissingError` if absent)."""
+        """One frame's result (raises :class:`~services.read_models.ResultMissingError` if absent)."""
         self.config.camera(camera)
         return result_fields(self.store.client, camera, frame_id)
 

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from services.frame_path.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
+from services.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
 from services.state_home import in_state_home
 from zsad_core.errors import ZsadError
 from zsad_core.method_names import method_names
@@ -402,11 +402,11 @@ class LimitsConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """The prompt registry (:mod:`~services.prompt_lifecycle.prompt_registry`): artifacts in a store every
+    """The prompt registry (:mod:`~services.stores.prompt_registry`): artifacts in a store every
     serving node can read, records in Redis.
 
     Attributes:
-        root: the artifact store (:mod:`~services.prompt_lifecycle.artifact_store`): a local directory (one
+        root: the artifact store (:mod:`~services.stores.artifact_store`): a local directory (one
             machine, or a volume every node mounts; a relative path lies in the state home, ``$ZSAD_HOME``),
             ``redis://`` (the registry's Redis: no shared disk needed),
             or an fsspec URL such as ``s3://bucket/prefix`` (the filesystem's package must be installed).

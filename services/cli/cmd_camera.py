@@ -1,7 +1,7 @@
 """``zsad calibrate``, ``zsad calibration list|show|rollback`` and ``zsad camera set|show|pause|resume``.
 
 Live camera settings and calibration records live in Redis next to the prompt registry (same namespace, audit
-stream and events channel, see :mod:`services.decisions.camera_settings`), so these commands take the same
+stream and events channel, see :mod:`services.stores.camera_settings`), so these commands take the same
 ``--config`` and ``--actor`` as ``zsad registry`` and every change shows up in ``zsad registry audit``.
 """
 
@@ -25,7 +25,7 @@ from services.cli.options import (
 
 if TYPE_CHECKING:
     from services.decisions.calibration import CalibrationDecision
-    from services.decisions.camera_settings import CameraSettings, CameraSettingsStore
+    from services.stores.camera_settings import CameraSettings, CameraSettingsStore
     from zsad_core.decisions import ThresholdChoice
 
 
@@ -116,7 +116,7 @@ def _roi(text: str) -> list[int] | None:
 
 @contextmanager
 def _store(args: argparse.Namespace) -> Iterator[CameraSettingsStore]:
-    from services.decisions.camera_settings import CameraSettingsStore
+    from services.stores.camera_settings import CameraSettingsStore
 
     config = config_from_args(args)
     with _open(args) as registry:
@@ -247,7 +247,7 @@ def cmd_camera_set(args: argparse.Namespace) -> int:
     Options the user did not give are absent from ``args`` (``argparse.SUPPRESS``), so ``--roi none`` (clear it)
     differs from no ``--roi`` (keep it).
     """
-    from services.decisions.camera_settings import SETTABLE
+    from services.stores.camera_settings import SETTABLE
 
     changes = {field: getattr(args, field) for field in SETTABLE if hasattr(args, field)}
     if not changes:

@@ -52,9 +52,9 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
     from services.cli.summaries import camera_summary, format_progress, format_stack_state, format_summary, redraw
     from services.config import load_config
     from services.frame_path.producer import stream_synthetic
-    from services.frame_path.result_store import ResultStore
     from services.local_stack.control import running_stack, start_stack, stop_stack
     from services.state_home import stack_config_path, stack_dir
+    from services.stores.result_store import ResultStore
 
     state = running_stack(stack_dir())
     started_here = state is None or state.status == "failed"

@@ -110,7 +110,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_resend(args: argparse.Namespace) -> int:
     """Send the chosen letters' records again and audit each; an error when nothing is chosen."""
     from services.frame_path.dead_letters import LetterError, fetch_letters, read_letters, resend
-    from services.frame_path.result_store import connect
+    from services.stores.result_store import connect
 
     if not args.letters and args.camera is None and args.cause is None:
         raise LetterError("name the letters to resend (PARTITION:OFFSET) or select them with --camera/--cause")
@@ -138,7 +138,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
 def _audit(client: object, namespace: str, item: Resent, frames_topic: str, args: argparse.Namespace) -> None:
     """One audit entry per re-sent letter: which letter, where its record went, who and why."""
     from services.audit_log import append_audit
-    from services.prompt_lifecycle.prompt_registry import AuditEntry
+    from services.stores.prompt_registry import AuditEntry
 
     letter = item.letter
     entry = AuditEntry(action="dlq_resend", method=letter.camera, alias=f"{letter.camera}:frames",

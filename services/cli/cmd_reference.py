@@ -19,7 +19,7 @@ from services.cli.cmd_registry import _print_move
 from services.cli.options import add_actor_option, add_config_option, config_from_args, resolve_device
 
 if TYPE_CHECKING:
-    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from services.stores.prompt_registry import PromptRegistry
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -71,8 +71,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 @contextmanager
 def _open(args: argparse.Namespace) -> Iterator[tuple[Any, PromptRegistry]]:
-    from services.frame_path.result_store import connect
     from services.prompt_lifecycle.reference_sets import reference_registry
+    from services.stores.result_store import connect
 
     config = config_from_args(args)
     config.camera(args.camera)  # an unknown camera is refused before anything is read or written
@@ -122,7 +122,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The record with its manifest's memory description, aliases, and ``verified``: ``ok`` or why not."""
-    from services.prompt_lifecycle.prompt_registry import CorruptArtifactError
+    from services.stores.prompt_registry import CorruptArtifactError
 
     with _open(args) as (_, registry):
         entry = registry.resolve(args.camera, args.version)

@@ -17,7 +17,7 @@ from services.arg_types import positive_int
 from services.cli.options import add_actor_option, add_config_option, config_from_args
 
 if TYPE_CHECKING:
-    from services.prompt_lifecycle.prompt_registry import AuditEntry, PromptRegistry
+    from services.stores.prompt_registry import AuditEntry, PromptRegistry
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,8 +73,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 @contextmanager
 def _open(args: argparse.Namespace) -> Iterator[PromptRegistry]:
-    from services.frame_path.result_store import connect
-    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.result_store import connect
 
     config = config_from_args(args)
     client = connect(config.redis)
@@ -103,7 +103,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The record, the aliases pointing at it, and ``verified``: ``ok`` or why the files are corrupt."""
-    from services.prompt_lifecycle.prompt_registry import CorruptArtifactError
+    from services.stores.prompt_registry import CorruptArtifactError
 
     with _open(args) as registry:
         entry = registry.resolve(args.method, args.version)

@@ -2,7 +2,7 @@
 
 Why a command: after Redis lost results (no persistence, a wiped volume, a restore from an old backup) the
 frames are still in Kafka but their offsets are committed, so ingest will not read them again. Replay is the
-operator's repair; see :mod:`services.frame_path.replay` for why it is safe and what it does to event streams.
+operator's repair; see :mod:`services.replay` for why it is safe and what it does to event streams.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def parse_time(text: str) -> float:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay the range and print what was restored; exit 1 if the model failed on any frame."""
-    from services.frame_path.replay import replay_frames
     from services.local_stack.control import running_stack
     from services.local_stack.stack_process import prepare_local_ray_driver
+    from services.replay import replay_frames
 
     config = config_from_args(args)
     ray_address = args.address

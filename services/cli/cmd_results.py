@@ -2,8 +2,8 @@
 
 Why in the CLI: an operator checking a camera wants its latest or worst frames and one overlay without a
 dashboard, and to mark frames good or bad without the web view. ``results`` and ``show`` only read: the keys
-written by serving (:mod:`services.frame_path.result_store`) and, for the pixels that Redis does not keep, the
-frame's own record in Kafka (:mod:`services.frame_path.frame_readback`).
+written by serving (:mod:`services.stores.result_store`) and, for the pixels that Redis does not keep, the
+frame's own record in Kafka (:mod:`services.stores.frame_readback`).
 
 Heavy modules (redis, kafka, OpenCV) are imported inside the handlers so that ``zsad --help`` stays instant.
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from services.config import CameraConfig, ZsadConfig
-    from services.frame_path.result_store import ResultStore, StoredResult
+    from services.stores.result_store import ResultStore, StoredResult
 
 DEFAULT_RECENT = 20
 COLUMNS = ("FRAME", "SCORE", "DECISION", "THRESHOLD", "METHOD", "PROMPT", "REFERENCES", "CALIBRATION", "REGIONS",
@@ -108,7 +108,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Write the stored map over its frame; the map alone, with a warning, when the frame cannot be had."""
     import numpy as np
 
-    from services.frame_path.frame_readback import FrameUnavailableError
+    from services.stores.frame_readback import FrameUnavailableError
     from zsad_core.visualize import save_overlay
 
     config = config_from_args(args)
@@ -141,8 +141,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_mark(args: argparse.Namespace) -> int:
     """Record the operator's mark; a frame without a stored result is refused (MarkError, exit 2)."""
-    from services.decisions.operator_marks import mark_frame
-    from services.frame_path.result_store import connect
+    from services.stores.operator_marks import mark_frame
+    from services.stores.result_store import connect
 
     config = config_from_args(args)
     config.camera(args.camera)
@@ -155,7 +155,7 @@ def cmd_mark(args: argparse.Namespace) -> int:
 @contextmanager
 def open_store(config: ZsadConfig) -> Iterator[ResultStore]:
     """A result store for the command's duration (Redis failures are reported by ``main``, with the address)."""
-    from services.frame_path.result_store import ResultStore
+    from services.stores.result_store import ResultStore
 
     store = ResultStore.from_config(config)
     try:
@@ -224,7 +224,7 @@ def load_frame(config: ZsadConfig, camera: CameraConfig, result: StoredResult) -
             limits, or the camera's ROI does not fit in it.
     """
     from services.frame_path.decoding import crop_roi
-    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
+    from services.stores.frame_readback import FrameUnavailableError, fetch_frame
     from zsad_core.imageio import decode_image
 
     data = fetch_frame(config.kafka, result.partition, result.offset, result.frame_id, camera=result.camera)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from services.config import ZsadConfig
     from services.local_stack.stack_process import StackState
-    from services.prompt_lifecycle.schedules import LastRun
+    from services.stores.schedules import LastRun
 
 COLUMNS = ("NAME", "CRON (UTC)", "NEXT RUN (UTC)", "LAST RUN", "STATUS", "COMMAND")
 
@@ -112,8 +112,8 @@ def _start_scheduler(args: argparse.Namespace, config: ZsadConfig) -> str:
 
 def cmd_add(args: argparse.Namespace) -> int:
     """Check the schedule, start the scheduler if a cluster is there, store the schedule."""
-    from services.frame_path.result_store import connect
-    from services.prompt_lifecycle.schedules import Schedule, ScheduleStore, next_run, utc_now
+    from services.stores.result_store import connect
+    from services.stores.schedules import Schedule, ScheduleStore, next_run, utc_now
 
     schedule = Schedule.create(args.name, args.cron, args.command, args.actor, enabled=not args.disabled)
     config = config_from_args(args)
@@ -158,8 +158,8 @@ def _status(jobs: JobSubmissionClient | None, run: LastRun | None) -> str:
 
 
 def _rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    from services.frame_path.result_store import connect
-    from services.prompt_lifecycle.schedules import ScheduleStore, next_run, utc_now
+    from services.stores.result_store import connect
+    from services.stores.schedules import ScheduleStore, next_run, utc_now
 
     with connect(config_from_args(args).redis) as client:
         store = ScheduleStore(client)
@@ -215,8 +215,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """Delete a schedule and its last-run record."""
-    from services.frame_path.result_store import connect
-    from services.prompt_lifecycle.schedules import ScheduleError, ScheduleStore
+    from services.stores.result_store import connect
+    from services.stores.schedules import ScheduleError, ScheduleStore
 
     with connect(config_from_args(args).redis) as client:
         removed = ScheduleStore(client).remove(args.name)

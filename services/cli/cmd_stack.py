@@ -114,8 +114,8 @@ def ingest_status(serve_url: str, token: str, timeout_s: float = 10.0) -> dict:
 def cmd_status(args: argparse.Namespace) -> int:
     """Per-camera counts and latencies from Redis; ingest actors from the running app."""
     from services.cli.summaries import camera_summary, format_ingest_actor, format_summary
-    from services.frame_path.result_store import ResultStore
     from services.local_stack.control import running_stack
+    from services.stores.result_store import ResultStore
 
     config = config_from_args(args)
     store = ResultStore.from_config(config)
@@ -180,7 +180,7 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     """Print the ``applications`` section for ``serve deploy`` or a KubeRay ``RayService``'s ``serveConfigV2``."""
     import yaml
 
-    from services.frame_path.serve_app import serve_config
+    from services.serve_app import serve_config
 
     print(yaml.safe_dump({"applications": [serve_config(config_from_args(args), args.config_path)]}, sort_keys=False))
     return 0

@@ -44,7 +44,7 @@ def ingest_controller(address: str | None) -> Iterator[Any]:
     import ray
     from ray import serve
 
-    from services.frame_path.serve_app import APP_NAME
+    from services.serve_app import APP_NAME
 
     joined = False
     if not ray.is_initialized():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from services.frame_path.result_store import ResultStore
+from services.stores.result_store import ResultStore
 
 if TYPE_CHECKING:
     from services.local_stack.stack_process import StackState

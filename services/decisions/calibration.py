@@ -42,8 +42,8 @@ from zsad_core.errors import ZsadError
 from zsad_core.imageio import ImageLimits, image_files, read_image
 
 if TYPE_CHECKING:
-    from services.decisions.camera_settings import CameraSettingsStore
     from services.frame_path.camera_method import ResolvedPrompts, ResolvedReferences
+    from services.stores.camera_settings import CameraSettingsStore
 
 
 
@@ -100,7 +100,7 @@ def read_marked_goods(config: ZsadConfig, camera: str, n: int) -> LabelledImages
         CalibrationInputError: no frame of the camera is marked good, or none of the marked ones is still there.
         ImageError: a frame fails the configuration's frame limits.
     """
-    from services.decisions.operator_marks import read_marked_frames
+    from services.stores.operator_marks import read_marked_frames
     from zsad_core.imageio import decode_image
 
     if n < 1:
@@ -302,7 +302,7 @@ def calibrate_camera(
     ``good`` is a folder, or a number N: the newest N frames an operator marked good (:func:`read_marked_goods`).
 
     The camera's current settings (ROI, followed prompt version) come from ``store``; the caller records the
-    decision with :meth:`~services.decisions.camera_settings.CameraSettingsStore.record_calibration`.
+    decision with :meth:`~services.stores.camera_settings.CameraSettingsStore.record_calibration`.
 
     Raises:
         UnknownCameraError: the camera is not configured.

@@ -17,7 +17,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from services.config import KafkaConfig, ZsadConfig
 from services.frame_path.producer import FrameProducer
-from services.frame_path.records import (
+from services.records import (
     H_DLQ_DETAIL,
     H_DLQ_DROPPED,
     H_DLQ_REASON,

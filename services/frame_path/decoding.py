@@ -21,7 +21,7 @@ import numpy as np
 
 from services.config import CameraConfig, UnknownCameraError
 from services.frame_path.decode_budget import DecodeBudget
-from services.frame_path.records import FrameHeaders
+from services.records import FrameHeaders
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import FrameGeometry, ImageLimits, decode_model_input, plan_model_input, probe_image
 
@@ -138,7 +138,7 @@ def decode_record(
     """Validate and decode one record of the frames topic into the model input of its camera.
 
     Checks, in order and before any pixel is decoded: key and headers
-    (:class:`~services.frame_path.records.FrameHeaders`), the camera is configured, the payload passes the image
+    (:class:`~services.records.FrameHeaders`), the camera is configured, the payload passes the image
     limits, the declared content type matches the bytes, the camera's ROI lies inside the frame. Then, holding
     the frame's decoded pixels from ``budget``, decodes it (at reduced scale where the model input allows;
     truncation is found here) and squashes the ROI to the camera's input size.

@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 from services.audit_log import append_audit
 from services.backoff import backoff_s
 from services.config import OffsetResetPolicy, ZsadConfig
-from services.decisions.camera_settings import CameraSettings
 from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.decoding import (
     FrameAck,
@@ -54,7 +53,8 @@ from services.frame_path.letter_ledger import (
 )
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.offsets import OffsetTracker
-from services.frame_path.records import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
+from services.records import H_DLQ_DROPPED, DeadLetter, FrameHeaders, reason_code
+from services.stores.camera_settings import CameraSettings
 from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)
@@ -552,7 +552,7 @@ class IngestWorker:
         It was finished as stored, but its offset is above ``record``'s, so not committed yet: its letter goes
         through the ledger like any other. Its bytes are read back from the frames topic.
         """
-        from services.frame_path.frame_readback import FrameUnavailableError, fetch_record
+        from services.stores.frame_readback import FrameUnavailableError, fetch_record
 
         kafka = self.config.kafka
         partition, offset = ack.rival_partition, ack.rival_offset
@@ -833,7 +833,7 @@ class IngestActor:
 
     def _audit(self, entry: dict[str, str]) -> None:
         """Append to the audit stream that operators read (the registry's, ``zsad registry audit``)."""
-        from services.frame_path.result_store import connect
+        from services.stores.result_store import connect
 
         if self._redis is None:
             self._redis = connect(self.config.redis)
@@ -891,9 +891,9 @@ def _follow_roi(config: ZsadConfig, worker: IngestWorker) -> Any:
     """Follow the cameras' live settings for their ROI (ingest crops before sending), as the replicas do."""
     import redis
 
-    from services.decisions.camera_settings import CameraSettingsFollower, CameraSettingsStore
-    from services.frame_path.result_store import connect
-    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from services.stores.camera_settings import CameraSettingsFollower, CameraSettingsStore
+    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.result_store import connect
 
     registry = PromptRegistry.from_config(config.registry, connect(config.redis))
     follower = CameraSettingsFollower(CameraSettingsStore(registry, config), config.cameras, worker.apply_settings)

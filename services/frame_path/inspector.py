@@ -1,6 +1,6 @@
 """Scoring batches of frames with the cameras' methods and storing the results: the work of one replica.
 
-Why a plain class: the Ray Serve deployment (:mod:`services.frame_path.serve_app`) adds batching, threads and metrics
+Why a plain class: the Ray Serve deployment (:mod:`services.serve_app`) adds batching, threads and metrics
 around it, but what a replica computes — which method scores which camera, what goes to Redis, what a failed
 frame answers — is testable here without Ray. One replica builds each distinct backbone once and shares it
 between the methods that need it; cameras with identical settings share one method and batch together, and
@@ -9,7 +9,7 @@ all cameras whose methods read the same image stage share one vision forward per
 A camera with a few-shot reference set (``references`` in its config) gets its own method key: the loaded
 method is wrapped in :class:`zsad_core.few_shot.FewShotMethod` with the set's memory, and
 :meth:`InspectorCore.refresh_references` swaps sets between batches as prompts are swapped.
-Live camera settings (:mod:`services.decisions.camera_settings`) reach a replica through
+Live camera settings (:mod:`services.stores.camera_settings`) reach a replica through
 :meth:`InspectorCore.apply_settings`: thresholds, pixel threshold and minimum region area, pause, and the prompt
 version followed. Like a prompt swap, a change replaces whole tables in one assignment, and a batch reads them
 once at its start, so every frame of a batch is decided by one settings version. The ROI is applied by ingest
@@ -33,8 +33,6 @@ import numpy as np
 
 from services.audit_log import append_audit
 from services.config import ConfigError, ZsadConfig
-from services.decisions.camera_settings import CameraSettings
-from services.decisions.drift_watch import DriftWatch
 from services.frame_path.camera_method import (
     LoadedMethod,
     MethodBuilder,
@@ -47,10 +45,12 @@ from services.frame_path.camera_method import (
     with_references,
 )
 from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, ModelUnavailableError
+from services.frame_path.drift_watch import DriftWatch
 from services.frame_path.metrics import PipelineMetrics
-from services.frame_path.result_store import FrameResult, ResultStore, StoredSource, stored_map_values
 from services.frame_path.stage_tally import StageTally
-from services.prompt_lifecycle.prompt_registry import AuditEntry
+from services.stores.camera_settings import CameraSettings
+from services.stores.prompt_registry import AuditEntry
+from services.stores.result_store import FrameResult, ResultStore, StoredSource, stored_map_values
 from zsad_core.backbone import BackboneConfig, ClipBackbone
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
 from zsad_core.methods import AnomalyResult, ZeroShotMethod

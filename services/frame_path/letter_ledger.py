@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from services.config import KAFKA_COMMIT_METADATA_MAX_BYTES, KafkaConfig
-from services.frame_path.records import H_DLQ_GROUP, H_DLQ_SOURCE
+from services.records import H_DLQ_GROUP, H_DLQ_SOURCE
 
 SCAN_TIMEOUT_S = 30.0  # longest read of the dead-letter topic when checking announced letters
 

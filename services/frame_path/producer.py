@@ -1,7 +1,7 @@
 """Putting frames on Kafka: a producer for the frame contract, a camera simulator, and topic creation.
 
 Why here and not only in tests: ``zsad produce`` drives the local demo and load tests with the same code
-path a camera gateway would use, so the contract of :mod:`services.frame_path.records` is exercised end to end.
+path a camera gateway would use, so the contract of :mod:`services.records` is exercised end to end.
 Delivery settings favour not losing frames over latency: ``acks="all"``, a short linger so frames that
 arrive together share a request, and no compression (JPEG/PNG are already compressed).
 
@@ -30,7 +30,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExist
 from kafka.producer.future import FutureRecordMetadata
 
 from services.config import KafkaConfig, LimitsConfig, ZsadConfig
-from services.frame_path.records import ContentType, DeadLetter, FrameHeaders, new_frame_id, sniff_content_type
+from services.records import ContentType, DeadLetter, FrameHeaders, new_frame_id, sniff_content_type
 from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,6 @@
 
 A gateway is one source (:mod:`~services.gateway.folder_source`, ...) feeding one
 :class:`~services.gateway.sender.FrameSender`, which puts frames on the frames topic with the record contract of
-:mod:`services.frame_path.records`, at least once and in order, through a bounded disk spool
+:mod:`services.records`, at least once and in order, through a bounded disk spool
 (:mod:`~services.gateway.spool`) while the broker is unreachable.
 """

@@ -14,9 +14,9 @@ import numpy as np
 
 from services.config import ConfigError, LimitsConfig
 from services.frame_path.producer import FrameTooLargeError
-from services.frame_path.records import ContentType, FrameHeaders
 from services.gateway.frames import GatewayFrame
 from services.gateway.part_identity import PartIdentity
+from services.records import ContentType, FrameHeaders
 from zsad_core.imageio import ImageLimits, decode_image, encode_jpeg, encode_png, resize_rgb
 
 Format = Literal["keep", "jpeg", "png"]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from services.frame_path.records import ContentType
+from services.records import ContentType
 
 
 @dataclass(frozen=True)

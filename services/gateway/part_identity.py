@@ -3,7 +3,7 @@
 Why: a decision is only useful to a PLC or MES that can join it to the part it was made on. Vision PCs name
 that part in the image's file name (``SN1234_ST2.png``) or write a small JSON file next to the image; the
 gateway carries it as the optional record headers ``zsad-part-id``, ``zsad-part-serial`` and
-``zsad-part-station`` (:mod:`services.frame_path.records`).
+``zsad-part-station`` (:mod:`services.records`).
 
 * **File name**: a regular expression with named groups ``part_id``, ``serial`` and/or ``station``, matched
   against the file name (``--part-pattern '(?P<serial>[A-Z0-9]+)_(?P<station>ST[0-9]+)'``). A name that does
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from services.frame_path.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION
+from services.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION
 from zsad_core.errors import ZsadError
 
 SIDECAR_SUFFIX = ".json"

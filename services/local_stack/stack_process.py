@@ -311,8 +311,8 @@ class LocalStack:
         from ray import serve
 
         from services.frame_path.producer import ensure_topics, record_limit
-        from services.frame_path.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
         from services.prompt_lifecycle.scheduler_actor import ensure_scheduler
+        from services.serve_app import APP_NAME, ROUTE_PREFIX, app_from_config
 
         ensure_topics(self.config.kafka, max_message_bytes=record_limit(self.config.limits))
         dashboard_port = _port(DASHBOARD_PORT)

@@ -19,13 +19,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettingsStore
-from services.decisions.operator_marks import mark_frame
-from services.frame_path.frame_readback import FrameUnavailableError
-from services.frame_path.result_store import ResultStore, events_key
 from services.operator_view.auth import COOKIE_NAME, CSRF_FIELD, Principal, Role, ViewAuth
 from services.operator_view.charts import overview_charts
-from services.operator_view.readers import (
+from services.read_models import (
     OverlayRenderer,
     ResultMissingError,
     boxes_of,
@@ -35,7 +31,11 @@ from services.operator_view.readers import (
     result_fields,
     text_fields,
 )
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.camera_settings import CameraSettingsStore
+from services.stores.frame_readback import FrameUnavailableError
+from services.stores.operator_marks import mark_frame
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import ResultStore, events_key
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import encode_png
 

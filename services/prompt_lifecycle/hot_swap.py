@@ -17,7 +17,7 @@ from services.event_follower import CHECK_EVERY_S, EventFollower
 from services.frame_path.camera_method import ResolvedPrompts, ResolvedReferences
 from services.frame_path.inspector import InspectorCore, Swap
 from services.frame_path.metrics import PipelineMetrics
-from services.prompt_lifecycle.prompt_registry import ALIASES, PromptRegistry
+from services.stores.prompt_registry import ALIASES, PromptRegistry
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import redis
 
 from services.config import ZsadConfig
 from services.frame_path.decoding import model_input_sizes
-from services.frame_path.records import CAMERA_ID_PATTERN
-from services.prompt_lifecycle.artifact_store import store_root_beside
-from services.prompt_lifecycle.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
+from services.records import CAMERA_ID_PATTERN
+from services.stores.artifact_store import store_root_beside
+from services.stores.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
 from zsad_core.errors import ImageError, ZsadError
 from zsad_core.imageio import ImageLimits, decode_model_input, image_files, plan_model_input, probe_image
 
@@ -109,7 +109,7 @@ def images_from_marked(config: ZsadConfig, camera: str, n: int) -> ReferenceImag
     Raises:
         ReferenceInputError: ``n`` is not positive, or no marked frame is still stored.
     """
-    from services.decisions.operator_marks import read_marked_frames
+    from services.stores.operator_marks import read_marked_frames
 
     if n < 1:
         raise ReferenceInputError(f"--from-marked needs a positive number of frames, got {n}")
@@ -165,8 +165,8 @@ def build_reference_set(
         ImageError, ReferenceInputError: see :func:`model_inputs`; nothing is registered.
         redis.RedisError: the camera's live settings cannot be read.
     """
-    from services.decisions.camera_settings import CameraSettingsStore
     from services.frame_path.camera_method import MethodBuilder, MethodKey
+    from services.stores.camera_settings import CameraSettingsStore
     from zsad_core.few_shot import MemoryOptions, build_memory, save_memory
 
     settings = config.camera(camera)

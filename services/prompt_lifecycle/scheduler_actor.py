@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from services.prompt_lifecycle.schedules import (
+from services.stores.schedules import (
     FINAL_STATUSES,
     LastRun,
     Schedule,
@@ -161,7 +161,7 @@ class Scheduler:
     """The actor's body: a background loop calling :meth:`tick`, which tests may also call with a chosen ``now``."""
 
     def __init__(self, redis_config: RedisConfig, interval_s: float = DEFAULT_INTERVAL_S) -> None:
-        from services.frame_path.result_store import connect
+        from services.stores.result_store import connect
 
         self._redis_url = redis_config.url
         self._interval_s = interval_s

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.prompt_lifecycle.artifact_store import (
+from services.stores.artifact_store import (
     ArtifactStore,
     MissingArtifactFileError,
     open_artifact_store,
@@ -166,7 +166,7 @@ class CheckpointLocation:
     @contextmanager
     def open(self) -> Iterator[CheckpointStore]:
         """The run's :class:`CheckpointStore`; its Redis connection (only made for ``redis://``) closes after."""
-        from services.frame_path.result_store import connect
+        from services.stores.result_store import connect
 
         client = connect(self.redis)
         try:

@@ -460,8 +460,8 @@ def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any
 
 
 def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig, metrics: dict[str, Any]) -> str:
-    from services.frame_path.result_store import connect
-    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.result_store import connect
 
     actor = f"zsad-train:{spec.run_name}"
     client = connect(config.redis)

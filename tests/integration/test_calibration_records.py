@@ -19,12 +19,12 @@ import yaml
 
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
-from services.decisions.camera_settings import CameraSettings, CameraSettingsFollower, CameraSettingsStore
-from services.decisions.operator_marks import MarkError, mark_frame, marked_frames
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import FrameResult, ResultStore, result_key
 from services.local_stack.service_processes import NoidaBroker, RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.camera_settings import CameraSettings, CameraSettingsFollower, CameraSettingsStore
+from services.stores.operator_marks import MarkError, mark_frame, marked_frames
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import FrameResult, ResultStore, result_key
 from zsad_core.data.synthetic import SyntheticDataset
 from zsad_core.imageio import encode_png
 

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from services.cli.main import main
-from services.decisions.operator_marks import marked_frames
-from services.frame_path.result_store import FrameResult, ResultStore
 from services.local_stack.service_processes import RedisServer
+from services.stores.operator_marks import marked_frames
+from services.stores.result_store import FrameResult, ResultStore
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from services.cli.main import main
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import RedisServer
+from services.stores.result_store import ResultStore
 
 pytestmark = pytest.mark.integration
 

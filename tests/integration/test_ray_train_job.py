@@ -20,11 +20,11 @@ from ray import cloudpickle
 
 from services.cli.main import main
 from services.config import ZsadConfig
-from services.frame_path.result_store import connect
 from services.local_stack.service_processes import RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
 from services.prompt_lifecycle.training_checkpoints import CHECKPOINT_FILES, CheckpointLocation
 from services.prompt_lifecycle.training_job import EpochEnd, TrainJobSpec, run_training
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import connect
 from zsad_core.artifacts import load_prompts
 from zsad_core.methods import load_method
 

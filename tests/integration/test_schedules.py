@@ -23,10 +23,10 @@ import yaml
 
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
-from services.frame_path.result_store import connect
 from services.local_stack.service_processes import RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
-from services.prompt_lifecycle.schedules import (
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import connect
+from services.stores.schedules import (
     HEARTBEAT_KEY,
     LAST_RUN_KEY,
     SCHEDULES_KEY,

@@ -23,9 +23,9 @@ import yaml
 
 from services.cli.main import main
 from services.config import load_config
-from services.frame_path.result_store import ResultStore, events_key, map_key, result_key, scores_key
 from services.local_stack.service_processes import RedisServer, port_in_use
 from services.local_stack.stack_process import REDIS_AUTH_FILE, StackState, process_alive
+from services.stores.result_store import ResultStore, events_key, map_key, result_key, scores_key
 from zsad_core.imageio import encode_png
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -25,10 +25,10 @@ from gateway_helpers import (
     wait_for,
 )
 
-from services.frame_path.records import H_FRAME_ID
 from services.gateway.folder_source import ERROR_SUFFIX
 from services.gateway.metrics import GatewayMetrics
 from services.local_stack.service_processes import NoidaBroker
+from services.records import H_FRAME_ID
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]

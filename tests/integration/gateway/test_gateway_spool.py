@@ -18,10 +18,10 @@ from gateway_helpers import (
 )
 
 from services.frame_path.producer import ensure_topics
-from services.frame_path.records import H_FRAME_ID
 from services.gateway.folder_source import file_frame_id
 from services.gateway.metrics import GatewayMetrics
 from services.local_stack.service_processes import NoidaBroker, free_port
+from services.records import H_FRAME_ID
 
 pytestmark = pytest.mark.integration
 FILES = 30

@@ -21,9 +21,9 @@ import yaml
 from gateway_helpers import gateway_kafka, header, read_frames, wait_for
 
 from services.config import ConfigError
-from services.frame_path.records import H_FRAME_ID
 from services.gateway.gige_source import H_GIGE_FRAME_ID, load_aravis
 from services.local_stack.service_processes import NoidaBroker, free_port
+from services.records import H_FRAME_ID
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]

@@ -15,11 +15,11 @@ import yaml
 from gateway_helpers import gateway_kafka, header, read_frames, running_gateway, wait_for
 
 from services.config import LimitsConfig
-from services.frame_path.records import H_CAPTURE_TS, H_CONTENT_TYPE, H_FRAME_ID
 from services.gateway.encoding import FrameEncoding
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.stream_source import StreamSource
 from services.local_stack.service_processes import NoidaBroker, free_port
+from services.records import H_CAPTURE_TS, H_CONTENT_TYPE, H_FRAME_ID
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]

@@ -96,9 +96,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
     from services.frame_path.producer import ensure_topics
-    from services.frame_path.result_store import ResultStore
-    from services.frame_path.serve_app import app_from_config
     from services.local_stack.service_processes import HOST, free_port
+    from services.serve_app import app_from_config
+    from services.stores.result_store import ResultStore
 
     app_name, camera = "zsad-multinode", request["camera"]
     replica_class = f"ServeReplica:{app_name}:Inspector"

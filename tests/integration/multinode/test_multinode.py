@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import ResultStore
 
 pytestmark = pytest.mark.integration
 

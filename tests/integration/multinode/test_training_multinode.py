@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from services.local_stack.service_processes import RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.prompt_registry import PromptRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from ray import serve
 
 from services.config import KafkaConfig, ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import ResultStore
-from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.serve_app import app_from_config
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import encode_jpeg
 
 FRAME_SIDE = 96

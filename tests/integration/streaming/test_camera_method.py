@@ -10,14 +10,14 @@ import torch
 
 from services.config import ZsadConfig
 from services.decisions.calibration import CameraScorer, serving_artifacts
-from services.decisions.camera_settings import CameraSettingsStore
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.hot_swap import RegistryPrompts, RegistryReferences
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
 from services.prompt_lifecycle.reference_sets import build_reference_set, images_from_folder, reference_registry
+from services.stores.camera_settings import CameraSettingsStore
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import ResultStore
 from zsad_core.artifacts import save_prompts
 from zsad_core.few_shot import MemoryOptions
 from zsad_core.imageio import decode_image, decode_model_input, encode_png, plan_model_input

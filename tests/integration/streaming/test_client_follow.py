@@ -10,8 +10,8 @@ import pytest
 
 from services.client import ZsadClient
 from services.config import ZsadConfig
-from services.frame_path.result_store import FrameResult, ResultStore
 from services.local_stack.service_processes import RedisServer
+from services.stores.result_store import FrameResult, ResultStore
 
 pytestmark = pytest.mark.integration
 

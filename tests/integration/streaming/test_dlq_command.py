@@ -12,9 +12,9 @@ from stream_helpers import frame_bytes, read_topic
 from services.cli.main import main
 from services.config import load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.records import H_CAPTURE_TS, H_DLQ_DROPPED, H_FRAME_ID, DeadLetter, FrameHeaders
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.records import H_CAPTURE_TS, H_DLQ_DROPPED, H_FRAME_ID, DeadLetter, FrameHeaders
+from services.stores.prompt_registry import PromptRegistry
 from zsad_core.errors import ZsadError
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ from services.config import ZsadConfig
 from services.frame_path.decoding import FrameAck, FrameRequest
 from services.frame_path.ingest import IngestWorker
 from services.frame_path.inspector import InspectorCore, ReplicaUnhealthyError
-from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, encode_headers
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.records import H_DLQ_REASON, H_DLQ_SOURCE, encode_headers
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import encode_jpeg
 
 pytestmark = pytest.mark.integration

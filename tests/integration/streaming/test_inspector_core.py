@@ -14,9 +14,9 @@ from services.config import ConfigError, ZsadConfig
 from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.decoding import FrameRequest, ModelUnavailableError, decode_record, model_input_sizes
 from services.frame_path.inspector import InspectorCore
-from services.frame_path.records import encode_headers, sniff_content_type
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import RedisServer
+from services.records import encode_headers, sniff_content_type
+from services.stores.result_store import ResultStore
 from zsad_core.imageio import DEFAULT_LIMITS, decode_image, encode_jpeg, encode_png
 
 pytestmark = pytest.mark.integration

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettingsStore
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.camera_settings import CameraSettingsStore
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import ResultStore
 from zsad_core.decisions import DriftReference, MapPlacement, decode_regions, encode_regions, extract_regions
 from zsad_core.imageio import FrameGeometry
 

@@ -16,11 +16,11 @@ from ray import serve
 from stream_helpers import committed_offsets, produce_frames, stream_config, wait_until
 
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettingsStore
-from services.frame_path.result_store import ResultStore
-from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.serve_app import app_from_config
+from services.stores.camera_settings import CameraSettingsStore
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import ResultStore
 from zsad_core.decisions import MapPlacement, decode_regions, encode_regions, extract_regions
 
 pytestmark = pytest.mark.integration

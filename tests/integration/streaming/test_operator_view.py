@@ -23,9 +23,9 @@ from ray import serve
 from stream_helpers import FRAME_SIDE, produce_frames, stream_config
 
 from services.config import ViewConfig, ZsadConfig
-from services.frame_path.serve_app import app_from_config
 from services.local_stack.service_processes import NoidaBroker, RedisServer
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.serve_app import app_from_config
+from services.stores.prompt_registry import PromptRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from services.frame_path.producer import (
     record_limit,
     stream_synthetic,
 )
-from services.frame_path.records import H_DLQ_REASON, H_DLQ_SOURCE, BadHeadersError, DeadLetter, FrameHeaders
 from services.local_stack.service_processes import KafkaBroker, NoidaBroker
+from services.records import H_DLQ_REASON, H_DLQ_SOURCE, BadHeadersError, DeadLetter, FrameHeaders
 from zsad_core.preprocess import decode_image, encode_png
 
 pytestmark = pytest.mark.integration

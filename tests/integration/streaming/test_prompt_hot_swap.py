@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettings
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
-from services.frame_path.result_store import ResultStore
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.hot_swap import RegistryPrompts, prompt_follower, report_refusals
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.camera_settings import CameraSettings
+from services.stores.prompt_registry import PromptRegistry
+from services.stores.result_store import ResultStore
 from zsad_core.artifacts import WEIGHTS_FILE, save_prompts
 from zsad_core.methods import load_method
 

@@ -20,8 +20,8 @@ import yaml
 from services.audit_log import AUDIT_MAX_ENTRIES, audit_key
 from services.cli.main import main
 from services.local_stack.service_processes import RedisServer
-from services.prompt_lifecycle.artifact_store import ArtifactStoreError, RedisArtifactStore
-from services.prompt_lifecycle.prompt_registry import (
+from services.stores.artifact_store import ArtifactStoreError, RedisArtifactStore
+from services.stores.prompt_registry import (
     CorruptArtifactError,
     PromotionRefusedError,
     PromptRegistry,

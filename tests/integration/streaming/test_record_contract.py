@@ -20,15 +20,15 @@ from stream_helpers import (
 
 from services.config import ZsadConfig
 from services.frame_path.decoding import content_digest
-from services.frame_path.records import (
+from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.records import (
     H_CAPTURE_TS,
     H_DLQ_DETAIL,
     H_DLQ_REASON,
     H_DLQ_SOURCE,
     encode_headers,
 )
-from services.frame_path.result_store import FrameResult
-from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.stores.result_store import FrameResult
 
 pytestmark = pytest.mark.integration
 

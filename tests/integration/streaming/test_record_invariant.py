@@ -21,8 +21,8 @@ from stream_helpers import Deployment, frame_bytes, stream_config
 from test_record_contract import Sent, jpeg_headers, send_raw, wait_committed_past
 
 from services.config import ZsadConfig
-from services.frame_path.records import H_DLQ_SOURCE, MAX_FUTURE_SKEW_S, encode_headers
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.records import H_DLQ_SOURCE, MAX_FUTURE_SKEW_S, encode_headers
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,10 @@ from stream_helpers import (
 )
 
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettingsStore
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
-from services.frame_path.result_store import ResultStore, StoredResult, events_key
 from services.local_stack.service_processes import KafkaBroker, RedisServer
 from services.prompt_lifecycle.hot_swap import RegistryReferences, report_refusals
-from services.prompt_lifecycle.prompt_registry import PromotionRefusedError, PromptRegistry
 from services.prompt_lifecycle.reference_sets import (
     ReferenceInputError,
     build_reference_set,
@@ -33,6 +30,9 @@ from services.prompt_lifecycle.reference_sets import (
     images_from_folder,
     reference_registry,
 )
+from services.stores.camera_settings import CameraSettingsStore
+from services.stores.prompt_registry import PromotionRefusedError, PromptRegistry
+from services.stores.result_store import ResultStore, StoredResult, events_key
 from zsad_core.errors import ImageTooLargeError
 from zsad_core.few_shot import fuse_scores
 from zsad_core.imageio import encode_png

@@ -10,7 +10,8 @@ import redis
 from pydantic import SecretStr
 
 from services.config import RedisConfig
-from services.frame_path.result_store import (
+from services.local_stack.service_processes import RedisServer
+from services.stores.result_store import (
     MAP_LEVELS,
     FrameResult,
     ResultStore,
@@ -22,7 +23,6 @@ from services.frame_path.result_store import (
     result_key,
     scores_key,
 )
-from services.local_stack.service_processes import RedisServer
 
 pytestmark = pytest.mark.integration
 TTL_S = 600

@@ -20,9 +20,9 @@ import yaml
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
-from services.frame_path.result_store import FrameResult, ResultStore, result_key
 from services.local_stack.service_processes import NoidaBroker, RedisServer
-from services.operator_view.readers import OverlayRenderer, text_fields
+from services.read_models import OverlayRenderer, text_fields
+from services.stores.result_store import FrameResult, ResultStore, result_key
 from zsad_core.preprocess import encode_png
 from zsad_core.visualize import overlay
 

@@ -32,8 +32,8 @@ from test_ingest_worker_kafka import RawHeaderName
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer
-from services.frame_path.records import H_DLQ_REASON, encode_headers
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.records import H_DLQ_REASON, encode_headers
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ def test_a_model_that_fails_on_everything_gets_its_replica_replaced_and_dead_let
 ) -> None:
     from test_prompt_hot_swap import METHOD, make_versions
 
-    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from services.stores.prompt_registry import PromptRegistry
     from zsad_core.artifacts import save_prompts
     from zsad_core.methods import load_method
 

@@ -29,8 +29,8 @@ from stream_helpers import (
 
 from services.config import ZsadConfig
 from services.frame_path.producer import FrameProducer
-from services.frame_path.records import H_DLQ_REASON, encode_headers
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.records import H_DLQ_REASON, encode_headers
 from zsad_core.imageio import decode_image, encode_jpeg, encode_png
 
 pytestmark = pytest.mark.integration
@@ -236,7 +236,7 @@ def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
 ) -> None:
     from test_prompt_hot_swap import METHOD, make_versions
 
-    from services.prompt_lifecycle.prompt_registry import PromptRegistry
+    from services.stores.prompt_registry import PromptRegistry
 
     namespace = f"test:{unique}:registry"
     registry = PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from services.cli.main import build_parser
-from services.prompt_lifecycle.schedules import SCHEDULABLE_COMMANDS, ScheduleError, check_command
+from services.stores.schedules import SCHEDULABLE_COMMANDS, ScheduleError, check_command
 
 
 def _sub_parser(name: str) -> argparse.ArgumentParser:

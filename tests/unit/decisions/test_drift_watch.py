@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.decisions.drift_watch import DriftWatch, drift_reference
+from services.frame_path.drift_watch import DriftWatch, drift_reference
 from zsad_core.decisions import DriftReference
 from zsad_core.decisions.drift import MIN_WINDOW
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettingsError, CameraSettingsStore
-from services.prompt_lifecycle.prompt_registry import PromptRegistry
+from services.stores.camera_settings import CameraSettingsError, CameraSettingsStore
+from services.stores.prompt_registry import PromptRegistry
 
 
 @pytest.mark.parametrize("field", ["threshold", "pixel_threshold", "min_area"])

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from services.config import ConfigError, load_config
-from services.decisions.camera_settings import CameraSettings
+from services.stores.camera_settings import CameraSettings
 
 CAMERA = {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5}
 

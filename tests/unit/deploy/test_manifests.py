@@ -42,7 +42,7 @@ CLUSTER = ROOT / "cluster"
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cpu"]
 
 APP_NAME = "zsad"
-IMPORT_PATH = "services.frame_path.serve_app:build_app"
+IMPORT_PATH = "services.serve_app:build_app"
 CONFIG_PATH = "/etc/zsad/config.yaml"
 SECRET_ENV = {
     "ZSAD_REDIS__PASSWORD": "zsad-redis",
@@ -771,8 +771,8 @@ def test_cluster_launcher_installs_the_project_the_readme_way() -> None:
 def test_serve_config_is_the_one_the_app_generates_from_its_zsad_config(
     label: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The manifests' Serve options are checked against services.frame_path.serve_app, so the two cannot drift."""
-    from services.frame_path.serve_app import serve_config
+    """The manifests' Serve options are checked against services.serve_app, so the two cannot drift."""
+    from services.serve_app import serve_config
 
     for name in list(os.environ):
         if name.startswith("ZSAD_"):
@@ -788,7 +788,7 @@ def test_the_app_applies_the_options_it_publishes() -> None:
     """What serve_config prints is what Serve builds from app_from_config (Serve's own build step)."""
     from ray.serve._private.build_app import build_app
 
-    from services.frame_path.serve_app import APP_NAME, app_from_config, deployment_options
+    from services.serve_app import APP_NAME, app_from_config, deployment_options
 
     config = load_config(None)
     built = build_app(app_from_config(config), name=APP_NAME).deployments

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from services.config import ConfigError, LimitsConfig
-from services.frame_path.records import BadHeadersError
 from services.gateway.encoding import FrameEncoding, frame_from_bytes, frame_from_pixels
 from services.gateway.part_identity import PartIdentity
+from services.records import BadHeadersError
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import decode_image, encode_png
 

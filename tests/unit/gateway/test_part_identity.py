@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from services.frame_path.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION
 from services.gateway.part_identity import (
     BadPartIdentityError,
     PartIdentity,
@@ -15,6 +14,7 @@ from services.gateway.part_identity import (
     identity_from_sidecar,
     sidecar_path,
 )
+from services.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION
 
 PATTERN = compile_part_pattern(r"^(?P<serial>SN[0-9]+)_(?P<station>ST[0-9]+)")
 

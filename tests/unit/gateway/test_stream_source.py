@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from services.config import LimitsConfig
-from services.frame_path.records import FrameHeaders
 from services.gateway.encoding import FrameEncoding
 from services.gateway.frames import GatewayFrame
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.stream_source import StreamSource
 from services.local_stack.service_processes import free_port
+from services.records import FrameHeaders
 from zsad_core.imageio import decode_image, encode_jpeg
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.operator_view.charts import SERIES, sparkline_svg
-from services.operator_view.readers import boxes_of, decision_of, text_fields
+from services.read_models import boxes_of, decision_of, text_fields
 
 
 def test_sparkline_maps_time_and_value_to_the_box() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.prompt_lifecycle.artifact_store import (
+from services.stores.artifact_store import (
     ArtifactHashError,
     ArtifactStoreError,
     FsspecArtifactStore,

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from services.config import ZsadConfig
-from services.prompt_lifecycle.artifact_store import ArtifactStoreError, FsspecArtifactStore, LocalDirectoryStore
 from services.prompt_lifecycle.training_checkpoints import (
     CHECKPOINT_FILES,
     STATE_FILE,
@@ -20,6 +19,7 @@ from services.prompt_lifecycle.training_checkpoints import (
     CheckpointStore,
     Progress,
 )
+from services.stores.artifact_store import ArtifactStoreError, FsspecArtifactStore, LocalDirectoryStore
 
 RNGS = [{"bit_generator": "PCG64", "state": {"state": 2**100 + 1, "inc": 7}}, {"bit_generator": "PCG64"}]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from services.cli.main import build_parser
-from services.prompt_lifecycle.schedules import ScheduleError, check_command
 from services.prompt_lifecycle.training_job import TrainJobError, scaling_config, spec_from_fields
+from services.stores.schedules import ScheduleError, check_command
 
 FIELDS = {"method": "vcp-clip", "train_data": "synthetic:classes=1", "eval_data": "synthetic:classes=1"}
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from services.config import ConfigError, ZsadConfig, load_config
-from services.frame_path.serve_app import APP_NAME, app_from_config, deployment_options
+from services.serve_app import APP_NAME, app_from_config, deployment_options
 
 CAMERAS = {"cam1": {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5}}
 

@@ -13,7 +13,7 @@ from PIL import Image
 from services.config import CameraConfig
 from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.decoding import FrameRequest, RoiOutsideFrameError, decode_record, model_input_sizes
-from services.frame_path.records import encode_headers
+from services.records import encode_headers
 from zsad_core.errors import TruncatedImageError
 from zsad_core.imageio import DEFAULT_LIMITS, FrameGeometry, decode_image, encode_jpeg, encode_png
 

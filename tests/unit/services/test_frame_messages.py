@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.frame_path.records import (
+from services.records import (
     DLQ_TOPIC,
     H_CAPTURE_TS,
     H_CONTENT_TYPE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.frame_path.result_store import (
+from services.stores.result_store import (
     MAP_LEVELS,
     FrameResult,
     StoredResult,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.frame_path.serve_app import Inspector
+from services.serve_app import Inspector
 
 
 def test_the_shutdown_hook_of_a_replica_that_never_finished_its_constructor_is_quiet() -> None:

@@ -56,7 +56,7 @@ import redis
 from safetensors import SafetensorError, safe_open
 
 from services.audit_log import append_audit, audit_key
-from services.prompt_lifecycle.artifact_store import (
+from services.stores.artifact_store import (
     DEFAULT_MAX_REDIS_BYTES,
     ArtifactStore,
     ArtifactStoreError,

@@ -1,6 +1,6 @@
 """What the pages show, read from Redis, Kafka and the registry, tolerant of fields it does not know.
 
-Why raw hashes and not :class:`~services.frame_path.result_store.StoredResult`: results gain fields over time
+Why raw hashes and not :class:`~services.stores.result_store.StoredResult`: results gain fields over time
 (``decision``, ``regions``, versions); the view shows what a hash holds and draws what it understands, so a
 result written by an older or newer inspector still renders.
 """
@@ -21,9 +21,9 @@ import numpy as np
 import redis
 
 from services.config import ZsadConfig
-from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
-from services.frame_path.records import FRAME_ID_PATTERN
-from services.frame_path.result_store import ResultStore, events_key, result_key, roi_of
+from services.records import FRAME_ID_PATTERN
+from services.stores.frame_readback import FrameUnavailableError, fetch_frame
+from services.stores.result_store import ResultStore, events_key, result_key, roi_of
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import decode_image, encode_png
 from zsad_core.visualize import overlay

@@ -14,8 +14,8 @@ import time
 import redis
 
 from services.config import ZsadConfig
-from services.frame_path.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
-from services.frame_path.result_store import camera_prefix, result_key
+from services.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
+from services.stores.result_store import camera_prefix, result_key
 from zsad_core.errors import ZsadError
 
 MARK_LABELS = ("good", "bad")
@@ -66,8 +66,8 @@ def read_marked_frames(config: ZsadConfig, camera: str, label: str, n: int) -> l
     Why one reader: calibration and reference sets both learn from the frames an operator confirmed; frames whose
     result or Kafka record has expired since the mark are skipped (the callers decide whether none is an error).
     """
-    from services.frame_path.frame_readback import FrameUnavailableError, fetch_frame
-    from services.frame_path.result_store import ResultStore
+    from services.stores.frame_readback import FrameUnavailableError, fetch_frame
+    from services.stores.result_store import ResultStore
 
     store = ResultStore.from_config(config)
     frames = []

@@ -1,7 +1,7 @@
 """The Ray Serve application: the ``Inspector`` model replicas and the ``IngestController`` that feeds them.
 
 Why ingest lives in the same application: one ``serve run``/``serve deploy``/KubeRay ``RayService`` then
-starts, upgrades and stops the whole pipeline, and ``serve build services.frame_path.serve_app:build_app`` describes all
+starts, upgrades and stops the whole pipeline, and ``serve build services.serve_app:build_app`` describes all
 of it. The controller is one replica that hosts the :class:`~services.frame_path.supervisor.IngestSupervisor`; if it
 dies, Serve restarts it and its new actors resume from the committed offsets.
 
@@ -46,18 +46,18 @@ class Inspector:
         import ray
         import torch
 
-        from services.decisions.camera_settings import CameraSettingsStore
         from services.frame_path.inspector import InspectorCore
         from services.frame_path.metrics import PipelineMetrics
-        from services.frame_path.result_store import ResultStore
         from services.prompt_lifecycle.hot_swap import (
             RegistryPrompts,
             RegistryReferences,
             prompt_follower,
             reference_follower,
         )
-        from services.prompt_lifecycle.prompt_registry import PromptRegistry
         from services.prompt_lifecycle.reference_sets import reference_registry
+        from services.stores.camera_settings import CameraSettingsStore
+        from services.stores.prompt_registry import PromptRegistry
+        from services.stores.result_store import ResultStore
 
         serving = config.serving
         # Ray sets the thread count to the actor's CPUs; the configured value wins, as a busy neighbour on a
@@ -138,7 +138,7 @@ def _settings_follower(store: Any, core: Any) -> Any:
     first batch, when Redis answers, else as soon as it does."""
     import redis
 
-    from services.decisions.camera_settings import CameraSettingsFollower
+    from services.stores.camera_settings import CameraSettingsFollower
 
     def apply(settings: Any) -> None:
         core.apply_settings(settings, store.drift_reference(settings))
@@ -240,7 +240,7 @@ def serve_config(config: ZsadConfig, config_path: str) -> dict[str, Any]:
     return {
         "name": APP_NAME,
         "route_prefix": ROUTE_PREFIX,
-        "import_path": "services.frame_path.serve_app:build_app",
+        "import_path": "services.serve_app:build_app",
         "args": {"config": config_path},
         "deployments": [{"name": name, **settings} for name, settings in options.items()],
     }
@@ -255,7 +255,7 @@ def app_from_config(config: ZsadConfig) -> serve.Application:
 
 
 def build_app(args: dict[str, str]) -> serve.Application:
-    """Application builder for ``serve run/build/deploy services.frame_path.serve_app:build_app config=FILE``.
+    """Application builder for ``serve run/build/deploy services.serve_app:build_app config=FILE``.
 
     Args:
         args: ``{"config": path}``; without it the embedded defaults. Secrets come from ``ZSAD_*``

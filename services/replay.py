@@ -32,7 +32,7 @@ from services.config import ZsadConfig
 from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.decoding import FrameAck, FrameRequest, decode_record, model_input_sizes
 from services.frame_path.producer import record_limit
-from services.frame_path.result_store import ResultStore
+from services.stores.result_store import ResultStore
 from zsad_core.errors import ZsadError
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class _InspectorConnection:
         import ray
         from ray import serve
 
-        from services.frame_path.serve_app import APP_NAME
+        from services.serve_app import APP_NAME
 
         if not ray.is_initialized():
             if self.ray_address is None:

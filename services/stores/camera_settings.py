@@ -5,7 +5,7 @@ must change when the camera is recalibrated, without a redeploy. The YAML values
 camera without a stored record is served with them (:meth:`CameraSettingsStore.settings`), and the first change
 copies them into version ``s1``.
 
-The mechanisms are the prompt registry's (:mod:`services.prompt_lifecycle.prompt_registry`), with its
+The mechanisms are the prompt registry's (:mod:`services.stores.prompt_registry`), with its
 namespace, so one Redis holds one deployment's registry and cameras together:
 
 * a record never changes once written; versions come from a per-camera Redis INCR (``s<N>`` for settings,
@@ -40,9 +40,9 @@ from pydantic import ValidationError
 
 from services.audit_log import append_audit
 from services.config import CameraConfig, ZsadConfig
-from services.decisions.drift_watch import drift_reference
 from services.event_follower import CHECK_EVERY_S, EventFollower
-from services.prompt_lifecycle.prompt_registry import AuditEntry, PromptRegistry, RegistryError, _now, _text
+from services.frame_path.drift_watch import drift_reference
+from services.stores.prompt_registry import AuditEntry, PromptRegistry, RegistryError, _now, _text
 from zsad_core.decisions import DriftReference
 from zsad_core.errors import ZsadError
 

@@ -17,7 +17,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from services.config import KafkaConfig
-from services.frame_path.records import FrameHeaders
+from services.records import FrameHeaders
 from zsad_core.errors import ZsadError
 
 DEFAULT_TIMEOUT_S = 10.0

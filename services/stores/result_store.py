@@ -38,7 +38,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from services.config import RedisConfig, ZsadConfig
-from services.frame_path.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
+from services.records import CAMERA_ID_PATTERN, FRAME_ID_PATTERN
 from zsad_core.decisions import Region, decode_regions
 from zsad_core.imageio import encode_png
 
