@@ -138,7 +138,7 @@ def _settings_follower(store: Any, core: Any) -> Any:
     first batch, when Redis answers, else as soon as it does."""
     import redis
 
-    from services.stores.camera_settings import CameraSettingsFollower
+    from services.frame_path.settings_follower import CameraSettingsFollower
 
     def apply(settings: Any) -> None:
         core.apply_settings(settings, store.drift_reference(settings))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from zsad_core.decisions.drift import MIN_WINDOW, PSI_DRIFTED, DriftReference, DriftResult
 
@@ -52,8 +51,3 @@ class DriftWatch:
         self.drifted = result.drifted
         return DriftObservation(result, started)
 
-
-def drift_reference(evidence: dict[str, Any]) -> DriftReference | None:
-    """The reference bins a calibration record's evidence holds (``None``: calibrated without them)."""
-    stored = evidence.get("drift_reference")
-    return DriftReference.from_dict(stored) if stored is not None else None

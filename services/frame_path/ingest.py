@@ -891,7 +891,8 @@ def _follow_roi(config: ZsadConfig, worker: IngestWorker) -> Any:
     """Follow the cameras' live settings for their ROI (ingest crops before sending), as the replicas do."""
     import redis
 
-    from services.stores.camera_settings import CameraSettingsFollower, CameraSettingsStore
+    from services.frame_path.settings_follower import CameraSettingsFollower
+    from services.stores.camera_settings import CameraSettingsStore
     from services.stores.prompt_registry import PromptRegistry
     from services.stores.result_store import connect
 

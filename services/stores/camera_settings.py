@@ -15,7 +15,8 @@ namespace, so one Redis holds one deployment's registry and cameras together:
   ``camera_set``, ``calibrate`` or ``calibration_rollback``; ``alias`` is ``<camera>:settings`` or
   ``<camera>:calibration``; ``method`` is the camera's method), written in the same MULTI as the change;
 * every change is published on the registry's events channel as JSON ``{"camera", "kind": "settings",
-  "version", "action"}``; prompt followers ignore it (it names no method), :class:`CameraSettingsFollower` reads it.
+  "version", "action"}``; prompt followers ignore it (it names no method),
+  :class:`~services.frame_path.settings_follower.CameraSettingsFollower` reads it.
 
 A calibration moves two pointers in one transaction: the calibration history gets the new record, and the
 settings get a new version carrying its image and pixel thresholds. Rolling a calibration back pops the first and
@@ -29,9 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,16 +40,12 @@ from pydantic import ValidationError
 
 from services.audit_log import append_audit
 from services.config import CameraConfig, ZsadConfig
-from services.event_follower import CHECK_EVERY_S, EventFollower
-from services.frame_path.drift_watch import drift_reference
 from services.stores.prompt_registry import AuditEntry, PromptRegistry, RegistryError, _now, _text
 from zsad_core.decisions import DriftReference
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
-
-log = logging.getLogger(__name__)
 
 SETTABLE = ("threshold", "pixel_threshold", "min_area", "roi", "paused", "prompt_version")
 
@@ -427,72 +423,7 @@ def load_camera_settings(registry: PromptRegistry, config: ZsadConfig, camera: s
     return CameraSettingsStore(registry, config).settings(camera)
 
 
-class CameraSettingsFollower:
-    """Calls ``on_change`` with a camera's new settings whenever they change: the replica side of live settings.
-
-    An :class:`~services.event_follower.EventFollower` on the registry's events channel (with its periodic
-    re-read); ``on_change`` runs in the follower's thread and only for versions that differ from the last one it
-    was given (it is called once at start with the current settings). A camera whose settings cannot be read or
-    applied keeps its last ones (logged, retried at the next re-read) and never holds back the other cameras.
-
-    Args:
-        store: where settings live.
-        cameras: the cameras this replica serves.
-        on_change: receives each new :class:`CameraSettings`.
-        check_every_s: the fallback re-read interval.
-    """
-
-    def __init__(
-        self,
-        store: CameraSettingsStore,
-        cameras: Iterable[str],
-        on_change: Callable[[CameraSettings], None],
-        *,
-        check_every_s: float = CHECK_EVERY_S,
-    ) -> None:
-        self.store = store
-        self.cameras = tuple(cameras)
-        self.on_change = on_change
-        self._seen: dict[str, str | None] = {}
-        self._events = EventFollower(store.client, store.registry.events_channel, subject_of=_event_camera,
-                                     check=self._check, name="camera-settings-follower",
-                                     check_every_s=check_every_s)  # fmt: skip
-
-    def start(self) -> CameraSettingsFollower:
-        """Subscribe and start following in a daemon thread."""
-        self._events.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop following."""
-        self._events.stop(timeout_s)
-
-    def _check(self, camera: str | None) -> None:
-        if camera is None:
-            self.refresh(self.cameras)
-        elif camera in self.cameras:
-            self.refresh([camera])
-
-    def refresh(self, cameras: Iterable[str]) -> None:
-        """Re-read ``cameras`` and hand on the settings whose version changed, one camera at a time.
-
-        Raises:
-            redis.RedisError: Redis is unreachable (nothing more can be read; the follower subscribes again).
-        """
-        for camera in cameras:
-            try:
-                settings = self.store.settings(camera)
-                if camera in self._seen and self._seen[camera] == settings.version:
-                    continue
-                self.on_change(settings)
-            except redis.RedisError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this camera's record or its application is bad, not the others
-                log.warning("%s: cannot apply its live settings, keeping the last ones: %s", camera, exc)
-                continue
-            self._seen[camera] = settings.version  # only once applied: a failed apply is retried
-
-
-def _event_camera(event: dict[str, object]) -> str | None:
-    camera = event.get("camera")
-    return camera if event.get("kind") == "settings" and isinstance(camera, str) else None
+def drift_reference(evidence: dict[str, Any]) -> DriftReference | None:
+    """The reference bins a calibration record's evidence holds (``None``: calibrated without them)."""
+    stored = evidence.get("drift_reference")
+    return DriftReference.from_dict(stored) if stored is not None else None

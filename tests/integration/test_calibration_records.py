@@ -20,8 +20,9 @@ import yaml
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
+from services.frame_path.settings_follower import CameraSettingsFollower
 from services.local_stack.service_processes import NoidaBroker, RedisServer
-from services.stores.camera_settings import CameraSettings, CameraSettingsFollower, CameraSettingsStore
+from services.stores.camera_settings import CameraSettings, CameraSettingsStore
 from services.stores.operator_marks import MarkError, mark_frame, marked_frames
 from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import FrameResult, ResultStore, result_key

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.frame_path.drift_watch import DriftWatch, drift_reference
+from services.frame_path.drift_watch import DriftWatch
+from services.stores.camera_settings import drift_reference
 from zsad_core.decisions import DriftReference
 from zsad_core.decisions.drift import MIN_WINDOW
 
