@@ -1,4 +1,7 @@
-"""What the pages show, read from Redis, Kafka and the registry, tolerant of fields it does not know.
+"""What the web view's pages and the Python client show, read from Redis and Kafka, tolerant of unknown fields.
+
+Why a module beside the view and not inside it: :mod:`services.client` reads and renders results the same way,
+and an integration's client must not load the web application.
 
 Why raw hashes and not :class:`~services.stores.result_store.StoredResult`: results gain fields over time
 (``decision``, ``regions``, versions); the view shows what a hash holds and draws what it understands, so a

@@ -1,10 +1,8 @@
-"""From scores to decisions: per-camera live settings and calibration records, and calibrating from images.
+"""From scores to decisions: calibrating a camera's thresholds from images (runtime layer).
 
-:mod:`.camera_settings` keeps one versioned settings record per camera (thresholds, region settings, ROI,
-paused, followed prompt version) and the calibration records that set thresholds, with history, audit entries
-and change notices on the prompt registry's stream and channel; serving replicas read them with
-:func:`~.camera_settings.load_camera_settings` and follow changes with
-:class:`~.camera_settings.CameraSettingsFollower`. :mod:`.calibration` scores a folder of known-good (and
-optionally known-bad) images with a camera's method and decides its thresholds (:mod:`zsad_core.decisions`).
-:mod:`.operator_marks` records which results an operator marked good or bad.
+:mod:`.calibration` scores a folder of known-good (and optionally known-bad) images, or the frames an operator
+marked (:mod:`services.stores.operator_marks`), with a camera's method and decides its thresholds
+(:mod:`zsad_core.decisions`); ``zsad calibrate`` records the decision in :mod:`services.stores.camera_settings`,
+which keeps one versioned settings record per camera (thresholds, region settings, ROI, paused, followed prompt
+version). Serving replicas follow those settings with :mod:`services.frame_path.settings_follower`.
 """

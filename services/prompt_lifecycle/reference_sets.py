@@ -3,7 +3,7 @@
 Why the prompt registry: a camera's reference set changes what its scores mean exactly as a prompt version
 does, so it needs the same guarantees: an immutable, hash-checked copy; aliases with history for promotion and
 rollback; an audit; a channel the replicas follow. The registry holds it as the :data:`REFERENCES` kind, in the
-same kind of artifact store as the prompts (:func:`~.artifact_store.store_root_beside`:
+same kind of artifact store as the prompts (:func:`~services.stores.artifact_store.store_root_beside`:
 ``<registry.root>/references/<camera>/r<N>/`` for a directory or URL; the registry's Redis for ``redis://``), under
 the namespace ``<registry.namespace>:references`` and with node copies under ``<registry.cache_dir>/references``.
 

@@ -1,9 +1,9 @@
 """The scheduler of scheduled retraining: a detached Ray actor that submits due schedules as Ray Jobs.
 
 Why an actor on the cluster: it outlives the CLI that started it, Ray restarts it if its process dies
-(``max_restarts=-1``), and it needs nothing but Redis (the schedules, :mod:`.schedules`) and the Jobs API of
-the cluster it runs on (found through the Ray connection, so nobody passes it the dashboard's address). There is
-one per cluster: named :data:`ACTOR_NAME` in namespace :data:`NAMESPACE`, started by :func:`ensure_scheduler`.
+(``max_restarts=-1``), and it needs nothing but Redis (the schedules, :mod:`services.stores.schedules`) and the Jobs
+API of the cluster it runs on (found through the Ray connection, so nobody passes it the dashboard's address). There
+is one per cluster: named :data:`ACTOR_NAME` in namespace :data:`NAMESPACE`, started by :func:`ensure_scheduler`.
 
 Every ``interval_s`` seconds :meth:`Scheduler.tick` reads the schedules and, for each enabled one, the latest
 scheduled time that is due (after both its creation and its last run), and submits it as a Ray Job.
@@ -14,7 +14,7 @@ older ones).
 
 At most one run per scheduled time, even with two schedulers racing or one restarting between a submission and
 its record: the run's submission id is derived from the schedule's name and the scheduled time
-(:func:`.schedules.submission_id`), the last run is recorded in Redis and nothing at or before it is due
+(:func:`services.stores.schedules.submission_id`), the last run is recorded in Redis and nothing at or before it is due
 again, and the Jobs API refuses a second job with an existing submission id. A refused submission whose id the
 Jobs API knows counts as already submitted (it is recorded, not retried); any other failed submission is retried
 at the next tick.

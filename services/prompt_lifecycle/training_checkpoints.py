@@ -3,14 +3,14 @@
 Why not Ray Train's own checkpoints: Ray Train uploads a reported checkpoint from each worker into its
 ``storage_path``, so on a cluster of several machines that path must be a file system every node mounts (or an
 object store Ray Train is configured for). The prompt registry already has stores that every node reaches without
-one: ``redis://`` and object-store URLs (:mod:`.artifact_store`). A training checkpoint is small (the prompt weights
-and their optimiser state), so it goes to the same kind of store, beside the prompts
-(:func:`~.artifact_store.store_root_beside` with ``checkpoints``; namespace ``<registry.namespace>:checkpoints``
-for ``redis://``), keyed by run name and epoch: ``<run>/epoch-<N>``. A worker on any node can then save one, and
-a worker started on a new node after a failure can restore it.
+one: ``redis://`` and object-store URLs (:mod:`services.stores.artifact_store`). A training checkpoint is small (the
+prompt weights and their optimiser state), so it goes to the same kind of store, beside the prompts
+(:func:`~services.stores.artifact_store.store_root_beside` with ``checkpoints``; namespace
+``<registry.namespace>:checkpoints`` for ``redis://``), keyed by run name and epoch: ``<run>/epoch-<N>``. A worker
+on any node can then save one, and a worker started on a new node after a failure can restore it.
 
-A checkpoint is three files written by rank 0 in one :meth:`~.artifact_store.ArtifactStore.put` (write-once,
-like every version in a store):
+A checkpoint is three files written by rank 0 in one :meth:`~services.stores.artifact_store.ArtifactStore.put`
+(write-once, like every version in a store):
 
 * ``trainer_state.pt``: :meth:`zsad_core.training.PromptTrainer.state_dict` of rank 0 (tensors, numbers and strings
   only: it is read back with ``torch.load(weights_only=True)``, so no arbitrary object is ever unpickled);

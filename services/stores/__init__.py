@@ -1,1 +1,8 @@
-"""Stores: what the system keeps in Redis, Kafka and the artifact store; no threads, no Ray."""
+"""Stores: what the system keeps, read and written without threads or Ray (the layer above contracts and config).
+
+:mod:`.result_store` (results, maps, event streams and scores in Redis), :mod:`.frame_readback` (one frame read
+back from Kafka), :mod:`.prompt_registry` and :mod:`.artifact_store` (versioned prompts and reference sets),
+:mod:`.camera_settings` (live settings and calibration records), :mod:`.operator_marks` (results marked good or
+bad) and :mod:`.schedules` (retraining schedules). The threads and actors that use them (ingest, the replicas and
+their followers, the scheduler) are in the runtime layer above.
+"""

@@ -26,16 +26,16 @@ The artifact's two files, byte for byte and never changed, live in the store ``r
 (:mod:`.artifact_store`): a local directory on one machine, the registry's Redis (``redis://``) or an object store
 URL on a cluster without shared disk. A record holds the artifact's ``location`` in that store.
 
-Kinds: the same registry holds few-shot reference sets (:mod:`.reference_sets`) as another
+Kinds: the same registry holds few-shot reference sets (:mod:`services.prompt_lifecycle.reference_sets`) as another
 :class:`ArtifactKind`: their subject is a camera instead of a method, their versions are ``r<N>``, and a
 registry of that kind works under its own namespace and root, so its aliases, history, audit and events never
 mix with the prompts'.
 
-Serving (:mod:`.hot_swap`) resolves a camera's ``prompt_version`` and calls :meth:`PromptRegistry.materialise`:
-a local directory holding the files (for a remote store, a copy in the node's cache directory) after they were
-checked against the record; then ``zsad_core.artifacts.load_prompts`` refuses an artifact made for another model.
-:meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion gate.
-"""
+Serving (:mod:`services.prompt_lifecycle.hot_swap`) resolves a camera's ``prompt_version`` and calls
+:meth:`PromptRegistry.materialise`: a local directory holding the files (for a remote store, a copy in the node's
+cache directory) after they were checked against the record; then ``zsad_core.artifacts.load_prompts`` refuses an
+artifact made for another model. :meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion
+gate. """
 
 from __future__ import annotations
 

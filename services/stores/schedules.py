@@ -1,13 +1,13 @@
 """Scheduled retraining: what a schedule is, how it is checked, and where it is kept (Redis).
 
-Why apart from the scheduler actor (:mod:`.scheduler_actor`): ``zsad schedule add`` checks and stores schedules
-without Ray, and the actor checks again, with the same functions, what it reads back from Redis before it submits
-anything, so a record written to Redis by hand cannot start anything but a valid ``zsad`` command.
+Why apart from the scheduler actor (:mod:`services.prompt_lifecycle.scheduler_actor`): ``zsad schedule add`` checks
+and stores schedules without Ray, and the actor checks again, with the same functions, what it reads back from Redis
+before it submits anything, so a record written to Redis by hand cannot start anything but a valid ``zsad`` command.
 
 What may run: one of the sub-commands declared in :data:`SCHEDULABLE_COMMANDS` with its arguments, checked
 against that declaration when the schedule is added. Why a declaration of its own instead of the CLI's parser:
 the scheduler actor checks every command again before it submits it, and importing the CLI there would load every
-command's module into the actor and make this package depend on the layer above it (a unit test checks that
+command's module into the actor and make the stores depend on the top layer (a unit test checks that
 the declaration accepts exactly the options of the CLI's parser for those sub-commands). Ray Jobs runs an
 entrypoint through a shell, so the entrypoint is built here from that argument list with every argument
 shlex-quoted (:func:`entrypoint`): no text a client stores is ever run as shell code.
