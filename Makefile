@@ -18,8 +18,10 @@ test: bootstrap
 test-fast: bootstrap
 	@$(PY) -m pytest -q -n 2 -m "not integration and not slow" --durations=10
 
+# ruff, then the import contracts of pyproject.toml: a module importing a layer above its own fails here.
 lint: bootstrap
 	@$(VENV)/bin/ruff check zsad_core services tests benchmarks scripts
+	@$(VENV)/bin/lint-imports --no-cache
 
 bench: bootstrap
 	@$(PY) -m benchmarks.bench_metrics && $(PY) -m benchmarks.bench_methods && $(PY) -m benchmarks.bench_pipeline
