@@ -1,15 +1,22 @@
-"""The running system around ``zsad_core``, one package per path that data takes.
+"""The running system around ``zsad_core``, in four layers; a module imports only its own layer and those below.
 
-* :mod:`services.frame_path`: a camera frame's way from Kafka to a stored anomaly map (records, decoding,
-  ingest, offsets, supervisor, the Serve inspector, the Redis result store, metrics, producer, read-back).
-* :mod:`services.prompt_lifecycle`: a learnable prompt's way from a training job through the versioned
-  registry into serving replicas (registry, hot-swap followers, Ray Train job, schedules and their actor).
-* :mod:`services.cli`: the ``zsad`` command line, a thin layer over the two paths above.
-* :mod:`services.local_stack`: the one-machine stack that ``zsad up`` runs (Redis, a Kafka-protocol broker,
-  Ray and the Serve application) for demos, development and the integration tests.
+* **Composition**: what knows the whole application. :mod:`services.cli` (the ``zsad`` command line),
+  :mod:`services.local_stack` (the one-machine stack of ``zsad up``: Redis, a Kafka-protocol broker, Ray and the
+  Serve application), :mod:`services.serve_app` (the Serve application that wires every deployment) and
+  :mod:`services.replay` (re-scoring frames through that application).
+* **Runtime**: what runs. :mod:`services.frame_path` (ingest, the inspector replica, its settings follower, drift),
+  :mod:`services.prompt_lifecycle` (training, hot swap, reference sets, the scheduler actor),
+  :mod:`services.decisions` (calibration), :mod:`services.operator_view` (the web view),
+  :mod:`services.read_models` (what the view and :mod:`services.client`, the Python client, read),
+  :mod:`services.gateway` (cameras into Kafka) and :mod:`services.event_follower` (the followers' loop).
+* **Stores**: :mod:`services.stores`, what the system keeps (results, frames read back, the registry and its
+  artifacts, camera settings, operator marks, schedules), with no threads and no Ray.
+* **Contracts and config**: :mod:`services.records` (the frame record format), :mod:`services.config` (the one
+  configuration file every layer reads), :mod:`services.audit_log` (the one writer of the operators' audit
+  stream), and :mod:`services.config_reference`, :mod:`services.backoff`, :mod:`services.arg_types`,
+  :mod:`services.state_home`.
 
-:mod:`services.config` is the one configuration file that every path reads; :mod:`services.audit_log` (the one
-writer of the operators' audit stream) and :mod:`services.backoff` (the one retry backoff) sit beside it. Lower
-layers never import higher ones: the paths import ``zsad_core`` and ``services.config``, the local stack imports the
-frame path, and only the command line imports everything.
+No two packages or modules here import each other, and ``zsad_core`` imports nothing from here. ``make lint``
+checks the layers and the cycles (import-linter, ``[tool.importlinter]`` in ``pyproject.toml``; docs/architecture.md
+shows them).
 """
