@@ -211,7 +211,10 @@ class CameraSettingsStore:
                 {**configured.model_dump(), **{k: v for k, v in changes.items() if k in ("threshold", "roi")}}
             )
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
             raise CameraSettingsError(f"invalid settings for {camera}: {problems}") from None
         if "threshold" in changes:
             checked["threshold"] = probe.threshold
