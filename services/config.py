@@ -324,7 +324,7 @@ class ServingConfig(_Section):
         precision: backbone precision; ``amp_bf16`` (autocast, fp32 weights) is the GPU setting.
         max_ongoing_requests: frames one replica accepts at once (queued for or inside a batch); ``None`` is
             four batches, at least 64.
-        autoscaling: Serve autoscaling instead of a fixed ``num_replicas``.
+        autoscaling: Serve autoscaling instead of a fixed ``num_replicas``; setting both is an error.
         graceful_shutdown_timeout_s: how long a stopping replica may finish its batches.
         unhealthy_after_model_failures: consecutive batches on which the model failed for every frame before the
             replica's health check fails and Serve replaces it (a broken device or model; Redis outages do not
@@ -360,6 +360,13 @@ class ServingConfig(_Section):
             raise ValueError(f"pretrained: true, but backbone {self.backbone} has no tag and backbone_weights is "
                              f"not set: set backbone_weights to its weight file, name a tag ({self.backbone}:openai), "
                              "or set pretrained: false for random weights")
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_fixed_or_autoscaled(self) -> ServingConfig:
+        # Serve would take one and drop the other without a word; the file must say which it means.
+        if self.autoscaling is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError("set serving.num_replicas (a fixed count) or serving.autoscaling, not both")
         return self
 
     @property

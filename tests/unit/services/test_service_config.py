@@ -148,6 +148,18 @@ def test_every_builtin_method_documents_its_score_range() -> None:
         assert f"| `{name}` | {builtin.score_range.describe()} |" in methods_page, name
 
 
+def test_num_replicas_with_autoscaling_is_one_error_naming_both_keys(tmp_path: Path) -> None:
+    document = defaults_document()  # sets serving.num_replicas: 1
+    document["serving"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 3}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, document))
+    (line,) = [line for line in str(info.value).splitlines() if "serving" in line]
+    assert line.strip() == ("serving: Value error, set serving.num_replicas (a fixed count) or serving.autoscaling, "
+                            "not both")
+    del document["serving"]["num_replicas"]
+    assert load_config(write(tmp_path, document)).serving.autoscaling is not None
+
+
 def test_missing_field_is_named(tmp_path: Path) -> None:
     document = defaults_document()
     del document["cameras"]["cam2"]["class_name"]
