@@ -13,6 +13,7 @@ environment names, so a camera overridden from the environment must have a lower
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -24,7 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from services.records import DLQ_TOPIC, FRAMES_TOPIC, CameraId
 from services.state_home import in_state_home
 from zsad_core.errors import ZsadError
-from zsad_core.method_names import method_names
+from zsad_core.method_names import method_names, score_range
 
 if TYPE_CHECKING:
     from zsad_core.imageio import ImageLimits
@@ -209,7 +210,10 @@ class CameraConfig(_Section):
         domain: ``object`` or ``texture`` (domain-aware prompts).
         prompt_version: a prompt artifact version, an alias (``champion``), or ``None`` for the method's
             zero-shot prompts.
-        threshold: score above which a frame is labelled anomalous.
+        threshold: score above which a frame is labelled anomalous; it must lie in the method's score range
+            (docs/methods.md: ``[0, 1]`` for the probabilities, ``[-4, 5]`` for ``clip-ad`` with its four taps), or
+            every frame would get the same label. With ``references`` only its lower end is checked, as the
+            few-shot distances have no upper bound.
         pixel_threshold: map value from which a pixel belongs to a defect region; ``None``: no regions.
         min_area: smallest defect region kept, in frame pixels.
         roi: ``[x, y, w, h]`` region of interest in image pixels; ``None`` for the whole frame.
@@ -226,7 +230,7 @@ class CameraConfig(_Section):
     class_name: str = Field(min_length=1, max_length=128)
     domain: Literal["object", "texture"] = "object"
     prompt_version: str | None = Field(None, min_length=1, max_length=128)
-    threshold: float = Field(ge=0.0, allow_inf_nan=False)
+    threshold: float = Field(allow_inf_nan=False)
     pixel_threshold: float | None = Field(None, allow_inf_nan=False)
     min_area: int = Field(0, ge=0)
     roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], PositiveInt, PositiveInt] | None = None
@@ -261,6 +265,28 @@ class CameraConfig(_Section):
         if value not in known:
             raise ValueError(f"unknown method {value!r}; methods are {known}")
         return value
+
+    @model_validator(mode="after")
+    def _threshold_in_score_range(self) -> CameraConfig:
+        # Checked here, so the YAML file and a live `zsad camera set` (validated with this model) refuse it alike.
+        bounds = self.threshold_bounds()
+        if bounds is not None and not bounds[0] <= self.threshold <= bounds[1]:
+            shown = f"[{bounds[0]:g}, {bounds[1]:g}]" if math.isfinite(bounds[1]) else f"[{bounds[0]:g}, inf)"
+            scope = " with references" if self.references is not None else ""
+            raise ValueError(f"threshold {self.threshold:g} is outside the score range of method {self.method}"
+                             f"{scope}, {shown}")
+        return self
+
+    def threshold_bounds(self) -> tuple[float, float] | None:
+        """Where this camera's image score can lie (``None``: a third-party method, range unknown).
+
+        A reference set's fused score mixes in nearest-neighbour distances, which have no upper bound (``l2``).
+        """
+        known = score_range(self.method)
+        if known is None:
+            return None
+        low, high = known.bounds(self.options)
+        return (min(low, 0.0), math.inf) if self.references is not None else (low, high)
 
 
 class AutoscalingConfig(_Section):
@@ -298,7 +324,7 @@ class ServingConfig(_Section):
         precision: backbone precision; ``amp_bf16`` (autocast, fp32 weights) is the GPU setting.
         max_ongoing_requests: frames one replica accepts at once (queued for or inside a batch); ``None`` is
             four batches, at least 64.
-        autoscaling: Serve autoscaling instead of a fixed ``num_replicas``.
+        autoscaling: Serve autoscaling instead of a fixed ``num_replicas``; setting both is an error.
         graceful_shutdown_timeout_s: how long a stopping replica may finish its batches.
         unhealthy_after_model_failures: consecutive batches on which the model failed for every frame before the
             replica's health check fails and Serve replaces it (a broken device or model; Redis outages do not
@@ -334,6 +360,13 @@ class ServingConfig(_Section):
             raise ValueError(f"pretrained: true, but backbone {self.backbone} has no tag and backbone_weights is "
                              f"not set: set backbone_weights to its weight file, name a tag ({self.backbone}:openai), "
                              "or set pretrained: false for random weights")
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_fixed_or_autoscaled(self) -> ServingConfig:
+        # Serve would take one and drop the other without a word; the file must say which it means.
+        if self.autoscaling is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError("set serving.num_replicas (a fixed count) or serving.autoscaling, not both")
         return self
 
     @property

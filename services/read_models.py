@@ -10,6 +10,7 @@ result written by an older or newer inspector still renders.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 import redis
+from markupsafe import Markup, escape
 
 from services.config import ZsadConfig
 from services.records import FRAME_ID_PATTERN
@@ -36,6 +38,33 @@ RATE_WINDOW_S = 60.0
 HIDDEN_FIELDS = ("digest", "map_min", "map_scale")
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
 _BOX_COLOR = (255, 0, 255)
+
+
+def time_element(value: object) -> Markup:
+    """A ``<time>`` element for a Unix time (``capture_ts``) or an ISO 8601 string (``created_at``).
+
+    Why: the page shows it in UTC as ISO 8601, and base.html's script rewrites every ``time[datetime]`` to
+    ISO 8601 in the browser's time zone, so the operator reads local times and never raw epoch seconds. A value
+    that is neither (``0``: never set, or text) is shown as it is.
+    """
+    moment: dt.datetime | None = None
+    if isinstance(value, int | float | str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                moment = dt.datetime.fromisoformat(str(value))
+            except ValueError:
+                moment = None
+            if moment is not None and moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+        else:
+            if seconds > 0 and seconds < 1e11:  # 0 means never set; past year 5138 is not a time
+                moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    if moment is None:
+        return escape(str(value))
+    utc = moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return Markup('<time datetime="{0}" title="{0}">{0}</time>').format(utc)
 
 
 class ResultMissingError(ZsadError, LookupError):

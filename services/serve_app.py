@@ -64,7 +64,7 @@ class Inspector:
         # small box makes torch's default several times slower (docs/operations.md, platform notes).
         torch.set_num_threads(serving.torch_threads)
         device = "cuda" if serving.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        metrics = PipelineMetrics()
+        metrics = PipelineMetrics(config)
         store = ResultStore.from_config(config)
         # One client (its pool) for results and registry reads; each follower's pub/sub takes its own connection.
         registry = PromptRegistry.from_config(config.registry, store.client)

@@ -27,10 +27,47 @@ Once the distribution is installed, ``zsad methods`` lists the method, configura
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 ENTRY_POINT_GROUP = "zsad.methods"
+DEFAULT_TAPS = 4  # quarter_taps of any ViT with at least four blocks
+
+
+@dataclass(frozen=True)
+class ScoreRange:
+    """Where a method's image score can lie, so a threshold outside it (which would pass or reject every frame)
+    is refused when a file is read, and the score histogram's buckets cover it.
+
+    A method that sums one cosine term per tapped layer (CLIP-AD) widens with the number of taps ``n``: its
+    bounds are ``low + low_per_tap * n`` and ``high + high_per_tap * n``.
+
+    Attributes:
+        low, high: the bounds without the per-tap terms.
+        low_per_tap, high_per_tap: added once per tapped layer.
+        what: what the score is, for the docs and error messages.
+    """
+
+    low: float
+    high: float
+    what: str
+    low_per_tap: float = 0.0
+    high_per_tap: float = 0.0
+
+    def bounds(self, options: Mapping[str, object] | None = None) -> tuple[float, float]:
+        """``(low, high)`` for a method configured with ``options`` (a ``taps`` list changes ``n``)."""
+        taps = (options or {}).get("taps")
+        n = len(set(taps)) if isinstance(taps, list | tuple) and taps else DEFAULT_TAPS
+        return self.low + self.low_per_tap * n, self.high + self.high_per_tap * n
+
+    def describe(self, options: Mapping[str, object] | None = None) -> str:
+        """``[low, high]`` as a user reads it (``[-4, 5]``)."""
+        low, high = self.bounds(options)
+        return f"[{low:g}, {high:g}]"
+
+
+PROBABILITY = ScoreRange(0.0, 1.0, "an abnormal probability")
 
 
 @dataclass(frozen=True)
@@ -40,20 +77,27 @@ class BuiltinMethod:
     Attributes:
         module: the module under ``zsad_core.methods`` whose import registers it.
         learnable: whether it has prompts/heads a training job learns (``zsad train`` accepts only these).
+        score_range: where its image score lies (docs/methods.md lists them).
     """
 
     module: str
     learnable: bool
+    score_range: ScoreRange
 
 
 BUILTIN_METHODS: dict[str, BuiltinMethod] = {
-    "winclip": BuiltinMethod("winclip", learnable=False),
-    "clip-ad": BuiltinMethod("clip_ad", learnable=False),
-    "clip-ad+": BuiltinMethod("clip_ad", learnable=True),
-    "anoclip": BuiltinMethod("anoclip", learnable=False),
-    "anoclip+": BuiltinMethod("anoclip", learnable=False),  # adapts per image at test time: nothing to train
-    "vcp-clip": BuiltinMethod("vcp_clip", learnable=True),
-    "vip2-clip": BuiltinMethod("vip2_clip", learnable=True),
+    "winclip": BuiltinMethod("winclip", learnable=False, score_range=PROBABILITY),
+    # CLS probability + the peak of a map that sums one cosine difference in [-1, 1] per tap: [-n, n + 1].
+    "clip-ad": BuiltinMethod("clip_ad", learnable=False, score_range=ScoreRange(
+        0.0, 1.0, "a probability plus the peak of a per-tap sum of cosine differences", -1.0, 1.0)),
+    # SDP+ adds one probability per tap to the map: [-n, 2n + 1].
+    "clip-ad+": BuiltinMethod("clip_ad", learnable=True, score_range=ScoreRange(
+        0.0, 1.0, "a probability plus the peak of a per-tap sum of cosine differences and probabilities", -1.0, 2.0)),
+    "anoclip": BuiltinMethod("anoclip", learnable=False, score_range=PROBABILITY),
+    # anoclip+ adapts per image at test time: nothing to train.
+    "anoclip+": BuiltinMethod("anoclip", learnable=False, score_range=PROBABILITY),
+    "vcp-clip": BuiltinMethod("vcp_clip", learnable=True, score_range=PROBABILITY),
+    "vip2-clip": BuiltinMethod("vip2_clip", learnable=True, score_range=PROBABILITY),
 }
 
 
@@ -61,6 +105,13 @@ def plugin_entry_points() -> dict[str, EntryPoint]:
     """Method name -> entry point of every installed third-party method (built-in names are skipped)."""
     found = entry_points(group=ENTRY_POINT_GROUP)
     return {entry.name: entry for entry in found if entry.name not in BUILTIN_METHODS}
+
+
+def score_range(method: str) -> ScoreRange | None:
+    """The documented score range of a built-in method; ``None`` for a third-party one (not known without
+    importing it, so its thresholds are only checked to be finite)."""
+    builtin = BUILTIN_METHODS.get(method)
+    return builtin.score_range if builtin is not None else None
 
 
 def method_names() -> list[str]:

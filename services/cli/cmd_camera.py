@@ -67,7 +67,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     camera = commands.add_parser("camera", help="a camera's live settings: show, set, pause, resume")
     verbs = camera.add_subparsers(dest="camera_command", metavar="ACTION", required=True)
-    show_settings = verbs.add_parser("show", help="the current settings as JSON")
+    show_settings = verbs.add_parser("show", help="the current settings as JSON, each value's source (yaml, live, "
+                                                  "calibration) under sources")
     show_settings.add_argument("--history", action="store_true", help="every stored version, oldest first")
     show_settings.set_defaults(func=cmd_camera_show)
     change = verbs.add_parser("set", help="change settings at run time (a new audited version)",
@@ -230,12 +231,13 @@ def cmd_calibration_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_camera_show(args: argparse.Namespace) -> int:
-    """The current settings (or every version with ``--history``) as JSON."""
+    """The current settings with where each value came from (``sources``), or every version with ``--history``,
+    as JSON."""
     with _store(args) as store:
         shown: Any = (
             [item.to_dict() for item in store.settings_history(args.camera)]
             if args.history
-            else store.settings(args.camera).to_dict()
+            else {**store.settings(args.camera).to_dict(), "sources": store.sources(args.camera)}
         )
     print(json.dumps(shown, indent=2, sort_keys=True))
     return 0

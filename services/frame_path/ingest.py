@@ -820,7 +820,7 @@ class IngestActor:
             return await inspector.score.remote(request)
 
         self.config = config
-        self.metrics = PipelineMetrics()
+        self.metrics = PipelineMetrics(config)
         self.worker = IngestWorker(config, partitions, submit, name=name, metrics=self.metrics, audit=self._audit)
         self.follower = _follow_roi(config, self.worker)
         self._task: asyncio.Task[None] | None = None

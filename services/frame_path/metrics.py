@@ -8,20 +8,64 @@ because ``ray.util.metrics`` needs a connected Ray worker.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from zsad_core.method_names import score_range
+
+if TYPE_CHECKING:
+    from services.config import ZsadConfig
 
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
 STAGES = ("decode", "queue", "inference", "store")
-# Image scores of the methods lie in [0, 1]; twenty equal buckets show a camera's score distribution next to its
-# threshold and make a drift visible on the dashboard.
+# Twenty equal buckets across each configured method's score range (docs/methods.md) show a camera's score
+# distribution next to its threshold and make a drift visible on the dashboard.
+SCORE_BUCKETS = 20
+PROBABILITY_RANGE = (0.0, 1.0)
 SCORE_BOUNDARIES = [round(0.05 * step, 2) for step in range(1, 20)]
+
+
+def score_boundaries(ranges: Iterable[tuple[float, float]]) -> list[float]:
+    """Bucket boundaries of the image-score histogram: twenty equal buckets over each range, merged.
+
+    One histogram serves every camera, so the boundaries are the union over the methods' ranges. Ray takes
+    positive boundaries only, so a range reaching below 0 is split over its positive part and every score at
+    or below the smallest boundary shares the first bucket.
+    """
+    merged: set[float] = set()
+    for low, high in ranges:
+        low = max(low, 0.0)
+        step = (high - low) / SCORE_BUCKETS
+        merged.update(round(low + step * index, 6) for index in range(1, SCORE_BUCKETS))
+    return sorted(value for value in merged if value > 0.0) or SCORE_BOUNDARIES
+
+
+def camera_score_ranges(config: ZsadConfig) -> list[tuple[float, float]]:
+    """The score range of each configured camera's method: a third-party method's is unknown, so ``[0, 1]``;
+    a camera with references also gets ``[0, 1]``, where its cosine distances lie."""
+    ranges = []
+    for camera in config.cameras.values():
+        known = score_range(camera.method)
+        ranges.append(known.bounds(camera.options) if known is not None else PROBABILITY_RANGE)
+        if camera.references is not None:
+            ranges.append(PROBABILITY_RANGE)
+    return ranges
 DECISIONS = ("pass", "reject", "paused")
 
 
 class PipelineMetrics:
-    """Counters, histograms and gauges of frames, latencies, batches, lag and prompt versions."""
+    """Counters, histograms and gauges of frames, latencies, batches, lag and prompt versions.
+
+    Args:
+        config: gives the score histogram's buckets (:func:`camera_score_ranges`); every process reporting
+            into it must pass the same configuration. ``None``: buckets for scores in ``[0, 1]``.
+    """
+
+    def __init__(self, config: ZsadConfig | None = None) -> None:
+        ranges = camera_score_ranges(config) if config is not None else [PROBABILITY_RANGE]
+        self.score_boundaries = score_boundaries(ranges)
 
     @cached_property
     def _metrics(self) -> dict[str, Any]:
@@ -72,7 +116,8 @@ class PipelineMetrics:
                 tag_keys=("method", "reason"),
             ),
             "image_score": Histogram(
-                "zsad_image_score", "Image scores of stored frames.", boundaries=SCORE_BOUNDARIES, tag_keys=("camera",),
+                "zsad_image_score", "Image scores of stored frames.", boundaries=self.score_boundaries,
+                tag_keys=("camera",),
             ),
             "decisions": Counter(
                 "zsad_decisions", "Frames by decision: pass, reject (score at or above the threshold), paused.",

@@ -30,6 +30,7 @@ from services.read_models import (
     heat_png,
     result_fields,
     text_fields,
+    time_element,
 )
 from services.stores.camera_settings import CameraSettingsStore
 from services.stores.frame_readback import FrameUnavailableError
@@ -87,7 +88,9 @@ class ViewBackend:
 
 def _templates() -> Environment:
     folder = str(resources.files("services.operator_view").joinpath("templates"))
-    return Environment(loader=FileSystemLoader(folder), autoescape=select_autoescape(["html"]))
+    environment = Environment(loader=FileSystemLoader(folder), autoescape=select_autoescape(["html"]))
+    environment.filters["time"] = time_element
+    return environment
 
 
 def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closure per route

@@ -21,6 +21,7 @@ CHART_WINDOW_S = 15 * 60
 CHART_STEP_S = 15
 CHARTS_BUDGET_S = 2.0  # every query of the page together; past it the page renders without charts
 MAX_CONCURRENT_QUERIES = 16
+CHART_PAD = 2  # SVG units between the line and the box's edges: the stroke (1.5) is never cut
 
 # Titles and PromQL per chart; {camera} is a validated camera id (CAMERA_ID_PATTERN has no quotes or braces).
 SERIES = {
@@ -70,18 +71,33 @@ def query_range(
 
 
 def sparkline_svg(points: list[tuple[float, float]], width: int = 240, height: int = 60) -> str:
-    """An SVG polyline of ``points`` scaled to the box: time left to right, values from 0 (bottom) to the max."""
+    """An SVG polyline of ``points`` drawn inside its box: time left to right, values from 0 (or the lowest, when
+    negative) at the bottom to the highest at the top.
+
+    Why a viewBox: the SVG scales to the width of the tile that holds it (narrower than ``width`` on the overview)
+    instead of spilling out of it, and every coordinate stays :data:`CHART_PAD` inside the box, so the line's
+    stroke is never cut at an edge.
+    """
+    box = f'viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" style="display:block;width:100%"'
     if not points:
-        return f'<svg width="{width}" height="{height}" role="img"><text x="4" y="{height // 2}">no data</text></svg>'
+        return f'<svg {box}><text x="4" y="{height // 2}" font-size="12">no data</text></svg>'
     first, last = points[0][0], points[-1][0]
     span = (last - first) or 1.0
-    top = max(v for _, v in points) or 1.0
-    coords = " ".join(
-        f"{(t - first) / span * (width - 1):.1f},{(height - 1) - v / top * (height - 1):.1f}" for t, v in points
-    )
+    low = min(0.0, min(v for _, v in points))
+    top = max(v for _, v in points)
+    rise = (top - low) or 1.0
+    inner_w, inner_h = width - 2 * CHART_PAD, height - 2 * CHART_PAD
+
+    def x(t: float) -> float:
+        return CHART_PAD + min(max((t - first) / span, 0.0), 1.0) * inner_w
+
+    def y(v: float) -> float:
+        return CHART_PAD + (1.0 - min(max((v - low) / rise, 0.0), 1.0)) * inner_h
+
+    coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
     return (
-        f'<svg width="{width}" height="{height}" role="img"><polyline fill="none" stroke="#1f6feb" '
-        f'stroke-width="1.5" points="{coords}"/></svg>'
+        f'<svg {box}><polyline fill="none" stroke="#1f6feb" stroke-width="1.5" '
+        f'vector-effect="non-scaling-stroke" points="{coords}"/></svg>'
     )
 
 

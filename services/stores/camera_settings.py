@@ -33,7 +33,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 from pydantic import ValidationError
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from redis.client import Pipeline
 
 SETTABLE = ("threshold", "pixel_threshold", "min_area", "roi", "paused", "prompt_version")
+CALIBRATED = ("threshold", "pixel_threshold")
+SettingSource = Literal["yaml", "live", "calibration"]
 
 
 class CameraSettingsError(ZsadError, ValueError):
@@ -173,6 +175,15 @@ class CameraSettingsStore:
         versions = [_text(v) for v in self.client.lrange(self._key(camera, "settings", "history"), 0, -1)]
         return [self._settings_version(self.client, camera, version) for version in versions]
 
+    def sources(self, camera: str) -> dict[str, SettingSource]:
+        """Where each current value of ``camera`` came from (:func:`setting_sources`).
+
+        Raises:
+            UnknownCameraError: the camera is not configured.
+        """
+        configured = CameraSettings.from_config(camera, self.config.camera(camera))
+        return setting_sources(configured, self.settings_history(camera))
+
     def update(self, camera: str, changes: dict[str, Any], *, actor: str, reason: str) -> CameraSettings:
         """Store a new settings version: the current one with ``changes`` (fields of :data:`SETTABLE`) applied.
 
@@ -207,7 +218,10 @@ class CameraSettingsStore:
                 {**configured.model_dump(), **{k: v for k, v in changes.items() if k in ("threshold", "roi")}}
             )
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
             raise CameraSettingsError(f"invalid settings for {camera}: {problems}") from None
         if "threshold" in changes:
             checked["threshold"] = probe.threshold
@@ -411,6 +425,32 @@ def _calibration_of(moves: list[_Move]) -> CalibrationRecord:
     move = next(move for move in moves if move.kind == "calibration")
     assert move.record is not None
     return CalibrationRecord(**move.record)
+
+
+def setting_sources(configured: CameraSettings, history: list[CameraSettings]) -> dict[str, SettingSource]:
+    """Where each settable value of the newest of ``history`` came from: ``yaml``, ``live`` or ``calibration``.
+
+    Why: once a camera has a stored version, every value is read from Redis and YAML edits no longer apply, so an
+    operator needs to see which values a change or a calibration made. Each value is named after the last stored
+    version that set it: a calibration or its rollback (the thresholds: ``calibration``) or any other change
+    (``live``; the first version is compared with the configuration ``configured`` now, so a YAML edit after the
+    first change shows the stored value as ``live``); a value no version set is ``yaml``.
+
+    Args:
+        configured: the configuration file's values (:meth:`CameraSettings.from_config`).
+        history: the stored versions, oldest first (empty: nothing was ever changed).
+    """
+    sources: dict[str, SettingSource] = dict.fromkeys(SETTABLE, "yaml")
+    previous = configured
+    for version in history:
+        calibrated = version.calibration is not None and version.calibration != previous.calibration
+        for name in SETTABLE:
+            if calibrated and name in CALIBRATED:
+                sources[name] = "calibration"
+            elif getattr(version, name) != getattr(previous, name):
+                sources[name] = "live"
+        previous = version
+    return sources
 
 
 def load_camera_settings(registry: PromptRegistry, config: ZsadConfig, camera: str) -> CameraSettings:

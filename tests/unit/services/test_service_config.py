@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from services.config import ConfigError, ZsadConfig, default_config_path, load_config
-from zsad_core.method_names import method_names
+from zsad_core.method_names import BUILTIN_METHODS, method_names
 from zsad_core.preprocess import ImageLimits
 
 
@@ -59,7 +59,7 @@ def test_env_overrides_file(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_env_override_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZSAD_CAMERAS__CAM2__THRESHOLD", "-1")
-    with pytest.raises(ConfigError, match=r"cameras\.cam2\.threshold"):
+    with pytest.raises(ConfigError, match=r"cameras\.cam2: .*threshold -1 is outside"):
         load_config()
 
 
@@ -74,7 +74,10 @@ def test_minimal_file_uses_field_defaults(tmp_path: Path) -> None:
     [
         (("cameras", "cam1", "method", "patchcore"), "cameras.cam1.method", "unknown method 'patchcore'"),
         (("cameras", "cam1", "method", 5), "cameras.cam1.method", "string"),
-        (("cameras", "cam1", "threshold", -0.1), "cameras.cam1.threshold", "greater than or equal to 0"),
+        (("cameras", "cam2", "threshold", -0.1), "cameras.cam2",
+         "threshold -0.1 is outside the score range of method anoclip, [0, 1]"),
+        (("cameras", "cam1", "threshold", 5.5), "cameras.cam1",
+         "threshold 5.5 is outside the score range of method clip-ad, [-4, 5]"),
         (("cameras", "cam1", "threshold", ".nan"), "cameras.cam1.threshold", "finite"),
         (("cameras", "cam1", "roi", [0, 0, 10]), "cameras.cam1.roi", "[x, y, w, h], got 3"),
         (("cameras", "cam1", "roi", [0, 0, 0, 10]), "cameras.cam1.roi.2", "greater than 0"),
@@ -100,6 +103,61 @@ def test_bad_field_is_named(tmp_path: Path, change: tuple, field: str, message: 
     text = str(info.value)
     assert str(config_file) in text
     assert f"{field}:" in text and message in text
+
+
+@pytest.mark.parametrize(
+    ("camera", "threshold"),
+    [
+        ({"method": "clip-ad"}, -0.3),  # a calibrated CLIP-AD threshold can be negative: its map sums cosines
+        ({"method": "clip-ad", "options": {"taps": [3, 6, 9, 10, 11, 12]}}, 6.5),  # six taps: [-6, 7]
+        ({"method": "clip-ad+"}, 8.5),  # SDP+ adds a probability per tap: [-4, 9]
+        ({"method": "winclip"}, 1.0),
+        ({"method": "vcp-clip", "references": "r1"}, 1.7),  # few-shot distances have no upper bound
+    ],
+)
+def test_a_threshold_inside_its_methods_score_range_is_accepted(camera: dict, threshold: float) -> None:
+    config = ZsadConfig(cameras={"cam1": {**camera, "class_name": "x", "threshold": threshold}})
+    assert config.cameras["cam1"].threshold == threshold
+
+
+@pytest.mark.parametrize(
+    ("camera", "threshold", "message"),
+    [
+        ({"method": "winclip"}, 1.5, "threshold 1.5 is outside the score range of method winclip, [0, 1]"),
+        ({"method": "clip-ad", "options": {"taps": [6, 12]}}, 3.5,
+         "threshold 3.5 is outside the score range of method clip-ad, [-2, 3]"),
+        ({"method": "vip2-clip", "references": "r1"}, -0.5,
+         "threshold -0.5 is outside the score range of method vip2-clip with references, [0, inf)"),
+    ],
+)
+def test_a_threshold_outside_its_methods_score_range_is_one_line_naming_camera_method_and_range(
+    tmp_path: Path, camera: dict, threshold: float, message: str
+) -> None:
+    config_file = write(tmp_path, {"cameras": {"cam7": {**camera, "class_name": "x", "threshold": threshold}}})
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file)
+    (line,) = [line for line in str(info.value).splitlines() if "cam7" in line]
+    assert line.strip() == f"cameras.cam7: Value error, {message}"
+
+
+def test_every_builtin_method_documents_its_score_range() -> None:
+    methods_page = (Path(__file__).parents[3] / "docs" / "methods.md").read_text()
+    for name, builtin in BUILTIN_METHODS.items():
+        low, high = builtin.score_range.bounds()
+        assert low < high
+        assert f"| `{name}` | {builtin.score_range.describe()} |" in methods_page, name
+
+
+def test_num_replicas_with_autoscaling_is_one_error_naming_both_keys(tmp_path: Path) -> None:
+    document = defaults_document()  # sets serving.num_replicas: 1
+    document["serving"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 3}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, document))
+    (line,) = [line for line in str(info.value).splitlines() if "serving" in line]
+    assert line.strip() == ("serving: Value error, set serving.num_replicas (a fixed count) or serving.autoscaling, "
+                            "not both")
+    del document["serving"]["num_replicas"]
+    assert load_config(write(tmp_path, document)).serving.autoscaling is not None
 
 
 def test_missing_field_is_named(tmp_path: Path) -> None:
