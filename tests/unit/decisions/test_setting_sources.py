@@ -11,7 +11,7 @@ import yaml
 
 from services.cli.main import main
 from services.config import ZsadConfig
-from services.decisions.camera_settings import CameraSettings, setting_sources
+from services.stores.camera_settings import CameraSettings, setting_sources
 
 CAMERA = {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5, "min_area": 10}
 YAML = CameraSettings.from_config("cam1", ZsadConfig(cameras={"cam1": CAMERA}).cameras["cam1"])
@@ -73,7 +73,7 @@ def test_camera_show_prints_the_sources(tmp_path: Path, monkeypatch: pytest.Monk
     config_file = tmp_path / "zsad.yaml"
     config_file.write_text(yaml.safe_dump({"cameras": {"cam1": CAMERA}}))
     s1 = version(YAML, 1, threshold=-0.25, calibration="c1")
-    monkeypatch.setattr("services.frame_path.result_store.connect", lambda config: _StoredSettings([s1]))
+    monkeypatch.setattr("services.stores.result_store.connect", lambda config: _StoredSettings([s1]))
     assert main(["camera", "show", "--camera", "cam1", "--config", str(config_file)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["threshold"] == -0.25

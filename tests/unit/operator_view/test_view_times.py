@@ -8,7 +8,7 @@ import re
 from types import SimpleNamespace
 
 from services.operator_view.app import _templates
-from services.operator_view.readers import time_element
+from services.read_models import time_element
 
 VIEWER = SimpleNamespace(role=SimpleNamespace(value="viewer"), csrf=None)
 
