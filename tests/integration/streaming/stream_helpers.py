@@ -14,6 +14,7 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from ray import serve
+from ray.serve import Application
 
 from services.config import KafkaConfig, ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
@@ -151,6 +152,34 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, every
         time.sleep(every_s)
 
 
+# How often a stopping replica counts its unfinished requests. Serve's default (2 s) sleeps before the first count,
+# so every deletion waited 2 s even with nothing in flight; the tests check the drain, not Serve's period.
+SHUTDOWN_WAIT_LOOP_S = 0.1
+
+
+def quickly_stopping(app: Application) -> Application:
+    """``app`` (as :func:`app_from_config` binds it) with every deployment checking for unfinished requests every
+    :data:`SHUTDOWN_WAIT_LOOP_S` while it stops; all other options and the bindings stay as they are."""
+    bound = app._bound_deployment
+    args = [quickly_stopping(arg) if isinstance(arg, Application) else arg for arg in bound.init_args]
+    kwargs = {key: quickly_stopping(v) if isinstance(v, Application) else v for key, v in bound.init_kwargs.items()}
+    return bound.options(graceful_shutdown_wait_loop_s=SHUTDOWN_WAIT_LOOP_S).bind(*args, **kwargs)
+
+
+def deploy_app(config: ZsadConfig, name: str) -> None:
+    """Run the application of ``config`` as ``name`` (route ``/name``); returns once it is running."""
+    serve.run(quickly_stopping(app_from_config(config)), name=name, route_prefix=f"/{name}", blocking=False)
+
+
+def delete_app(name: str, timeout_s: float = 60.0) -> None:
+    """Delete the application ``name`` and wait until it is gone (the ingest drained and committed).
+
+    Polled every 0.1 s: ``serve.delete`` itself polls once a second.
+    """
+    serve.delete(name, _blocking=False)
+    wait_until(lambda: name not in serve.status().applications, timeout_s, f"application {name} deleted", 0.1)
+
+
 class Deployment:
     """One deployed application and its Redis view; deleted (ingest drained) by :meth:`delete`."""
 
@@ -161,7 +190,7 @@ class Deployment:
         self.deployed = False
 
     def deploy(self) -> None:
-        serve.run(app_from_config(self.config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
+        deploy_app(self.config, self.name)
         self.deployed = True
 
     def controller(self) -> Any:
@@ -181,5 +210,5 @@ class Deployment:
 
     def delete(self) -> None:
         if self.deployed:
-            serve.delete(self.name)
+            delete_app(self.name)
             self.deployed = False
