@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import threading
 from typing import Any
 
 from ray import serve
@@ -128,9 +129,16 @@ class Inspector:
         return {"replica": await self.replica_actor_name(), "pid": os.getpid(), **self.core.describe()}
 
     def __del__(self) -> None:
-        """Serve's shutdown hook (also run by the garbage collector): stop the followers, if they were started."""
-        for follower in getattr(self, "followers", ()):
-            follower.stop()
+        """Serve's shutdown hook (also run by the garbage collector): stop the followers, if they were started.
+
+        All at once: each follower's thread notices the stop only at its next pub/sub read (up to a second), so
+        stopping them one after another made every replica's shutdown wait up to three seconds.
+        """
+        stopping = [threading.Thread(target=follower.stop, daemon=True) for follower in getattr(self, "followers", ())]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
 
 def _settings_follower(store: Any, core: Any) -> Any:

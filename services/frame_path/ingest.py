@@ -865,9 +865,12 @@ class IngestActor:
         return True
 
     async def stop(self, drain_timeout_s: float = 30.0) -> dict[str, Any]:
-        """Stop, commit what finished and report the final stats."""
-        self.follower.stop()
-        await self.worker.stop(drain_timeout_s)
+        """Stop, commit what finished and report the final stats.
+
+        The settings follower stops alongside the drain, not before it: its thread notices the stop only at its
+        next pub/sub read (up to a second), which every drain used to wait for.
+        """
+        await asyncio.gather(asyncio.to_thread(self.follower.stop), self.worker.stop(drain_timeout_s))
         return await self.stats()
 
     async def stats(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from ray import serve
+from ray.serve import Application
 
 from services.config import KafkaConfig, ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
@@ -109,11 +110,11 @@ def committed_offsets(config: ZsadConfig) -> dict[int, int]:
         consumer.close()
 
 
-def end_offsets(config: ZsadConfig) -> dict[int, int]:
-    """The end offset of each partition of the frames topic, as the broker reports it."""
+def end_offsets(config: ZsadConfig, topic: str | None = None) -> dict[int, int]:
+    """The end offset of each partition of ``topic`` (the frames topic by default), as the broker reports it."""
     consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers)
     try:
-        topic = config.kafka.frames_topic
+        topic = topic or config.kafka.frames_topic
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         return {tp.partition: int(end) for tp, end in consumer.end_offsets(partitions).items()}
     finally:
@@ -151,17 +152,60 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, every
         time.sleep(every_s)
 
 
-class Deployment:
-    """One deployed application and its Redis view; deleted (ingest drained) by :meth:`delete`."""
+# How often a stopping replica counts its unfinished requests. Serve's default (2 s) sleeps before the first count,
+# so every deletion waited 2 s even with nothing in flight; the tests check the drain, not Serve's period.
+SHUTDOWN_WAIT_LOOP_S = 0.1
+# How often Serve checks a replica's health in the tests that kill replicas: Serve notices a dead replica only at
+# its next check (10 s by default), and those tests are about what is lost or duplicated, not about Serve's period.
+QUICK_HEALTH_CHECK_S = 1.0
 
-    def __init__(self, config: ZsadConfig) -> None:
+
+def with_serve_options(app: Application, **options: Any) -> Application:
+    """``app`` (as :func:`app_from_config` binds it) with Serve ``options`` set on every deployment, and every
+    deployment checking for unfinished requests every :data:`SHUTDOWN_WAIT_LOOP_S` while it stops; all other
+    options and the bindings stay as they are."""
+    options = {"graceful_shutdown_wait_loop_s": SHUTDOWN_WAIT_LOOP_S, **options}
+    bound = app._bound_deployment
+
+    def rebound(value: Any) -> Any:
+        return with_serve_options(value, **options) if isinstance(value, Application) else value
+
+    args = [rebound(value) for value in bound.init_args]
+    kwargs = {key: rebound(value) for key, value in bound.init_kwargs.items()}
+    return bound.options(**options).bind(*args, **kwargs)
+
+
+def deploy_app(config: ZsadConfig, name: str, **serve_options: Any) -> None:
+    """Run the application of ``config`` as ``name`` (route ``/name``), with ``serve_options`` on every deployment
+    (see :func:`with_serve_options`); returns once it is running."""
+    app = with_serve_options(app_from_config(config), **serve_options)
+    serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
+
+
+def delete_app(name: str, timeout_s: float = 60.0) -> None:
+    """Delete the application ``name`` and wait until it is gone (the ingest drained and committed).
+
+    Polled every 0.1 s: ``serve.delete`` itself polls once a second.
+    """
+    serve.delete(name, _blocking=False)
+    wait_until(lambda: name not in serve.status().applications, timeout_s, f"application {name} deleted", 0.1)
+
+
+class Deployment:
+    """One deployed application and its Redis view; deleted (ingest drained) by :meth:`delete`.
+
+    ``serve_options`` go to every deployment of the application (see :func:`with_serve_options`).
+    """
+
+    def __init__(self, config: ZsadConfig, **serve_options: Any) -> None:
         self.config = config
+        self.serve_options = serve_options  # set on every deployment (see with_serve_options)
         self.name = f"zsad-{uuid.uuid4().hex[:8]}"
         self.store = ResultStore.from_config(config)
         self.deployed = False
 
     def deploy(self) -> None:
-        serve.run(app_from_config(self.config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
+        deploy_app(self.config, self.name, **self.serve_options)
         self.deployed = True
 
     def controller(self) -> Any:
@@ -181,5 +225,5 @@ class Deployment:
 
     def delete(self) -> None:
         if self.deployed:
-            serve.delete(self.name)
+            delete_app(self.name)
             self.deployed = False

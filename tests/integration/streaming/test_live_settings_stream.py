@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 from ray import serve
-from stream_helpers import committed_offsets, produce_frames, stream_config, wait_until
+from stream_helpers import committed_offsets, delete_app, deploy_app, produce_frames, stream_config, wait_until
 
 from services.config import ZsadConfig
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.serve_app import app_from_config
 from services.stores.camera_settings import CameraSettingsStore
 from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import ResultStore
@@ -38,7 +37,7 @@ class _App:
         self.store = ResultStore.from_config(config)
         registry = PromptRegistry(config.registry.root, self.store.client, namespace=config.registry.namespace)
         self.settings = CameraSettingsStore(registry, config)
-        serve.run(app_from_config(config), name=self.name, route_prefix=f"/{self.name}", blocking=False)
+        deploy_app(config, self.name)
 
     def call(self, deployment: str, method: str) -> Any:
         handle = serve.get_deployment_handle(deployment, app_name=self.name)
@@ -57,7 +56,7 @@ def apps(ray_serve: None) -> Iterator[list[_App]]:
     made: list[_App] = []
     yield made
     for app in made:
-        serve.delete(app.name)
+        delete_app(app.name)
 
 
 def _deploy(apps: list[_App], broker: KafkaBroker, redis_server: RedisServer, unique: str, tmp_path: Any) -> _App:

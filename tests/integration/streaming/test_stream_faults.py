@@ -1,11 +1,11 @@
 """The standing fault suite on the whole pipeline: faults while frames stream, counted exactly afterwards.
 
 One stream takes several faults in turn (sharing a deployment keeps the suite inside CI's time): the ingest
-controller killed, the model replica frozen then killed, Redis frozen for 20 s, plus a record the Kafka client
-cannot parse and a frame id reused for other bytes. Afterwards every frame has exactly one result and one
-event, the two bad records one dead letter each, and every offset is committed. A second test breaks the model
-itself (a promoted prompt version whose weights are NaN) and checks that the replica's health check gets it
-replaced and that no frame is dead-lettered for the model's fault.
+controller killed, the model replica frozen then killed, Redis frozen for 3 s longer than the store's socket
+timeout, plus a record the Kafka client cannot parse and a frame id reused for other bytes. Afterwards every
+frame has exactly one result and one event, the two bad records one dead letter each, and every offset is
+committed. A second test breaks the model itself (a promoted prompt version whose weights are NaN) and checks
+that the replica's health check gets it replaced and that no frame is dead-lettered for the model's fault.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import torch
 from kafka import KafkaProducer
 from stream_helpers import (
+    QUICK_HEALTH_CHECK_S,
     Deployment,
     committed_offsets,
     end_offsets,
@@ -52,13 +53,19 @@ def replica_pid(app: str, deployment: str) -> int:
 
 
 class SteadyProducer(threading.Thread):
-    """Sends ``per_camera`` frames per camera over ``seconds``, so the faults happen while frames arrive."""
+    """Sends ``per_camera`` frames per camera over ``seconds``, so the faults happen while frames arrive; after
+    :meth:`rush`, the rest at once."""
 
     def __init__(self, config: ZsadConfig, per_camera: int, seconds: float) -> None:
         super().__init__(daemon=True)
         self.config, self.per_camera, self.seconds = config, per_camera, seconds
         self.sent: dict[str, list[str]] = {camera: [] for camera in config.cameras}
         self.error: BaseException | None = None
+        self._rushed = threading.Event()
+
+    def rush(self) -> None:
+        """Send the frames left without pausing between them."""
+        self._rushed.set()
 
     def run(self) -> None:
         try:
@@ -68,7 +75,7 @@ class SteadyProducer(threading.Thread):
                         frame_id = f"{camera}-{index}"
                         producer.send_frame(camera, frame_bytes(index * 31 + number), frame_id=frame_id).get(60)
                         self.sent[camera].append(frame_id)
-                    time.sleep(self.seconds / self.per_camera)
+                    self._rushed.wait(self.seconds / self.per_camera)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -87,7 +94,7 @@ def send_bad_records(config: ZsadConfig, camera: str) -> None:
 
 
 @pytest.mark.takes_long(
-    reason="five faults in sequence on one stream, Redis frozen for 20 s (longer than the"
+    reason="five faults in sequence on one stream, Redis frozen for 13 s (longer than the"
     " store's socket timeout)"
 )
 def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lose_and_duplicate_nothing(
@@ -95,10 +102,10 @@ def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lo
 ) -> None:
     cameras = {f"a-{unique}": {"method": "clip-ad"}, f"b-{unique}": {"method": "clip-ad"}}
     config = stream_config(noida_broker, redis_server, unique, cameras, max_in_flight=8)
-    deployment = Deployment(config)
+    deployment = Deployment(config, health_check_period_s=QUICK_HEALTH_CHECK_S)  # killed replicas noticed in 1 s
     deployments.append(deployment)
     deployment.deploy()
-    producer = SteadyProducer(config, per_camera=120, seconds=40.0)
+    producer = SteadyProducer(config, per_camera=120, seconds=60.0)
     producer.start()
     wait_until(lambda: deployment.total_results() >= 20, 120, "the stream to get going")
     first = next(iter(cameras))
@@ -116,9 +123,14 @@ def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lo
     os.kill(inspector, signal.SIGKILL)
     progress(10, "frames after the replica was frozen and killed")
     assert redis_server.pid is not None
+    # Long enough for calls made at the start of the freeze to hit the store's socket timeout (10 s).
+    freeze_s = deployment.store.client.connection_pool.connection_kwargs["socket_timeout"] + 3.0
     os.kill(redis_server.pid, signal.SIGSTOP)
+    # The frames left go while Redis is frozen, so the last fault still finds frames to lose or duplicate; the
+    # stream's nominal length only has to outlast the faults before it, on a slow day too.
+    producer.rush()
     try:
-        time.sleep(20)
+        time.sleep(freeze_s)
     finally:
         os.kill(redis_server.pid, signal.SIGCONT)
     producer.join(timeout=120)
@@ -130,15 +142,19 @@ def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lo
         assert deployment.results(camera) == len(frame_ids) == 120
         assert deployment.store.count_events(camera) == 120  # re-deliveries and the reused id wrote no event
         assert all(deployment.store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
-    letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=3, timeout_s=5.0)
-    assert sorted(dict(r.headers)[H_DLQ_REASON].decode() for r in letters) == [
-        "conflicting_frame_id", "unparseable_record",
-    ]  # fmt: skip
     def all_committed() -> bool:  # a partition no camera hashed to has nothing committed (-1) and ends at 0
         return {p: max(offset, 0) for p, offset in committed_offsets(config).items()} == end_offsets(config)
 
     wait_until(all_committed, 30, "every offset committed")
     assert sum(end_offsets(config).values()) == 242
+    # Every record is committed, and a record is committed only once its dead letter is acknowledged: the
+    # dead-letter topic is complete, and all of it is read (a second letter for a record would be in it).
+    lettered = sum(end_offsets(config, config.kafka.dlq_topic).values())
+    letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=lettered, timeout_s=30.0)
+    assert len(letters) == lettered
+    assert sorted(dict(r.headers)[H_DLQ_REASON].decode() for r in letters) == [
+        "conflicting_frame_id", "unparseable_record",
+    ]  # fmt: skip
 
 
 @pytest.mark.takes_long(
@@ -172,7 +188,9 @@ def test_a_model_that_fails_on_everything_gets_its_replica_replaced_and_dead_let
     deployment = Deployment(config)
     deployments.append(deployment)
     deployment.deploy()
-    producer = SteadyProducer(config, per_camera=150, seconds=30.0)
+    # Sent over 15 s: the broken version, its replica's replacement and the rollback come after the first 20
+    # results, while frames still arrive or wait unscored in the topic.
+    producer = SteadyProducer(config, per_camera=150, seconds=15.0)
     producer.start()
     wait_until(lambda: deployment.results(camera) >= 20, 120, "the first results")
     replica = replica_pid(deployment.name, "Inspector")

@@ -16,6 +16,7 @@ import pytest
 import ray
 from stream_helpers import (
     MODEL_SIDE,
+    QUICK_HEALTH_CHECK_S,
     Deployment,
     committed_offsets,
     end_offsets,
@@ -207,7 +208,7 @@ def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
     cameras = _cameras(unique, {"a": {"method": "clip-ad"}, "b": {"method": "anoclip"}})
     config = stream_config(noida_broker, redis_server, unique, cameras, max_in_flight=8)
     ids = produce_frames(config, per_camera=100)
-    deployment = Deployment(config)
+    deployment = Deployment(config, health_check_period_s=QUICK_HEALTH_CHECK_S)  # the killed replica noticed in 1 s
     deployments.append(deployment)
     deployment.deploy()
     wait_until(lambda: deployment.total_results() >= 40, 120, "the run to get going")
