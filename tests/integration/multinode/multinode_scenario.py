@@ -79,15 +79,21 @@ class FrameStream:
                 self.sent.append(frame_id)
 
 
-def _alive_nodes(class_name: str) -> list[str]:
-    """Node ids of the live actors of a class, one per actor, sorted."""
+def _alive_actors(class_name: str) -> dict[str, str]:
+    """Actor id -> node id of the live actors of a class."""
     import ray
     from ray.util.state import list_actors
 
     # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
     here = ray.get_runtime_context().gcs_address
     alive = [("class_name", "=", class_name), ("state", "=", "ALIVE")]
-    return sorted(actor.node_id for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True))
+    return {actor.actor_id: actor.node_id
+            for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True)}  # fmt: skip
+
+
+def _alive_nodes(class_name: str) -> list[str]:
+    """Node ids of the live actors of a class, one per actor, sorted."""
+    return sorted(_alive_actors(class_name).values())
 
 
 def _deploy(dashboard: str, http_port: int, config: Any, config_path: Path, app_name: str) -> None:
@@ -174,6 +180,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
               90, "Serve to replace the replica of the dead node")  # fmt: skip
         mark("replica replaced after the kill")
         observed["replicas_after_kill"] = _alive_nodes(replica_class)
+        observed["replica_ids_after_kill"] = sorted(_alive_actors(replica_class))
         resumed = store.count_results(camera)
         wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results after the node failure")
 
@@ -188,6 +195,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
               120, "a replica on the node that joined")  # fmt: skip
         mark("third replica on the new node")
         observed["replicas_after_join"] = _alive_nodes(replica_class)
+        observed["replica_ids_after_join"] = sorted(_alive_actors(replica_class))
         resumed = store.count_results(camera)
         wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results on the grown cluster")
 

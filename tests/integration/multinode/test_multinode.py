@@ -62,6 +62,8 @@ def test_replicas_survive_a_node_failure_and_spread_to_a_new_node(
     assert killed in observed["replicas_before"]
     assert observed["replicas_after_kill"] == [survivor, survivor]
     assert set(observed["replicas_after_join"]) == {survivor, joined}
+    # A scale-out: the two replicas on the survivor kept running, a third one started.
+    assert set(observed["replica_ids_after_kill"]) < set(observed["replica_ids_after_join"])
 
     sent = observed["sent"]
     store = ResultStore(redis_server.client())
