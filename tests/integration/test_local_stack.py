@@ -49,6 +49,13 @@ def _get(url: str) -> str:
         return response.read().decode()
 
 
+def _processed(metrics: str) -> float:
+    """The highest ``line1`` frames-processed counter in a Prometheus text page (0 before its first export)."""
+    lines = [line for line in metrics.splitlines()
+             if line.startswith("ray_zsad_frames_processed_total{") and f'camera="{CAMERA}"' in line]  # fmt: skip
+    return max((float(line.rsplit(" ", 1)[1]) for line in lines), default=0.0)
+
+
 def _descendants(root: int) -> set[int]:
     parents = {}
     for entry in os.listdir("/proc"):
@@ -115,6 +122,9 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ZSAD_HOME", str(tmp_path / "home"))
+    # The stack's Ray exports metrics every second instead of every 10 s (its default): read by every Ray process
+    # that `zsad up` starts.
+    monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     monkeypatch.chdir(tmp_path)
     stack_dir = tmp_path / "home" / "stack"
     config = {
@@ -158,13 +168,14 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
         assert status["ingest"]["actors"][0]["counts"]["stored"] == SMALL_FRAMES
         assert main(["results", "--camera", CAMERA, "--json"]) == 0
         assert len(json.loads(capsys.readouterr().out)) == SMALL_FRAMES
-        # The pipeline's metrics reach Ray's Prometheus endpoint (what the dashboard and Grafana read).
+        # The pipeline's metrics reach Ray's Prometheus endpoint (what the dashboard and Grafana read), every 1 s
+        # (RAY_metrics_report_interval_ms above): an export may still show a count from before the last frames,
+        # so wait until it reaches 12, then check that it is exactly 12.
         deadline = time.monotonic() + 60
-        while 'ray_zsad_frames_processed_total{' not in (text := _get(state.metrics_url)):
-            assert time.monotonic() < deadline, "the zsad metrics were not exported within 60 s"
-            time.sleep(0.5)
-        processed = [line for line in text.splitlines() if line.startswith("ray_zsad_frames_processed_total{")]
-        assert any(f'camera="{CAMERA}"' in line and line.rsplit(" ", 1)[1] in ("12", "12.0") for line in processed)
+        while (processed := _processed(_get(state.metrics_url))) < SMALL_FRAMES:
+            assert time.monotonic() < deadline, f"the zsad metrics showed {processed} frames after 60 s"
+            time.sleep(0.25)
+        assert processed == SMALL_FRAMES
 
         # --- every socket the stack's processes listen on is on loopback (Ray's GCS, raylet, workers, metrics) ---
         sockets = _listening(_descendants(state.pid))
