@@ -101,50 +101,63 @@ def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Pa
     assert 0.0 <= outcome.baseline_metrics["pixel_auroc"] <= 1.0
 
 
-@pytest.mark.takes_long(
-    reason="three Ray Train fits (a failing one, its resumption, a rerun by name), each"
-    " starting its workers"
-)
-def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_rerun_resumes_by_name(tmp_path: Path) -> None:
-    job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
-    outcome = run_training(job, config(tmp_path), epoch_callbacks=[FailOnceAfterEpoch(1)])
-
-    assert outcome.attempt_starts == [0, 1]  # the first attempt failed, the second started from epoch 1
-    assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4), (3, 6)]
-    assert outcome.epochs_done == 3 and checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2", "epoch-3"]
-
-    again = run_training(job.model_copy(update={"epochs": 4}), config(tmp_path))
-    assert again.attempt_starts == [0, 1, 3] and [log["epoch"] for log in again.history] == [1, 2, 3, 4]
-    assert again.artifact_dir != outcome.artifact_dir  # artifacts are immutable: each run writes a new one
-
-
-def test_cli_registers_the_artifact_and_points_candidate_at_it(
-    tmp_path: Path, redis_server: RedisServer, unique: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    namespace = f"test:{unique}:registry"
-    config = tmp_path / "zsad.yaml"
-    config.write_text(yaml.safe_dump({
+def yaml_config(tmp_path: Path, redis_server: RedisServer, namespace: str) -> Path:
+    """The configuration of ``config`` plus a real Redis, as a file for ``zsad train --config``."""
+    path = tmp_path / "zsad.yaml"
+    path.write_text(yaml.safe_dump({
         "redis": {"url": redis_server.url, "password": redis_server.password},
         "cameras": {"cam1": {"method": "vcp-clip", "class_name": "bottle", "threshold": 0.5}},
         "registry": {"root": str(tmp_path / "registry"), "namespace": namespace},
     }))  # fmt: skip
-    code = main(["train", "--method", "vcp-clip", "--backbone", "zsad-tiny-vit", "--random-weights", "--image-size",
-                 "64", "--train-data", TRAIN_DATA, "--eval-data", EVAL_DATA, "--epochs", "1", "--batch-size", "4",
-                 "--name", "registered", "--storage", str(tmp_path / "runs"), "--no-baseline", "--register",
-                 "--config", str(config)])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0 and "registered vcp-clip v1; alias candidate -> v1" in out
+    return path
 
+
+@pytest.mark.takes_long(
+    reason="two Ray Train fits (a failing one with its resumption, then a rerun by name through the CLI), three"
+    " worker groups started"
+)
+def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_cli_rerun_resumes_by_name_and_registers(
+    tmp_path: Path, redis_server: RedisServer, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two Ray Train fits: a failing one and its resumption, then ``zsad train`` with the same name.
+
+    The second fit is the CLI's, so one rerun checks both that a rerun resumes by name and that the CLI registers
+    the artifact and points candidate at it (one fit fewer than a rerun and a CLI run of their own).
+    """
     from services.config import load_config
 
-    with connect(load_config(config).redis) as client:
+    namespace = f"test:{unique}:registry"
+    config_path = yaml_config(tmp_path, redis_server, namespace)
+    job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
+    outcome = run_training(job, load_config(config_path), epoch_callbacks=[FailOnceAfterEpoch(1)])
+
+    assert outcome.attempt_starts == [0, 1]  # the first attempt failed, the second started from epoch 1
+    assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4), (3, 6)]
+    assert outcome.epochs_done == 3 and checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2", "epoch-3"]
+    assert outcome.registry_version is None  # nothing registered without register_artifact
+
+    # The same run (name, data, batch size, seed, workers) with one more epoch, from the CLI, registered.
+    capsys.readouterr()
+    code = main(["train", "--method", "vcp-clip", "--backbone", "zsad-tiny-vit", "--random-weights", "--image-size",
+                 "64", "--train-data", TRAIN_DATA, "--eval-data", EVAL_DATA, "--epochs", "4", "--batch-size", "3",
+                 "--seed", "1", "--workers", "2", "--name", "resumed", "--storage", str(tmp_path / "runs"),
+                 "--no-baseline", "--register", "--config", str(config_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "registered vcp-clip v1; alias candidate -> v1" in out
+    assert "run resumed: 4 epochs; attempts started at epochs [0, 1, 3]; " in out  # resumed by name from epoch 3
+    assert checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2", "epoch-3", "epoch-4"]
+
+    with connect(load_config(config_path).redis) as client:
         registry = PromptRegistry(tmp_path / "registry", client, namespace=namespace)
         entry = registry.resolve("vcp-clip", "candidate")
         registry.verify(entry)
         audit = registry.audit(5)
+    [written] = [Path(line.split(" to ", 1)[1]) for line in out.splitlines() if line.startswith("artifact written to ")]
+    assert written != outcome.artifact_dir  # artifacts are immutable: each run writes a new one
+    assert [log["epoch"] for log in json.loads((written / "manifest.json").read_text())["history"]] == [1, 2, 3, 4]
     manifest = json.loads((Path(entry.location) / "manifest.json").read_text())
     assert entry.version == "v1" and entry.training_data == TRAIN_DATA and entry.eval_data == EVAL_DATA
     assert entry.metrics["pixel_auroc"] == manifest["metrics"]["pixel_auroc"]
-    assert entry.created_by == "zsad-train:registered"
+    assert entry.created_by == "zsad-train:resumed"
     assert [(item["action"], item["alias"], item["to_version"]) for item in audit[:2]] == [
         ("promote", "candidate", "v1"), ("register", "", "v1")]

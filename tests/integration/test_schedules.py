@@ -3,7 +3,9 @@
 The checks of names, cron expressions and commands need neither. The scheduler actor's ``tick(now)`` is called with
 chosen times to test due times, missed runs and duplicates without waiting for the clock, on runs of the instant
 ``zsad version``; one test goes through the actor's own loop with a one-minute cron expression and a tiny
-``zsad train --register`` (the settings of test_ray_train_job.py), so it waits for the next minute (at most 60 s).
+``zsad train --register`` (the settings of test_ray_train_job.py). That schedule is stored as created two minutes
+ago and never run, so by the missed-run rule its latest scheduled minute is already due: the loop submits it at its
+next tick instead of at the next minute boundary (up to 60 s of waiting).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from services.stores.schedules import (
     entrypoint,
     latest_due,
     submission_id,
+    utc_now,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -163,7 +166,7 @@ def job_ids(jobs: Any, prefix: str) -> list[str]:
 
 
 def wait_for_job(jobs: Any, job_id: str, timeout_s: float) -> None:
-    wait_for(lambda: jobs.get_job_status(job_id).is_terminal(), timeout_s, f"job {job_id} to finish", step_s=1.0)
+    wait_for(lambda: jobs.get_job_status(job_id).is_terminal(), timeout_s, f"job {job_id} to finish", step_s=0.5)
     status = jobs.get_job_status(job_id)
     assert str(status) == "SUCCEEDED", f"job {job_id} {status}:\n{jobs.get_job_logs(job_id)[-4000:]}"
 
@@ -240,10 +243,6 @@ def test_cli_adds_lists_and_removes_a_schedule(
     assert f"no schedule named '{name}'" in capsys.readouterr().err
 
 
-@pytest.mark.takes_long(
-    reason="a cron schedule's smallest period is one minute: the actor must reach the next"
-    " minute boundary"
-)
 def test_a_one_minute_schedule_trains_and_registers_a_candidate_through_the_actor_loop(
     scheduler: Any, store: ScheduleStore, jobs: Any, config: ZsadConfig, config_path: Path, tmp_path: Path,
     unique: str,
@@ -255,12 +254,19 @@ def test_a_one_minute_schedule_trains_and_registers_a_candidate_through_the_acto
                "--train-data", TRAIN_DATA, "--eval-data", EVAL_DATA, "--epochs", "1", "--batch-size", "4",
                "--workers", "1", "--no-baseline", "--register", "--name", f"scheduled-{unique}",
                "--storage", str(tmp_path / "runs"), "--config", str(config_path)]  # fmt: skip
-    schedule = Schedule.create(name, "* * * * *", command, "test")
+    # Disabled below within a few seconds of its first run: start at least 10 s before a minute boundary, so that
+    # no following minute falls due in between (a wait of 5 s on average in one start out of six).
+    wait_for(lambda: utc_now().second < 50, 11, "a time 10 s before the next minute", step_s=0.2)
+    added = utc_now()
+    # Added two minutes ago and never run (as if the scheduler had been down since): two scheduled minutes are
+    # missed, and only the latest, the current minute, is due now.
+    schedule = Schedule.create(name, "* * * * *", command, "test", now=added - dt.timedelta(minutes=2))
     store.add(schedule)
 
-    # The actor's own loop (every 2 s) submits the next minute's run: at most ~62 s from now.
-    run: LastRun = wait_for(lambda: store.last_runs().get(name), 75, "the first scheduled run", step_s=1.0)
+    # The actor's own loop (every 2 s) submits it at its next tick.
+    run: LastRun = wait_for(lambda: store.last_runs().get(name), 15, "the first scheduled run", step_s=0.2)
     assert run.scheduled_for > schedule.created_at and run.submission_id == submission_id(name, run.scheduled_for)
+    assert run.scheduled_for == added.replace(second=0, microsecond=0)  # the latest missed minute, not the first
     assert ray.get(scheduler.tick.remote(run.scheduled_for + dt.timedelta(seconds=30))) == []  # not twice
     store.add(dataclasses.replace(schedule, enabled=False), replace=True)  # no run for the following minutes
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +79,49 @@ class FrameStream:
                 self.sent.append(frame_id)
 
 
-def _alive_nodes(class_name: str) -> list[str]:
-    """Node ids of the live actors of a class, one per actor, sorted."""
+def _alive_actors(class_name: str) -> dict[str, str]:
+    """Actor id -> node id of the live actors of a class."""
     import ray
     from ray.util.state import list_actors
 
     # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
     here = ray.get_runtime_context().gcs_address
     alive = [("class_name", "=", class_name), ("state", "=", "ALIVE")]
-    return sorted(actor.node_id for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True))
+    return {actor.actor_id: actor.node_id
+            for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True)}  # fmt: skip
+
+
+def _alive_nodes(class_name: str) -> list[str]:
+    """Node ids of the live actors of a class, one per actor, sorted."""
+    return sorted(_alive_actors(class_name).values())
+
+
+def _deploy(dashboard: str, http_port: int, config: Any, config_path: Path, app_name: str) -> None:
+    """Deploy the application from a Serve config, as ``serve deploy`` and a RayService do, and wait until it runs.
+
+    Why not ``serve.run``: it gives every deployment a new code version on each call, so the scale-out below would
+    restart every replica (a rolling update of all three deployments, 45 s here) instead of adding one. From a
+    config whose import path and arguments are unchanged, a new ``num_replicas`` is a change of settings only:
+    Serve keeps the running replicas and adds one.
+    """
+    from ray import serve
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from services.local_stack.service_processes import HOST
+    from services.serve_app import serve_config
+
+    application = {**serve_config(config, str(config_path)), "name": app_name, "route_prefix": f"/{app_name}"}
+    ServeSubmissionClient(dashboard).deploy_applications({
+        "proxy_location": "HeadOnly", "http_options": {"host": HOST, "port": http_port},
+        "applications": [application]})  # fmt: skip
+
+    def running() -> bool:
+        status = serve.status().applications.get(app_name)
+        # UNHEALTHY is not final: a replica whose health check failed (a loaded machine) is replaced.
+        assert status is None or status.status != "DEPLOY_FAILED", status
+        return status is not None and status.status == "RUNNING"
+
+    wait_for(running, 120, f"application {app_name} to run")
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -97,28 +132,42 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
     from services.frame_path.producer import ensure_topics
     from services.local_stack.service_processes import HOST, free_port
-    from services.serve_app import app_from_config
+    from services.local_stack.stack_process import write_config
     from services.stores.result_store import ResultStore
 
     app_name, camera = "zsad-multinode", request["camera"]
     replica_class = f"ServeReplica:{app_name}:Inspector"
     config = _config(request, num_replicas=2)
+    # The replicas read it from this file (mode 0600: it holds the Redis password), as from a RayService's config.
+    config_path = Path(request["cache_dir"]).parent / "multinode-config.yaml"
+    write_config(config, config_path)
     ensure_topics(config.kafka)
     store = ResultStore.from_config(config)
+    started = time.monotonic()
+    timeline: dict[str, float] = {}
+
+    def mark(phase: str) -> None:  # seconds since the start, printed by the test: where the scenario's time goes
+        timeline[phase] = round(time.monotonic() - started, 1)
+
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "resources": {"ingest": 1}, "include_dashboard": True, "dashboard_host": HOST,
         "dashboard_port": free_port(), "_system_config": FAST_NODE_FAILURE,
     })  # fmt: skip
-    observed: dict[str, Any] = {"head": cluster.head_node.node_id}
+    observed: dict[str, Any] = {"head": cluster.head_node.node_id, "timeline": timeline}
+    mark("head started")
     try:
         workers = [cluster.add_node(num_cpus=2, resources={"inspector": INSPECTOR_CAPACITY}) for _ in range(2)]
         observed["workers"] = [worker.node_id for worker in workers]
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
-        serve.start(proxy_location="HeadOnly", http_options={"host": HOST, "port": free_port()})
-        serve.run(app_from_config(config), name=app_name, route_prefix=f"/{app_name}", blocking=False)
+        mark("worker nodes started")
+        context = ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        dashboard, http_port = f"http://{context.dashboard_url}", free_port()
+        serve.start(proxy_location="HeadOnly", http_options={"host": HOST, "port": http_port})
+        _deploy(dashboard, http_port, config, config_path, app_name)
+        mark("application deployed")
         stream = FrameStream(config, camera).start()
         wait_for(lambda: store.count_results(camera) >= 20, 120, "the first 20 results")
+        mark("first 20 results")
         observed["replicas_before"] = _alive_nodes(replica_class)
         observed["ingest_actors"] = _alive_nodes("IngestActor")
         observed["ingest_controller"] = _alive_nodes(f"ServeReplica:{app_name}:IngestController")
@@ -129,29 +178,38 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         cluster.remove_node(doomed, allow_graceful=False)  # SIGKILL: its raylet and every worker process on it
         wait_for(lambda: len(_alive_nodes(replica_class)) == 2 and doomed.node_id not in _alive_nodes(replica_class),
               90, "Serve to replace the replica of the dead node")  # fmt: skip
+        mark("replica replaced after the kill")
         observed["replicas_after_kill"] = _alive_nodes(replica_class)
+        observed["replica_ids_after_kill"] = sorted(_alive_actors(replica_class))
         resumed = store.count_results(camera)
         wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results after the node failure")
 
+        mark("20 results after the kill")
         joined = cluster.add_node(num_cpus=2, resources={"inspector": INSPECTOR_CAPACITY})
         cluster.wait_for_nodes()
         observed["joined"] = joined.node_id
+        mark("node joined")
         # Scaling out after adding capacity: the survivor is full, so the third replica must use the new node.
-        serve.run(app_from_config(_config(request, num_replicas=3)), name=app_name, route_prefix=f"/{app_name}",
-                  blocking=False)  # fmt: skip
+        _deploy(dashboard, http_port, _config(request, num_replicas=3), config_path, app_name)
         wait_for(lambda: len(_alive_nodes(replica_class)) == 3 and joined.node_id in _alive_nodes(replica_class),
               120, "a replica on the node that joined")  # fmt: skip
+        mark("third replica on the new node")
         observed["replicas_after_join"] = _alive_nodes(replica_class)
+        observed["replica_ids_after_join"] = sorted(_alive_actors(replica_class))
         resumed = store.count_results(camera)
         wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results on the grown cluster")
 
+        mark("20 results on the grown cluster")
         observed["sent"] = stream.stop()
         wait_for(lambda: store.count_results(camera) >= len(observed["sent"]), 120, "a result for every frame sent")
+        mark("every result")
         serve.delete(app_name)  # the ingest drain commits the last offsets
+        mark("application deleted")
     finally:
         serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
+        mark("cluster shut down")
     return observed
 
 

@@ -48,7 +48,8 @@ def test_training_resumes_from_the_last_checkpoint_after_a_worker_node_dies(
         stdout, stderr = scenario.communicate()
     assert scenario.returncode == 0, f"scenario failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
     observed = json.loads((tmp_path / "observed.json").read_text())
-    print(f"scenario {time.monotonic() - started:.0f} s, of which training {observed['training_s']} s")
+    print(f"scenario {time.monotonic() - started:.0f} s, of which training {observed['training_s']} s; "
+          f"timeline (s): {observed['timeline']}")
 
     head, workers, killed, joined = observed["head"], observed["workers"], observed["killed"], observed["joined"]
     survivor = next(worker for worker in workers if worker != killed)

@@ -91,24 +91,35 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     # No exit hooks: they set a SIGTERM handler per node, which Python allows in the main thread only, and the
     # node that joins is added from the thread that kills, while training blocks the main one. The finally below
     # shuts the cluster down; the test kills the whole process group if the scenario hangs.
+    began = time.monotonic()
+    timeline: dict[str, float] = {}
+
+    def mark(phase: str) -> None:  # seconds since the start, printed by the test: where the scenario's time goes
+        timeline[phase] = round(time.monotonic() - began, 1)
+
     cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
                       head_node_args={"num_cpus": 1, "_system_config": FAST_NODE_FAILURE})  # fmt: skip
-    observed: dict[str, Any] = {"head": cluster.head_node.node_id}
+    observed: dict[str, Any] = {"head": cluster.head_node.node_id, "timeline": timeline}
+    mark("head started")
     try:
         nodes = [cluster.add_node(num_cpus=2, resources={TRAIN_RESOURCE: 2}) for _ in range(2)]
         observed["workers"] = [node.node_id for node in nodes]
         cluster.wait_for_nodes()
+        mark("worker nodes started")
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
 
         def kill_the_writer_and_add_a_node() -> None:
             wait_for(lambda: len(workers_of(0)) == 2, 180, "both workers to finish epoch 1")
+            mark("epoch 1 done on both workers")
             with CheckpointLocation.from_config(config, spec.run_name).open() as store:
                 stored = store.latest(spec.epochs)
             observed["stored_at_kill"] = None if stored is None else stored.epoch
             doomed = next(node for node in nodes if node.node_id == workers_of(0)["0"])
             observed["killed"] = doomed.node_id
             cluster.remove_node(doomed, allow_graceful=False)  # SIGKILL: its raylet and every worker process on it
+            mark("node killed")
             observed["joined"] = cluster.add_node(num_cpus=2, resources={TRAIN_RESOURCE: 2}).node_id
+            mark("node joined")
 
         killer = threading.Thread(target=kill_the_writer_and_add_a_node, name="killer", daemon=True)
         killer.start()
@@ -116,6 +127,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         outcome = run_training(spec, config, epoch_callbacks=[
             RecordNodes(request["redis_url"], request["redis_password"], nodes_key), HoldAfterEpoch(1)])
         observed["training_s"] = round(time.monotonic() - started, 1)
+        mark("training done")
         killer.join(10)
         observed["attempt_workers"] = {start: workers_of(start) for start in outcome.attempt_starts}
         observed["outcome"] = {
@@ -128,6 +140,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         client.close()
         ray.shutdown()
         cluster.shutdown()
+        mark("cluster shut down")
     return observed
 
 
