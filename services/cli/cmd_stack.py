@@ -154,9 +154,9 @@ def cmd_ingest_scale(args: argparse.Namespace) -> int:
 
     with ingest_controller(args.address) as controller:
         assignment = controller.scale.remote(args.num_actors).result(timeout_s=CALL_TIMEOUT_S)
-    print(f"{len(assignment)} ingest actors")
+    print(f"{len(assignment)} ingest actor{'' if len(assignment) == 1 else 's'}")
     for index, partitions in enumerate(assignment):
-        print(f"  actor {index}: partitions {', '.join(map(str, partitions)) or 'none'}")
+        print(f"  actor {index}: partitions {', '.join(map(str, partitions))}")
     return 0
 
 

@@ -131,7 +131,7 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
         "cameras": {CAMERA: {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5, "image_size": 64}},
         "serving": {"backbone": "zsad-tiny-vit", "torch_threads": 1},
         "ingest": {"num_actors": 1},
-        "kafka": {"partitions": 1},
+        "kafka": {"partitions": 2},  # one actor reads both; `zsad ingest scale 2` gives each its own
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     rng = np.random.default_rng(0)
@@ -262,6 +262,16 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
         assert (report["frames"], report["restored"], report["already_stored"]) == (len(frames), 0, len(frames))
         assert store.count_events(CAMERA) == 2 * len(frames)
         store.close()
+
+        # (d) ingest scaled from the command line, and the status asked of the cluster by its address (as for a
+        # cluster that `zsad up` did not start): the controller itself answers, with the new actors.
+        capsys.readouterr()
+        assert main(["ingest", "scale", "2"]) == 0
+        assert capsys.readouterr().out.splitlines() == ["2 ingest actors", "  actor 0: partitions 0",
+                                                        "  actor 1: partitions 1"]  # fmt: skip
+        assert main(["status", "--json", "--address", state.ray_address]) == 0
+        actors = json.loads(capsys.readouterr().out)["ingest"]["actors"]
+        assert [(actor["partitions"], actor["healthy"]) for actor in actors] == [([0], True), ([1], True)]
     finally:
         assert main(["down"]) == 0
     assert not process_alive(state.pid)
