@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny random-weight CLIP built once per session (a few hundred ms)."""
+"""Shared fixtures: a tiny random-weight CLIP built once per session (a few hundred ms).
+
+Nothing heavy is imported at module level: torch and zsad_core (several seconds on the 2-core machine) only in the
+fixtures that need them, so that the child pytest of tests/unit/structure/test_suite_guards.py, which runs this
+file as its conftest, starts in about a second.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 # Nothing in the suite may reach for a model hub: no network exists on CI, and retries would cost minutes.
 os.environ.setdefault("ZSAD_OFFLINE", "1")
@@ -17,10 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="zr-", dir="/tmp")
 
 import pytest
-import torch
 
-from services.local_stack.service_processes import LocalService
-from zsad_core.backbone import TINY_ARCH, ClipBackbone, build_backbone
+if TYPE_CHECKING:
+    import torch
+
+    from zsad_core.backbone import ClipBackbone
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +39,10 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="session")
 def tiny_backbone() -> ClipBackbone:
     """A 4-block ViT (width 96, 3 heads, 64 px, 4x4 patches) with a 2-layer text tower, seeded."""
+    import torch
+
+    from zsad_core.backbone import TINY_ARCH, build_backbone
+
     torch.manual_seed(0)
     return build_backbone(TINY_ARCH)
 
@@ -39,6 +50,8 @@ def tiny_backbone() -> ClipBackbone:
 @pytest.fixture
 def tiny_pixels(tiny_backbone: ClipBackbone) -> torch.Tensor:
     """Two random normalised images at the tiny backbone's size."""
+    import torch
+
     generator = torch.Generator().manual_seed(1)
     return torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=generator)
 
@@ -81,6 +94,7 @@ def _services_only_in_integration_tests(
     if request.node.get_closest_marker("integration") is not None:
         yield
         return
+    from services.local_stack.service_processes import LocalService  # imported once, here: keeps the child cheap
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise ServiceStartedOutsideIntegrationError(

@@ -13,8 +13,13 @@ CONFTEST = (Path(__file__).parents[2] / "conftest.py").read_text()
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester) -> pytest.Pytester:
-    """A throw-away suite with our conftest, run in a child pytest (this test's own guards stay out of it)."""
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A throw-away suite with our conftest, run in a child pytest (this test's own guards stay out of it).
+
+    The child loads no installed plugin (hypothesis, anyio, xdist, timeout: 1.5 s of start-up each time); our
+    conftest needs none of them.
+    """
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nmarkers =\n    integration: starts services\n    slow: real-size\n")
     return pytester
