@@ -99,6 +99,29 @@ def pytest_collection(session: pytest.Session) -> Iterator[None]:
         gc.enable()
 
 
+_threads_before_small_tests: list[int] = []  # torch's thread count before the first small test took it to one
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_in_small_tests(request: pytest.FixtureRequest) -> None:
+    """Small tests (neither ``integration`` nor ``slow``) run torch on one thread.
+
+    The tiny model's tensors gain nothing from intra-op threads, and on the shared 2-core machine contending
+    threads spin: tests/unit/{core,cli,report,few_shot} cost 84 s of CPU serially with torch's default (2 threads)
+    and 26 s with one, and 56 s against 34 s under ``-n 2``. The count is changed only when the kind of test
+    changes, and given back before the next real-size or integration test.
+    """
+    torch = sys.modules.get("torch")  # test modules import it at collection; none is imported here for it
+    if torch is None:
+        return
+    small = request.node.get_closest_marker("integration") is None and request.node.get_closest_marker("slow") is None
+    if small and not _threads_before_small_tests:
+        _threads_before_small_tests.append(torch.get_num_threads())
+        torch.set_num_threads(1)
+    elif not small and _threads_before_small_tests:
+        torch.set_num_threads(_threads_before_small_tests.pop())
+
+
 class ServiceStartedOutsideIntegrationError(AssertionError):
     """A test without the integration marker tried to start Redis, a broker, Prometheus, Ray or Serve."""
 
