@@ -1,11 +1,18 @@
-"""Shared fixtures: a tiny random-weight CLIP built once per session (a few hundred ms)."""
+"""Shared fixtures: a tiny random-weight CLIP built once per session (a few hundred ms).
+
+Nothing heavy is imported at module level: torch and zsad_core (several seconds on the 2-core machine) only in the
+fixtures that need them, so that the child pytest of tests/unit/structure/test_suite_guards.py, which runs this
+file as its conftest, starts in about a second.
+"""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 # Nothing in the suite may reach for a model hub: no network exists on CI, and retries would cost minutes.
 os.environ.setdefault("ZSAD_OFFLINE", "1")
@@ -17,10 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="zr-", dir="/tmp")
 
 import pytest
-import torch
 
-from services.local_stack.service_processes import LocalService
-from zsad_core.backbone import TINY_ARCH, ClipBackbone, build_backbone
+if TYPE_CHECKING:
+    import torch
+
+    from zsad_core.backbone import ClipBackbone
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +40,10 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="session")
 def tiny_backbone() -> ClipBackbone:
     """A 4-block ViT (width 96, 3 heads, 64 px, 4x4 patches) with a 2-layer text tower, seeded."""
+    import torch
+
+    from zsad_core.backbone import TINY_ARCH, build_backbone
+
     torch.manual_seed(0)
     return build_backbone(TINY_ARCH)
 
@@ -39,6 +51,8 @@ def tiny_backbone() -> ClipBackbone:
 @pytest.fixture
 def tiny_pixels(tiny_backbone: ClipBackbone) -> torch.Tensor:
     """Two random normalised images at the tiny backbone's size."""
+    import torch
+
     generator = torch.Generator().manual_seed(1)
     return torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=generator)
 
@@ -69,6 +83,45 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: (item.path not in long_files, item.path not in service_files))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session: pytest.Session) -> Iterator[None]:
+    """No cyclic garbage collection while collecting, then keep the collector off everything imported so far.
+
+    Collection imports torch, open_clip, scipy, Ray and the rest (about 600,000 objects), and each full
+    collection walks every tracked object: 0.4 s each here, 15-20 of them per worker of ``make test-fast``. Frozen
+    afterwards, those objects are never walked again; what the tests create is collected as before.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+_threads_before_small_tests: list[int] = []  # torch's thread count before the first small test took it to one
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_in_small_tests(request: pytest.FixtureRequest) -> None:
+    """Small tests (neither ``integration`` nor ``slow``) run torch on one thread.
+
+    The tiny model's tensors gain nothing from intra-op threads, and on the shared 2-core machine contending
+    threads spin: tests/unit/{core,cli,report,few_shot} cost 84 s of CPU serially with torch's default (2 threads)
+    and 26 s with one, and 56 s against 34 s under ``-n 2``. The count is changed only when the kind of test
+    changes, and given back before the next real-size or integration test.
+    """
+    torch = sys.modules.get("torch")  # test modules import it at collection; none is imported here for it
+    if torch is None:
+        return
+    small = request.node.get_closest_marker("integration") is None and request.node.get_closest_marker("slow") is None
+    if small and not _threads_before_small_tests:
+        _threads_before_small_tests.append(torch.get_num_threads())
+        torch.set_num_threads(1)
+    elif not small and _threads_before_small_tests:
+        torch.set_num_threads(_threads_before_small_tests.pop())
+
+
 class ServiceStartedOutsideIntegrationError(AssertionError):
     """A test without the integration marker tried to start Redis, a broker, Prometheus, Ray or Serve."""
 
@@ -81,6 +134,7 @@ def _services_only_in_integration_tests(
     if request.node.get_closest_marker("integration") is not None:
         yield
         return
+    from services.local_stack.service_processes import LocalService  # imported once, here: keeps the child cheap
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise ServiceStartedOutsideIntegrationError(
