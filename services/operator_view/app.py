@@ -32,6 +32,7 @@ from services.operator_view.readers import (
     camera_row,
     decision_of,
     heat_png,
+    part_of,
     result_fields,
     text_fields,
 )
@@ -223,7 +224,7 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
         fields = result_fields(backend.client, camera_of(camera), frame_id)
         timings = {name: fields[name] for name in fields if name.endswith(("_ts", "_ms", "_s"))}
         return page(request, "frame.html", principal, camera=camera, fields=fields, decision=decision_of(fields),
-                    boxes=boxes_of(fields), timings=timings)  # fmt: skip
+                    boxes=boxes_of(fields), timings=timings, part=part_of(fields))  # fmt: skip
 
     @api.get("/frame/{camera}/{frame_id}/overlay.png")
     def overlay_png(request: Request, camera: str, frame_id: str, width: int = 0) -> Response:
