@@ -23,6 +23,7 @@ from services.decisions.camera_settings import CameraSettingsStore
 from services.decisions.operator_marks import mark_frame
 from services.frame_path.frame_readback import FrameUnavailableError
 from services.frame_path.result_store import ResultStore, events_key
+from services.gateway.heartbeat import read_gateway_statuses
 from services.operator_view.auth import COOKIE_NAME, CSRF_FIELD, Principal, Role, ViewAuth
 from services.operator_view.charts import overview_charts
 from services.operator_view.readers import (
@@ -168,20 +169,25 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
             rows.append(row.__dict__)
         return rows
 
+    def gateway_rows() -> list[dict[str, Any]]:
+        return [status.__dict__ for status in read_gateway_statuses(backend.client, config.gateways)]
+
     @api.get("/", response_class=HTMLResponse)
     async def overview(request: Request) -> HTMLResponse:
         principal = caller(request)
         rows = await asyncio.to_thread(overview_rows)
+        gateways = await asyncio.to_thread(gateway_rows)
         charts = {}
         if config.view.prometheus_url:
             charts = await asyncio.to_thread(overview_charts, config.view.prometheus_url, list(config.cameras))
         return page(request, "overview.html", principal, rows=rows, ingest=await backend.ingest_status(),
-                    charts=charts)  # fmt: skip
+                    charts=charts, gateways=gateways)  # fmt: skip
 
     @api.get("/api/overview")
     async def overview_json(request: Request) -> dict[str, Any]:
         caller(request)
-        return {"cameras": await asyncio.to_thread(overview_rows), "ingest": await backend.ingest_status()}
+        return {"cameras": await asyncio.to_thread(overview_rows), "gateways": await asyncio.to_thread(gateway_rows),
+                "ingest": await backend.ingest_status()}  # fmt: skip
 
     @api.get("/api/ingest")
     async def ingest_json(request: Request) -> dict[str, Any]:
