@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from services.config import ZsadConfig, load_config
-from services.read_models import OverlayRenderer, decision_of, result_fields, text_fields
+from services.read_models import OverlayRenderer, decision_of, part_of, result_fields, text_fields
 from services.state_home import stack_config_path
 from services.stores.result_store import ResultStore, events_key
 
@@ -46,6 +46,12 @@ class Decision:
     def decision(self) -> str:
         """``decision`` when the inspector stored one, else ``anomalous``/``normal`` from the label."""
         return decision_of(self.fields)
+
+    @property
+    def part(self) -> dict[str, str]:
+        """The part this decision is about (``part_serial``, ``part_id``, ``part_station`` that are set): the keys a
+        PLC or MES joins on; empty when the frame named no part."""
+        return part_of(self.fields)
 
 
 class ZsadClient:

@@ -82,6 +82,15 @@ def text_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     return {text(k): text(v) for k, v in raw.items() if text(k) not in HIDDEN_FIELDS}
 
 
+PART_FIELDS = ("part_serial", "part_id", "part_station")
+
+
+def part_of(fields: Mapping[str, str]) -> dict[str, str]:
+    """The part a result names (``part_serial``, ``part_id``, ``part_station`` that are set), for the line's PLC or
+    MES to join the decision on; empty when its frame named none."""
+    return {name: fields[name] for name in PART_FIELDS if fields.get(name)}
+
+
 def decision_of(fields: Mapping[str, str]) -> str:
     """The stored ``decision`` (``pass`` or ``reject``), else the same word from the label (results written before
     decisions existed)."""

@@ -10,7 +10,9 @@ agree on the same bytes. A frame is one Kafka record:
 * **headers**: the frame's metadata, ASCII text (see the ``H_*`` names below).
 
 Headers are validated *before* the image is decoded; a record that fails validation is dead-lettered with the
-reason ``bad_headers`` and never reaches a model. Headers that are not ours (tracing, gateway ids) are
+reason ``bad_headers`` and never reaches a model. That includes the optional part identity headers: a part value
+that is not short printable ASCII is refused rather than dropped, because a result stored without its part
+could not be joined by the PLC or MES that asked for it. Headers that are not ours (tracing, gateway ids) are
 ignored, so a gateway may add its own.
 """
 
@@ -57,6 +59,11 @@ FRAME_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 FrameId = Annotated[str, StringConstraints(pattern=FRAME_ID_PATTERN)]
 CameraId = Annotated[str, StringConstraints(pattern=CAMERA_ID_PATTERN)]
+# Part values are stored in result hashes and shown as they are: printable ASCII without spaces at either end
+# (inner spaces are allowed, serials like "AB 1234" exist), at most 128 characters like a frame id.
+MAX_PART_CHARS = 128
+PART_VALUE_PATTERN = r"^[!-~](?:[ -~]{0,126}[!-~])?$"
+PartValue = Annotated[str, StringConstraints(pattern=PART_VALUE_PATTERN)]
 
 # Camera clocks drift; an hour is generous for NTP-less devices, while a timestamp days ahead is a bug (ms
 # instead of s) that would poison capture-to-Redis latency metrics.
@@ -72,6 +79,9 @@ _HEADER_OF_FIELD = {
     "capture_ts": H_CAPTURE_TS,
     "content_type": H_CONTENT_TYPE,
     "schema_version": H_SCHEMA,
+    "part_id": H_PART_ID,
+    "part_serial": H_PART_SERIAL,
+    "part_station": H_PART_STATION,
 }
 _REASON_CHARS = re.compile(r"[^a-z0-9_]+")
 
@@ -91,6 +101,8 @@ class FrameHeaders(BaseModel):
         capture_ts: seconds since the epoch when the camera took the frame.
         content_type: ``image/jpeg`` or ``image/png``.
         schema_version: version of this contract; only :data:`SUPPORTED_SCHEMAS` are accepted.
+        part_id, part_serial, part_station: the part the frame shows, when its gateway named one
+            (:data:`PART_VALUE_PATTERN`); ``None`` when the header is absent.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -100,6 +112,9 @@ class FrameHeaders(BaseModel):
     capture_ts: float
     content_type: ContentType
     schema_version: str
+    part_id: PartValue | None = None
+    part_serial: PartValue | None = None
+    part_station: PartValue | None = None
 
     @field_validator("capture_ts")
     @classmethod
@@ -141,6 +156,9 @@ class FrameHeaders(BaseModel):
                 capture_ts=_timestamp(ours[H_CAPTURE_TS]),
                 content_type=ours[H_CONTENT_TYPE],
                 schema_version=ours[H_SCHEMA],
+                part_id=ours.get(H_PART_ID),
+                part_serial=ours.get(H_PART_SERIAL),
+                part_station=ours.get(H_PART_STATION),
             )
         except ValidationError as exc:
             raise BadHeadersError(_summarise(exc)) from None
@@ -168,8 +186,11 @@ class FrameHeaders(BaseModel):
         return self.camera.encode()
 
     def kafka_headers(self) -> Headers:
-        """The record headers of this frame."""
-        return encode_headers(self.frame_id, self.capture_ts, self.content_type, self.schema_version)
+        """The record headers of this frame, part identity included when set."""
+        parts = [(name, value.encode("ascii")) for name, value in
+                 ((H_PART_ID, self.part_id), (H_PART_SERIAL, self.part_serial), (H_PART_STATION, self.part_station))
+                 if value is not None]  # fmt: skip
+        return encode_headers(self.frame_id, self.capture_ts, self.content_type, self.schema_version) + parts
 
 
 def encode_headers(

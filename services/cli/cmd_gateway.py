@@ -112,11 +112,13 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
 
 
 def _serve(config: ZsadConfig, camera: str, entry: GatewayConfig) -> int:
+    from services.gateway.heartbeat import GatewayHeartbeat
     from services.gateway.runner import build_gateway, run_gateway, stop_on_signals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source, sender = build_gateway(config, camera, entry)
+    heartbeat = GatewayHeartbeat.from_config(config.redis, camera, entry.kind, sender.metrics)
     stop = threading.Event()
     stop_on_signals(stop)
-    run_gateway(source, sender, stop)
+    run_gateway(source, sender, stop, heartbeat)
     return 0

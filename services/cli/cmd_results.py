@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RECENT = 20
 COLUMNS = ("FRAME", "SCORE", "DECISION", "THRESHOLD", "METHOD", "PROMPT", "REFERENCES", "CALIBRATION", "REGIONS",
-           "CAPTURED (UTC)", "LATENCY_MS", "KAFKA")  # fmt: skip
+           "PART", "CAPTURED (UTC)", "LATENCY_MS", "KAFKA")  # fmt: skip
 
 
 class ResultNotFoundError(ZsadError, LookupError):
@@ -133,10 +133,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         heat = np.zeros((*anomaly_map.shape, 3), np.uint8)
         path = save_overlay(args.out, heat, anomaly_map, threshold=result.threshold, alpha=1.0)
         print(f"heat map of frame {args.frame} written to {path}")
+        _print_part(result)
         return 0
     path = save_overlay(args.out, frame, anomaly_map, threshold=result.threshold)
     print(f"overlay of frame {args.frame} written to {path}")
+    _print_part(result)
     return 0
+
+
+def _print_part(result: StoredResult) -> None:
+    """The part the shown frame names, so an operator can find it on the line."""
+    named = {"serial": result.part_serial, "id": result.part_id, "station": result.part_station}
+    if any(named.values()):
+        print("part " + ", ".join(f"{name} {value}" for name, value in named.items() if value))
 
 
 def cmd_mark(args: argparse.Namespace) -> int:
@@ -192,6 +201,7 @@ def format_table(results: Sequence[StoredResult]) -> str:
             result.reference_version or "-",
             result.calibration_version or "-",
             "-" if result.regions is None else str(len(result.regions)),  # -: regions were not computed
+            part_label(result),
             _iso(result.capture_ts) or "-",
             "-" if latency is None else f"{latency:.1f}",
             f"{result.partition}:{result.offset}" if result.partition >= 0 else "-",  # -1: not read from Kafka
@@ -200,6 +210,14 @@ def format_table(results: Sequence[StoredResult]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def part_label(result: StoredResult) -> str:
+    """The part a result names, compactly: ``serial/id@station`` with the parts that are set; ``-`` for none."""
+    label = "/".join(value for value in (result.part_serial, result.part_id) if value)
+    if result.part_station:
+        label += f"@{result.part_station}"
+    return label or "-"
 
 
 def _iso(timestamp: float) -> str | None:

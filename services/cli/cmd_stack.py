@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     down = commands.add_parser("down", help="stop the local stack started by `zsad up`")
     down.set_defaults(func=cmd_down)
 
-    status = commands.add_parser("status", help="per-camera results, ingest actors and the dashboard URL")
+    status = commands.add_parser("status", help="per-camera results, gateways, ingest actors and the dashboard URL")
     add_config_option(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     add_address_option(status, "Ray cluster whose Serve app to ask for the ingest status (default: the local "
@@ -114,12 +114,14 @@ def ingest_status(serve_url: str, token: str, timeout_s: float = 10.0) -> dict:
 def cmd_status(args: argparse.Namespace) -> int:
     """Per-camera counts and latencies from Redis; ingest actors from the running app."""
     from services.cli.summaries import camera_summary, format_ingest_actor, format_summary
+    from services.gateway.heartbeat import format_gateway_status, read_gateway_statuses
     from services.local_stack.control import running_stack
     from services.stores.result_store import ResultStore
 
     config = config_from_args(args)
     store = ResultStore.from_config(config)
     rows = [camera_summary(store, camera) for camera in config.cameras]
+    gateways = read_gateway_statuses(store.client, config.gateways)
     state = running_stack(stack_dir())
     ingest = None
     if args.address is not None:
@@ -135,12 +137,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             ingest = {"error": str(exc)}
     if args.json:
         print(json.dumps({"cameras": [row.__dict__ for row in rows], "ingest": ingest,
+                          "gateways": [gateway.__dict__ for gateway in gateways],
                           "random_weights": config.serving.random_weights,
                           "dashboard": state.dashboard_url if state else None}, indent=2))  # fmt: skip
         return 0
     if config.serving.random_weights:
         print(f"serving {SERVING_RANDOM_WEIGHTS}")
     print(format_summary(rows))
+    for gateway in gateways:
+        print(format_gateway_status(gateway))
     if state is not None:
         print(f"\ndashboard {state.dashboard_url}")
     for actor in (ingest or {}).get("actors", []):

@@ -8,6 +8,7 @@ the event stream gives the recent results' labels and end-to-end latencies (capt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
@@ -86,6 +87,8 @@ def format_stack_state(state: StackState) -> str:
         f"kafka       {state.kafka_bootstrap}",
         f"redis       {state.redis_url}  (password in {state.config_path}, mode 0600)",
         f"config      {state.config_path}",
+        *(f"gateway     {camera} (pid {pid}, log {Path(state.config_path).parent / f'gateway-{camera}.log'})"
+          for camera, pid in state.gateways.items()),
         "next: zsad produce --camera cam1 --synthetic --count 100; zsad status; zsad results --camera cam1",
     ])  # fmt: skip
 

@@ -74,6 +74,8 @@ class FrameRequest:
             different frame that reuses the id does not.
         geometry: the frame's size, the region and scale ``image`` was cut at; ``None`` when ``image`` is the
             frame itself.
+        part_id, part_serial, part_station: the part identity headers (``None``: absent), stored with the result
+            so that a PLC or MES can join the decision to its part.
     """
 
     camera: str
@@ -86,6 +88,9 @@ class FrameRequest:
     decoded_ts: float = 0.0
     content_digest: str = ""
     geometry: FrameGeometry | None = None
+    part_id: str | None = None
+    part_serial: str | None = None
+    part_station: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,9 @@ def decode_record(
         decoded_ts=time.time(),
         geometry=geometry,
         content_digest=content_digest(data),
+        part_id=headers.part_id,
+        part_serial=headers.part_serial,
+        part_station=headers.part_station,
     )
 
 

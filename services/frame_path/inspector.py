@@ -378,6 +378,9 @@ class InspectorCore:
             regions=regions,
             weights=methods[key].module.backbone.source.kind,
             roi=request.geometry.region if request.geometry is not None else None,
+            part_id=request.part_id,
+            part_serial=request.part_serial,
+            part_station=request.part_station,
         )
 
     def _watch_drift(self, stored: list[FrameResult]) -> None:

@@ -60,6 +60,19 @@ class GatewayMetrics:
         """The source was opened again after a drop."""
         self._reconnects.labels(self.camera).inc()
 
+    def totals(self) -> dict[str, float]:
+        """Frames captured, sent, spooled and failed (all reasons) so far, and the spool's bytes: the heartbeat's
+        counts (:mod:`services.gateway.heartbeat`)."""
+        failed = sum(sample.value for metric in self._failed.collect() for sample in metric.samples
+                     if sample.name.endswith("_total"))  # fmt: skip
+        return {
+            "captured": self.value("zsad_gateway_frames_captured_total"),
+            "sent": self.value("zsad_gateway_frames_sent_total"),
+            "spooled": self.value("zsad_gateway_frames_spooled_total"),
+            "failed": failed,
+            "spool_bytes": self.value("zsad_gateway_spool_bytes"),
+        }
+
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent), as a scrape of this gateway would show it."""
         return self.registry.get_sample_value(name, {"camera": self.camera, **labels}) or 0.0

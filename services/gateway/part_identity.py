@@ -20,13 +20,13 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from services.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION
+from services.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION, MAX_PART_CHARS, PART_VALUE_PATTERN
 from zsad_core.errors import ZsadError
 
 SIDECAR_SUFFIX = ".json"
-MAX_VALUE_CHARS = 128
-# Printable ASCII without spaces at the ends: values go into Kafka headers and Redis hashes as they are.
-_VALUE = re.compile(r"^[!-~](?:[ -~]*[!-~])?$")
+MAX_VALUE_CHARS = MAX_PART_CHARS
+# The record contract's rule (printable ASCII, no spaces at the ends): ingest refuses a record that breaks it.
+_VALUE = re.compile(PART_VALUE_PATTERN)
 _HEADERS = {"part_id": H_PART_ID, "serial": H_PART_SERIAL, "station": H_PART_STATION}
 
 

@@ -18,6 +18,7 @@ from services.gateway.encoding import FrameEncoding
 from services.gateway.folder_source import FolderSettings, FolderSource
 from services.gateway.frames import Submit
 from services.gateway.gige_source import GigeSource
+from services.gateway.heartbeat import GatewayHeartbeat
 from services.gateway.metrics import GatewayMetrics, serve_metrics
 from services.gateway.part_identity import compile_part_pattern
 from services.gateway.sender import FrameSender
@@ -37,8 +38,15 @@ class Source(Protocol):
         """Read and submit frames."""
 
 
-def run_gateway(source: Source, sender: FrameSender, stop: threading.Event) -> None:
-    """Run ``source`` into ``sender`` until ``stop`` is set or the source ends, then send what is left."""
+def run_gateway(
+    source: Source, sender: FrameSender, stop: threading.Event, heartbeat: GatewayHeartbeat | None = None
+) -> None:
+    """Run ``source`` into ``sender`` until ``stop`` is set or the source ends, then send what is left.
+
+    ``heartbeat`` reports ``running`` meanwhile and ``stopped`` with the final counts once the sender is done.
+    """
+    if heartbeat is not None:
+        heartbeat.start()
     sender.start()
     try:
         source.run(sender.submit, stop)
@@ -46,6 +54,8 @@ def run_gateway(source: Source, sender: FrameSender, stop: threading.Event) -> N
         if not sender.stop(STOP_TIMEOUT_S):
             log.error("camera %s: frames still unsent after %.0f s; exiting anyway", sender.metrics.camera,
                       STOP_TIMEOUT_S)  # fmt: skip
+        if heartbeat is not None:
+            heartbeat.stop()
 
 
 def stop_on_signals(stop: threading.Event) -> None:

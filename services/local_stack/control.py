@@ -46,7 +46,8 @@ class StoppedStack:
 
     Attributes:
         pid: the stack process that was signalled, or None when it was already gone.
-        orphans: services (``redis``, ``noida``) left behind by a stack process that died, stopped here.
+        orphans: services (``redis``, ``noida``, ``gateway CAM``) left behind by a stack process that died, stopped
+            here.
     """
 
     pid: int | None
@@ -156,6 +157,10 @@ def stop_stack(stack_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> StoppedSta
         if child and runs(child, markers.get(name, name)):
             os.kill(child, signal.SIGTERM)
             orphans.append(name)
+    for camera, child in state.gateways.items():  # likewise its gateways, which then flush and exit
+        if child and runs(child, "gateway"):
+            os.kill(child, signal.SIGTERM)
+            orphans.append(f"gateway {camera}")
     for name in (STATE_NAME, CONFIG_NAME, REQUESTED_CONFIG_NAME):  # the stack removes the first two unless it died
         (stack_dir / name).unlink(missing_ok=True)
     if killed:

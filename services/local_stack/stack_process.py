@@ -3,8 +3,9 @@
 Why a long-lived process of its own: the Ray head started with ``ray.init(address="local")`` belongs to the
 process that started it, and so do the broker and Redis children. ``zsad up`` spawns ``python -m
 services.local_stack.stack_process`` in a new session, waits for it to say ``ready`` in its state file, and returns;
-``zsad down`` sends it SIGTERM, and it stops everything in order: the application first (the ingest actors
-drain and commit), then Serve and Ray, then the broker and Redis. Only what this stack started is stopped
+``zsad down`` sends it SIGTERM, and it stops everything in order: the camera gateways of the ``gateways:`` section
+first (they flush what they read to the broker), then the application (the ingest actors drain and commit), then
+Serve and Ray, then the broker and Redis. Only what this stack started is stopped
 (``ray stop`` would stop every Ray cluster on the machine).
 
 With ``--external`` the stack starts only Ray and the application and uses the brokers and Redis of the
@@ -25,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -36,6 +38,7 @@ import yaml
 from pydantic import SecretStr
 
 from services.config import ZsadConfig, load_config
+from services.local_stack.gateway_processes import start_gateways, stop_gateways
 from services.local_stack.service_processes import (
     HOST,
     NoidaBroker,
@@ -78,6 +81,7 @@ class StackState:
     metrics_url: str = ""
     prometheus_url: str = ""
     children: dict[str, int] = field(default_factory=dict)
+    gateways: dict[str, int] = field(default_factory=dict)  # camera -> pid of its `zsad gateway run`
 
     def write(self, stack_dir: Path) -> None:
         """Replace the state file atomically (readers never see half a file)."""
@@ -229,6 +233,7 @@ class LocalStack:
         self.broker: NoidaBroker | None = None
         self.prometheus: PrometheusServer | None = None
         self.prometheus_port = 0
+        self.gateways: dict[str, subprocess.Popen[bytes]] = {}
         self.state = StackState(os.getpid(), "starting", time.time(), str(stack_dir / CONFIG_NAME))
 
     def start(self) -> None:
@@ -241,6 +246,7 @@ class LocalStack:
             self._plan_prometheus()
             write_config(self.config, self.stack_dir / CONFIG_NAME)
             self._start_ray_and_app()
+            self._start_gateways()
         except BaseException as exc:
             self.stop()
             self.state.status, self.state.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -340,12 +346,22 @@ class LocalStack:
         self.state.kafka_bootstrap = ",".join(self.config.kafka.bootstrap_servers)
         self.state.redis_url = self.config.redis.url
 
+    def _start_gateways(self) -> None:
+        """One ``zsad gateway run`` per ``gateways:`` entry, on the stack's config (its broker and Redis)."""
+        if not self.config.gateways:
+            return
+        self.gateways = start_gateways(self.stack_dir / CONFIG_NAME, self.config.gateways, self.stack_dir)
+        self.state.gateways = {camera: process.pid for camera, process in self.gateways.items()}
+
     def stop(self) -> None:
-        """Stop the app (ingest drains and commits), Serve, Ray, then the broker and Redis."""
+        """Stop the gateways (they flush), the app (ingest drains and commits), Serve, Ray, the broker and Redis."""
         import ray
 
         self.state.status = "stopping"
         self.state.write(self.stack_dir)
+        if self.gateways:
+            stop_gateways(self.gateways)
+            log.info("gateways stopped")
         if ray.is_initialized():
             from ray import serve
 

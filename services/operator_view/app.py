@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.config import ZsadConfig
+from services.gateway.heartbeat import read_gateway_statuses
 from services.operator_view.auth import COOKIE_NAME, CSRF_FIELD, Principal, Role, ViewAuth
 from services.operator_view.charts import overview_charts
 from services.read_models import (
@@ -28,6 +29,7 @@ from services.read_models import (
     camera_row,
     decision_of,
     heat_png,
+    part_of,
     result_fields,
     text_fields,
     time_element,
@@ -170,20 +172,25 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
             rows.append(row.__dict__)
         return rows
 
+    def gateway_rows() -> list[dict[str, Any]]:
+        return [status.__dict__ for status in read_gateway_statuses(backend.client, config.gateways)]
+
     @api.get("/", response_class=HTMLResponse)
     async def overview(request: Request) -> HTMLResponse:
         principal = caller(request)
         rows = await asyncio.to_thread(overview_rows)
+        gateways = await asyncio.to_thread(gateway_rows)
         charts = {}
         if config.view.prometheus_url:
             charts = await asyncio.to_thread(overview_charts, config.view.prometheus_url, list(config.cameras))
         return page(request, "overview.html", principal, rows=rows, ingest=await backend.ingest_status(),
-                    charts=charts)  # fmt: skip
+                    charts=charts, gateways=gateways)  # fmt: skip
 
     @api.get("/api/overview")
     async def overview_json(request: Request) -> dict[str, Any]:
         caller(request)
-        return {"cameras": await asyncio.to_thread(overview_rows), "ingest": await backend.ingest_status()}
+        return {"cameras": await asyncio.to_thread(overview_rows), "gateways": await asyncio.to_thread(gateway_rows),
+                "ingest": await backend.ingest_status()}  # fmt: skip
 
     @api.get("/api/ingest")
     async def ingest_json(request: Request) -> dict[str, Any]:
@@ -226,7 +233,7 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
         fields = result_fields(backend.client, camera_of(camera), frame_id)
         timings = {name: fields[name] for name in fields if name.endswith(("_ts", "_ms", "_s"))}
         return page(request, "frame.html", principal, camera=camera, fields=fields, decision=decision_of(fields),
-                    boxes=boxes_of(fields), timings=timings)  # fmt: skip
+                    boxes=boxes_of(fields), timings=timings, part=part_of(fields))  # fmt: skip
 
     @api.get("/frame/{camera}/{frame_id}/overlay.png")
     def overlay_png(request: Request, camera: str, frame_id: str, width: int = 0) -> Response:

@@ -46,7 +46,8 @@ MAP_LEVELS = 65535  # 16-bit PNG: the largest quantisation error is half a level
 RESULT_FIELDS = (
     "camera", "frame_id", "score", "label", "threshold", "method", "prompt_version", "partition", "offset",
     "capture_ts", "infer_ts", "write_ts", "map_min", "map_scale", "digest", "reference_version", "decision",
-    "settings_version", "calibration_version", "regions", "weights", "roi", "replaces",
+    "settings_version", "calibration_version", "regions", "weights", "roi", "replaces", "part_id", "part_serial",
+    "part_station",
 )  # fmt: skip
 _CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 _FRAME_RE = re.compile(FRAME_ID_PATTERN)
@@ -228,6 +229,8 @@ class FrameResult:
         roi: ``(x, y, w, h)`` of the frame that ingest cut and the model saw (the map covers it), ``None`` when
             unknown. Why stored: the ROI changes live, so a reader cropping the frame for the map must use the
             crop that produced it, not the one configured now.
+        part_id, part_serial, part_station: the part the frame shows, from its record's part headers (``None``:
+            not named), so that a PLC or MES can join the decision to the part.
     """
 
     camera: str
@@ -248,6 +251,9 @@ class FrameResult:
     regions: str | None = None
     weights: str = ""
     roi: tuple[int, int, int, int] | None = None
+    part_id: str | None = None
+    part_serial: str | None = None
+    part_station: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse ids that would break the key layout (a ``}`` would move the key out of its hash tag)."""
@@ -286,7 +292,8 @@ class StoredResult:
     ``map_min``/``map_scale`` are ``None`` when no map was stored; ``regions`` is ``None`` when none were
     computed (no pixel threshold, or a result written before regions existed), ``()`` when none were found.
     ``replaces`` is ``"<partition>:<offset>"`` of the record whose result this one replaced (it reused the frame id
-    for other bytes at a higher position), ``""`` otherwise.
+    for other bytes at a higher position), ``""`` otherwise. ``part_id``, ``part_serial`` and ``part_station`` are
+    ``None`` when the frame named no part (or the result was written before parts were stored).
     """
 
     camera: str
@@ -312,6 +319,9 @@ class StoredResult:
     weights: str = ""
     roi: tuple[int, int, int, int] | None = None
     replaces: str = ""
+    part_id: str | None = None
+    part_serial: str | None = None
+    part_station: str | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> StoredResult:
@@ -341,6 +351,9 @@ class StoredResult:
             weights=text.get("weights", ""),
             roi=roi_of(text),
             replaces=text.get("replaces", ""),
+            part_id=text.get("part_id") or None,
+            part_serial=text.get("part_serial") or None,
+            part_station=text.get("part_station") or None,
         )
 
 
@@ -485,6 +498,9 @@ class ResultStore:
             "regions": result.regions if result.regions is not None else "",
             "weights": result.weights,
             "roi": ",".join(str(side) for side in result.roi) if result.roi is not None else "",
+            "part_id": result.part_id or "",
+            "part_serial": result.part_serial or "",
+            "part_station": result.part_station or "",
         }
         keys = [result_key(cam, fid), map_key(cam, fid), events_key(cam), scores_key(cam)]
         args: list[bytes | str | int | float] = [

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from services.cli.main import main
 from services.config import ConfigError, ZsadConfig
 from services.frame_path.decode_budget import DecodeBudget
 from services.frame_path.decoding import FrameRequest, ModelUnavailableError, decode_record, model_input_sizes
 from services.frame_path.inspector import InspectorCore
 from services.local_stack.service_processes import RedisServer
-from services.records import encode_headers, sniff_content_type
+from services.records import H_PART_ID, H_PART_SERIAL, H_PART_STATION, encode_headers, sniff_content_type
 from services.stores.result_store import ResultStore
 from zsad_core.imageio import DEFAULT_LIMITS, decode_image, encode_jpeg, encode_png
 
@@ -321,3 +325,32 @@ def test_a_frame_without_a_capture_time_is_stored_without_a_latency(
     assert store.get_result(camera, "no-clock").capture_ts == 0.0
     latencies = [args[3] for name, args in metrics.calls if name == "stored"]
     assert latencies[0] is None and latencies[1] > 0
+
+
+def test_a_frames_part_identity_reaches_its_stored_result_and_zsad_results(
+    redis_server: RedisServer, store: ResultStore, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    camera = f"p{unique}"
+    cameras = {camera: {"method": "clip-ad"}}
+    core = InspectorCore(_config(redis_server, cameras), store)
+    data = encode_png(_scene(96, 120))
+    parts = [(H_PART_ID, b"P-0042"), (H_PART_SERIAL, b"SN 1234"), (H_PART_STATION, b"ST2")]
+    record = _Record(camera.encode(), data, [*encode_headers("with-part", 1.0e9, "image/png"), *parts])
+    plain = _Record(camera.encode(), data, encode_headers("no-part", 1.0e9, "image/png"), offset=1)
+    sizes = model_input_sizes(core.config.cameras)
+    requests = [decode_record(r, core.config.cameras, DEFAULT_LIMITS, input_sizes=sizes, budget=DecodeBudget(10**8))
+                for r in (record, plain)]  # fmt: skip
+    assert [ack.status for ack in core.process(requests)] == ["stored", "stored"]
+
+    stored = store.get_result(camera, "with-part")
+    assert (stored.part_id, stored.part_serial, stored.part_station) == ("P-0042", "SN 1234", "ST2")
+    assert store.get_result(camera, "no-part").part_serial is None
+    config_path = tmp_path / "config.yaml"
+    document = {"redis": {"url": redis_server.url, "password": redis_server.password},
+                "cameras": {camera: {"method": "clip-ad", "class_name": "object", "threshold": 0.5}}}  # fmt: skip
+    config_path.write_text(yaml.safe_dump(document))
+    assert main(["results", "--camera", camera, "--json", "--config", str(config_path)]) == 0
+    listed = {row["frame_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert {name: listed["with-part"][name] for name in ("part_id", "part_serial", "part_station")} == {
+        "part_id": "P-0042", "part_serial": "SN 1234", "part_station": "ST2"}  # fmt: skip
+    assert listed["no-part"]["part_serial"] is None
