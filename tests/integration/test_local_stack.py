@@ -40,6 +40,8 @@ from zsad_core.imageio import encode_png
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CAMERA = "line1"
+GATE_CAMERA = "dock"  # its frames come through the folder gateway that `zsad up` runs
+GATE_FILES = 3
 SMALL_FRAMES = 12
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
@@ -127,8 +129,12 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     monkeypatch.chdir(tmp_path)
     stack_dir = tmp_path / "home" / "stack"
+    hot = tmp_path / "hot"  # the folder of the gateway that `zsad up` starts for the second camera
+    hot.mkdir()
     config = {
-        "cameras": {CAMERA: {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5, "image_size": 64}},
+        "cameras": {camera: {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5, "image_size": 64}
+                    for camera in (CAMERA, GATE_CAMERA)},
+        "gateways": {GATE_CAMERA: {"kind": "folder", "path": str(hot), "settle_s": 0.0, "rescan_s": 0.1}},
         "serving": {"backbone": "zsad-tiny-vit", "torch_threads": 1},
         "ingest": {"num_actors": 1},
         "kafka": {"partitions": 2},  # one actor reads both; `zsad ingest scale 2` gives each its own
@@ -161,7 +167,7 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
             capsys.readouterr()
             assert main(["status", "--json"]) == 0
             status = json.loads(capsys.readouterr().out)
-            if status["cameras"][0]["frames"] >= SMALL_FRAMES:
+            if {row["camera"]: row["frames"] for row in status["cameras"]}[CAMERA] >= SMALL_FRAMES:
                 break
             assert time.monotonic() < deadline, f"{SMALL_FRAMES} results did not arrive: {status}"
             time.sleep(0.5)
@@ -176,6 +182,27 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
             assert time.monotonic() < deadline, f"the zsad metrics showed {processed} frames after 60 s"
             time.sleep(0.25)
         assert processed == SMALL_FRAMES
+
+        # --- the configured folder gateway runs beside the stack: files in, decisions out, its state in status ---
+        for number in range(GATE_FILES):
+            (hot / f"part-{number}.png").write_bytes(encode_png(np.full((48, 48, 3), 40 * number, np.uint8)))
+        gate_store = ResultStore.from_config(load_config(stack_dir / "config.yaml"))
+        deadline = time.monotonic() + 90
+        while gate_store.count_results(GATE_CAMERA) < GATE_FILES:
+            assert time.monotonic() < deadline, "the gateway's files got no results in 90 s"
+            time.sleep(0.25)
+        gate_store.close()
+        assert sorted(path.name for path in (hot / "done").iterdir()) == [f"part-{n}.png" for n in range(GATE_FILES)]
+        capsys.readouterr()
+        deadline = time.monotonic() + 30
+        while True:  # the heartbeat is written every few seconds
+            assert main(["status", "--json"]) == 0
+            (gateway,) = json.loads(capsys.readouterr().out)["gateways"]
+            if gateway["sent"] == GATE_FILES or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert (gateway["camera"], gateway["state"], gateway["kind"], gateway["sent"], gateway["failed"]) == (
+            GATE_CAMERA, "running", "folder", GATE_FILES, 0)
 
         # --- every socket the stack's processes listen on is on loopback (Ray's GCS, raylet, workers, metrics) ---
         sockets = _listening(_descendants(state.pid))
@@ -227,6 +254,7 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
     # `down` leaves nothing running and removes the state and the effective configuration (which holds secrets).
     assert not process_alive(state.pid)
     assert not any(process_alive(pid) for pid in state.children.values())
+    assert not any(process_alive(pid) for pid in state.gateways.values())
     assert not (stack_dir / "state.json").exists() and not (stack_dir / "config.yaml").exists()
 
     # (b) down, then up: the same password and every result.
