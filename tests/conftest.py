@@ -83,20 +83,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: (item.path not in long_files, item.path not in service_files))
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_collection(session: pytest.Session) -> Iterator[None]:
-    """No cyclic garbage collection while collecting, then keep the collector off everything imported so far.
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep the cyclic garbage collector off everything imported so far (torch, open_clip, scipy, Ray: about
+    600,000 objects).
 
-    Collection imports torch, open_clip, scipy, Ray and the rest (about 600,000 objects), and each full
-    collection walks every tracked object: 0.4 s each here, 15-20 of them per worker of ``make test-fast``. Frozen
-    afterwards, those objects are never walked again; what the tests create is collected as before.
+    Each full collection walks every tracked object: about 0.4 s here, and a worker of ``make test-fast`` ran 15 to 20
+    of them. Frozen, those objects are never walked again; what the tests create is collected as before.
     """
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
+    gc.freeze()
 
 
 _threads_before_small_tests: list[int] = []  # torch's thread count before the first small test took it to one
