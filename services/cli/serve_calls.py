@@ -39,18 +39,21 @@ def ingest_controller(address: str | None) -> Iterator[Any]:
     from services.local_stack.stack_process import prepare_local_ray_driver
 
     address = address or local_ray_address()
-    if address is not None:
-        prepare_local_ray_driver(address)  # before Ray is imported
+    if address is None:
+        raise ServeAppError("no Ray cluster: start the local stack (zsad up) or give --address HOST:PORT")
+    _check_listening(address)
+    prepare_local_ray_driver(address)  # before Ray is imported
     import ray
     from ray import serve
 
     from services.serve_app import APP_NAME
 
     joined = False
-    if not ray.is_initialized():
-        if address is None:
-            raise ServeAppError("no Ray cluster: start the local stack (zsad up) or give --address HOST:PORT")
-        _check_listening(address)
+    if ray.is_initialized():  # a driver joins one cluster: only this one will do
+        current = ray.get_runtime_context().gcs_address
+        if current != address:
+            raise ServeAppError(f"this process is already connected to Ray at {current}, not {address}")
+    else:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         joined = True
     try:

@@ -104,12 +104,18 @@ def _wait_for_results(store: ResultStore, expected: int, timeout_s: float = 180.
         time.sleep(0.25)
 
 
-def _replay(*start: str) -> dict:
-    """``zsad replay --json`` in its own process, as an operator runs it (this one never joins the stack's Ray)."""
-    command = [sys.executable, "-m", "services.cli.main", "replay", "--camera", CAMERA, *start, "--json"]
+def _zsad(*args: str) -> str:
+    """A ``zsad`` command's output, run in its own process as an operator runs it: the commands that join the
+    stack's Ray as a driver cannot join from this process, which may hold the suite's own Ray."""
+    command = [sys.executable, "-m", "services.cli.main", *args]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    return json.loads(finished.stdout)
+    return finished.stdout
+
+
+def _replay(*start: str) -> dict:
+    """``zsad replay --json``, in its own process."""
+    return json.loads(_zsad("replay", "--camera", CAMERA, *start, "--json"))
 
 
 def _stored_frames(store: ResultStore) -> set[str]:
@@ -293,12 +299,9 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
 
         # (d) ingest scaled from the command line, and the status asked of the cluster by its address (as for a
         # cluster that `zsad up` did not start): the controller itself answers, with the new actors.
-        capsys.readouterr()
-        assert main(["ingest", "scale", "2"]) == 0
-        assert capsys.readouterr().out.splitlines() == ["2 ingest actors", "  actor 0: partitions 0",
-                                                        "  actor 1: partitions 1"]  # fmt: skip
-        assert main(["status", "--json", "--address", state.ray_address]) == 0
-        actors = json.loads(capsys.readouterr().out)["ingest"]["actors"]
+        assert _zsad("ingest", "scale", "2").splitlines() == ["2 ingest actors", "  actor 0: partitions 0",
+                                                               "  actor 1: partitions 1"]  # fmt: skip
+        actors = json.loads(_zsad("status", "--json", "--address", state.ray_address))["ingest"]["actors"]
         assert [(actor["partitions"], actor["healthy"]) for actor in actors] == [([0], True), ([1], True)]
     finally:
         assert main(["down"]) == 0
