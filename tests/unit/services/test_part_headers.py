@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from test_frame_decoding import Record
 
 from services.cli.cmd_results import format_table, part_label
 from services.config import CameraConfig
@@ -29,16 +29,6 @@ from zsad_core.imageio import DEFAULT_LIMITS, encode_png
 
 NOW = 1_767_000_000.0
 PARTS = [(H_PART_ID, b"P-0042"), (H_PART_SERIAL, b"SN 1234"), (H_PART_STATION, b"ST2")]
-
-
-@dataclass
-class Record:
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    topic: str = "frames"
-    partition: int = 0
-    offset: int = 3
 
 
 def test_part_headers_are_read_with_the_frame() -> None:
