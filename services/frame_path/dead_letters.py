@@ -23,6 +23,7 @@ from services.records import (
     H_DLQ_REASON,
     H_DLQ_SOURCE,
     H_FRAME_ID,
+    DeadLetter,
 )
 from zsad_core.errors import ZsadError
 
@@ -80,21 +81,17 @@ class Letter:
     def from_record(cls, record: ConsumerRecord) -> Letter:
         """The letter stored in a dead-letter topic record."""
         headers = [(name, raw or b"") for name, raw in record.headers or ()]
-
-        def text(name: str) -> str:
-            values = [raw for header, raw in headers if header == name]
-            return values[-1].decode("utf-8", "replace") if values else ""
-
+        stored = DeadLetter(topic=record.topic, key=record.key, value=record.value, headers=headers)
         return cls(
             partition=record.partition,
             offset=record.offset,
             timestamp_ms=record.timestamp,
             camera=(record.key or b"").decode("utf-8", "replace"),
-            frame_id=text(H_FRAME_ID),
-            reason=text(H_DLQ_REASON),
-            detail=text(H_DLQ_DETAIL),
-            source=text(H_DLQ_SOURCE),
-            value_dropped=bool(text(H_DLQ_DROPPED)),
+            frame_id=stored.header(H_FRAME_ID) or "",
+            reason=stored.header(H_DLQ_REASON) or "",
+            detail=stored.header(H_DLQ_DETAIL) or "",
+            source=stored.header(H_DLQ_SOURCE) or "",
+            value_dropped=bool(stored.header(H_DLQ_DROPPED)),
             key=record.key,
             value=record.value,
             headers=headers,

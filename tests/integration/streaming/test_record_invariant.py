@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
-from stream_helpers import Deployment, frame_bytes, stream_config
+from stream_helpers import Deployment, end_offsets, frame_bytes, read_topic, stream_config
 from test_record_contract import Sent, jpeg_headers, send_raw, wait_committed_past
 
 from services.config import ZsadConfig
@@ -69,27 +68,16 @@ SLOTS = 24
 
 
 def every_letter(config: ZsadConfig) -> dict[str, int]:
-    """How many dead letters stand for each ``topic:partition:offset``, read up to the topic's end offsets.
+    """How many dead letters stand for each ``topic:partition:offset``, the topic read to its end offsets.
 
     Why up to the end and not up to a count: the number of letters is what the test checks, so it cannot be the
-    condition for stopping (a reader told to expect none reads none).
+    condition for stopping (a reader told to expect none reads none). Called once the deployment is deleted, so
+    no letter can arrive after the end offsets are read.
     """
-    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, enable_auto_commit=False)
-    try:
-        topic = config.kafka.dlq_topic
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        counts: Counter[str] = Counter()
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            assert time.monotonic() < deadline, "the dead-letter topic was not read to its end in 30 s"
-            for batch in consumer.poll(timeout_ms=200).values():
-                counts.update(dict(record.headers)[H_DLQ_SOURCE].decode() for record in batch)
-        return dict(counts)
-    finally:
-        consumer.close()
+    lettered = sum(end_offsets(config, config.kafka.dlq_topic).values())
+    records = read_topic(config.kafka, config.kafka.dlq_topic, expected=lettered, timeout_s=30.0)
+    assert len(records) == lettered
+    return dict(Counter(dict(record.headers)[H_DLQ_SOURCE].decode() for record in records))
 
 
 def _rotated(items: tuple, slot: int) -> tuple:
