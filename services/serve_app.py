@@ -39,14 +39,16 @@ _QUIET = {"enable_access_log": False}
 class Inspector:
     """One backbone per distinct architecture, the cameras' methods, and the Redis writer.
 
-    ``@serve.batch`` collects frames from every ingest actor; a batch runs one vision forward per distinct
-    vision path over all its cameras' frames, then one head per camera group (:class:`InspectorCore`).
+    A :class:`~services.frame_path.batcher.FreeModelBatcher` collects frames from every ingest actor into a batch
+    whenever the model is free; a batch runs one vision forward per distinct vision path over all its cameras'
+    frames, then one head per camera group (:class:`InspectorCore`).
     """
 
     def __init__(self, config: ZsadConfig) -> None:
         import ray
         import torch
 
+        from services.frame_path.batcher import FreeModelBatcher
         from services.frame_path.inspector import InspectorCore
         from services.frame_path.metrics import PipelineMetrics
         from services.prompt_lifecycle.hot_swap import (
@@ -75,8 +77,9 @@ class Inspector:
                                   references=RegistryReferences(references), replica=replica)  # fmt: skip
         self.unhealthy_after = serving.unhealthy_after_model_failures
         self.registry, self.references, self.replica, self.metrics = registry, references, replica, metrics
-        self.score.set_max_batch_size(serving.max_batch_size)
-        self.score.set_batch_wait_timeout_s(serving.batch_wait_timeout_s)
+        # A worker thread keeps the event loop free for health checks and the next batch's arrivals.
+        self.batcher = FreeModelBatcher(lambda requests: asyncio.to_thread(self.core.process, requests),
+                                        serving.max_batch_size, serving.batch_wait_timeout_s)  # fmt: skip
         self.followers = [
             prompt_follower(self.core, registry, replica=replica, metrics=metrics),
             reference_follower(self.core, references, replica=replica),
@@ -86,11 +89,9 @@ class Inspector:
         for follower in self.followers:
             follower.start()
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def score(self, requests: list[FrameRequest]) -> list[FrameAck]:
-        """Score and store a batch; one acknowledgement per frame (see :meth:`InspectorCore.process`)."""
-        # A worker thread keeps the event loop free for health checks and the next batch's arrivals.
-        return await asyncio.to_thread(self.core.process, requests)
+    async def score(self, request: FrameRequest) -> FrameAck:
+        """Score and store one frame within the next batch; its acknowledgement (see :meth:`InspectorCore.process`)."""
+        return await self.batcher.submit(request)
 
     async def check_health(self) -> None:
         """Serve's health check: fails after consecutive batches the model could not score at all, so Serve
