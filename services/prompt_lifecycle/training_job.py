@@ -460,13 +460,13 @@ def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any
 
 
 def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig, metrics: dict[str, Any]) -> str:
-    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.artifact_registry import ArtifactRegistry
     from services.stores.result_store import connect
 
     actor = f"zsad-train:{spec.run_name}"
     client = connect(config.redis)
     try:
-        registry = PromptRegistry.from_config(config.registry, client)
+        registry = ArtifactRegistry.from_config(config.registry, client)
         entry = registry.register(artifact, training_data=spec.train_data, created_by=actor)
         registry.promote(spec.method, entry.version, alias="candidate", actor=actor,
                          reason=f"trained by ray run {spec.run_name}; held-out pixel AUROC {metrics['pixel_auroc']}")
