@@ -435,7 +435,7 @@ class LimitsConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """The prompt registry (:mod:`~services.stores.prompt_registry`): artifacts in a store every
+    """The prompt registry (:mod:`~services.stores.artifact_registry`): artifacts in a store every
     serving node can read, records in Redis.
 
     Attributes:

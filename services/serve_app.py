@@ -57,9 +57,8 @@ class Inspector:
             prompt_follower,
             reference_follower,
         )
-        from services.prompt_lifecycle.reference_sets import reference_registry
+        from services.stores.artifact_registry import ArtifactRegistry, reference_registry
         from services.stores.camera_settings import CameraSettingsStore
-        from services.stores.prompt_registry import PromptRegistry
         from services.stores.result_store import ResultStore
 
         serving = config.serving
@@ -70,7 +69,7 @@ class Inspector:
         metrics = PipelineMetrics(config)
         store = ResultStore.from_config(config)
         # One client (its pool) for results and registry reads; each follower's pub/sub takes its own connection.
-        registry = PromptRegistry.from_config(config.registry, store.client)
+        registry = ArtifactRegistry.from_config(config.registry, store.client)
         references = reference_registry(config, store.client)
         replica = ray.get_runtime_context().get_actor_name() or "inspector"
         self.core = InspectorCore(config, store, device=device, metrics=metrics, prompts=RegistryPrompts(registry),

@@ -138,7 +138,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
 def _audit(client: object, namespace: str, item: Resent, frames_topic: str, args: argparse.Namespace) -> None:
     """One audit entry per re-sent letter: which letter, where its record went, who and why."""
     from services.audit_log import append_audit
-    from services.stores.prompt_registry import AuditEntry
+    from services.stores.artifact_registry import AuditEntry
 
     letter = item.letter
     entry = AuditEntry(action="dlq_resend", method=letter.camera, alias=f"{letter.camera}:frames",

@@ -2,7 +2,7 @@
 
 A reference set is built from good images of one camera (a folder, or frames an operator marked good), cut and
 squashed as the stream's frames are, and registered as version ``r<N>`` of that camera in the reference
-registry (:mod:`services.prompt_lifecycle.reference_sets`). A camera whose ``references`` names an alias
+registry (:func:`services.stores.artifact_registry.reference_registry`). A camera whose ``references`` names an alias
 follows it: the replicas swap the set in between batches when the alias moves.
 """
 
@@ -19,7 +19,7 @@ from services.cli.cmd_registry import _print_move
 from services.cli.options import add_actor_option, add_config_option, config_from_args, resolve_device
 
 if TYPE_CHECKING:
-    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.artifact_registry import ArtifactRegistry
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -70,8 +70,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 @contextmanager
-def _open(args: argparse.Namespace) -> Iterator[tuple[Any, PromptRegistry]]:
-    from services.prompt_lifecycle.reference_sets import reference_registry
+def _open(args: argparse.Namespace) -> Iterator[tuple[Any, ArtifactRegistry]]:
+    from services.stores.artifact_registry import reference_registry
     from services.stores.result_store import connect
 
     config = config_from_args(args)
@@ -122,7 +122,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The record with its manifest's memory description, aliases, and ``verified``: ``ok`` or why not."""
-    from services.stores.prompt_registry import CorruptArtifactError
+    from services.stores.artifact_store import CorruptArtifactError
 
     with _open(args) as (_, registry):
         entry = registry.resolve(args.camera, args.version)

@@ -17,7 +17,7 @@ from services.arg_types import positive_int
 from services.cli.options import add_actor_option, add_config_option, config_from_args
 
 if TYPE_CHECKING:
-    from services.stores.prompt_registry import AuditEntry, PromptRegistry
+    from services.stores.artifact_registry import ArtifactRegistry, AuditEntry
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -72,14 +72,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 @contextmanager
-def _open(args: argparse.Namespace) -> Iterator[PromptRegistry]:
-    from services.stores.prompt_registry import PromptRegistry
+def _open(args: argparse.Namespace) -> Iterator[ArtifactRegistry]:
+    from services.stores.artifact_registry import ArtifactRegistry
     from services.stores.result_store import connect
 
     config = config_from_args(args)
     client = connect(config.redis)
     try:
-        yield PromptRegistry.from_config(config.registry, client)
+        yield ArtifactRegistry.from_config(config.registry, client)
     finally:
         client.close()
 
@@ -103,7 +103,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """The record, the aliases pointing at it, and ``verified``: ``ok`` or why the files are corrupt."""
-    from services.stores.prompt_registry import CorruptArtifactError
+    from services.stores.artifact_store import CorruptArtifactError
 
     with _open(args) as registry:
         entry = registry.resolve(args.method, args.version)

@@ -8,6 +8,7 @@ optional registration.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from services.arg_types import non_negative_int, positive_float, positive_int
 from services.cli.options import (
@@ -19,6 +20,9 @@ from services.cli.options import (
     config_from_args,
 )
 from services.config import ray_resource
+
+if TYPE_CHECKING:
+    from services.prompt_lifecycle.training_job import TrainOutcome
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Validate the job, connect to (or start) Ray, run it, print where the artifact went."""
+    """Validate the job, connect to (or start) Ray, run it, print what it trained and where the artifact went."""
     import ray
 
     from services.prompt_lifecycle.training_job import check_spec, run_training, spec_from_fields
@@ -74,5 +78,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if owned:
             ray.shutdown()
-    print(f"run {outcome.run_name}: held-out pixel AUROC {outcome.metrics['pixel_auroc']}")
+    print(format_outcome(outcome))
     return 0
+
+
+def format_outcome(outcome: TrainOutcome) -> str:
+    """The run (epochs, attempts, checkpoint), the held-out table and gain, the artifact and its registration."""
+    lines = [
+        f"run {outcome.run_name}: {outcome.epochs_done} epochs; attempts started at epochs {outcome.attempt_starts}; "
+        f"checkpoint {outcome.checkpoint_location}",
+        f"held-out {outcome.metrics['dataset']}:\n{outcome.held_out.format_table()}",
+    ]
+    if outcome.baseline_metrics is not None:
+        lines.append(f"held-out pixel AUROC: untrained {_percent(outcome.baseline_metrics, 'pixel_auroc')} -> "
+                     f"trained {_percent(outcome.metrics, 'pixel_auroc')}")  # fmt: skip
+    lines.append(f"artifact written to {outcome.artifact_dir}")
+    if outcome.registry_version is not None:
+        version = outcome.registry_version
+        lines.append(f"registered {outcome.method} {version}; alias candidate -> {version}")
+    lines.append(f"run {outcome.run_name}: held-out pixel AUROC {outcome.metrics['pixel_auroc']}")
+    return "\n".join(lines)
+
+
+def _percent(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    return "-" if value is None else f"{100 * value:.1f}"

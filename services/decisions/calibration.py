@@ -273,7 +273,7 @@ def serving_artifacts(
         RegistryError, CorruptArtifactError: a followed version cannot be resolved or is damaged.
     """
     from services.prompt_lifecycle.hot_swap import RegistryPrompts, RegistryReferences
-    from services.prompt_lifecycle.reference_sets import reference_registry
+    from services.stores.artifact_registry import reference_registry
 
     configured = store.config.camera(camera)
     prompts = None

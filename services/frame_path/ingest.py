@@ -895,11 +895,11 @@ def _follow_roi(config: ZsadConfig, worker: IngestWorker) -> Any:
     import redis
 
     from services.frame_path.settings_follower import CameraSettingsFollower
+    from services.stores.artifact_registry import ArtifactRegistry
     from services.stores.camera_settings import CameraSettingsStore
-    from services.stores.prompt_registry import PromptRegistry
     from services.stores.result_store import connect
 
-    registry = PromptRegistry.from_config(config.registry, connect(config.redis))
+    registry = ArtifactRegistry.from_config(config.registry, connect(config.redis))
     follower = CameraSettingsFollower(CameraSettingsStore(registry, config), config.cameras, worker.apply_settings)
     try:
         follower.refresh(follower.cameras)

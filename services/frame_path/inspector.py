@@ -48,8 +48,8 @@ from services.frame_path.decoding import AckStatus, FrameAck, FrameRequest, Mode
 from services.frame_path.drift_watch import DriftWatch
 from services.frame_path.metrics import PipelineMetrics
 from services.frame_path.stage_tally import StageTally
+from services.stores.artifact_registry import AuditEntry
 from services.stores.camera_settings import CameraSettings
-from services.stores.prompt_registry import AuditEntry
 from services.stores.result_store import FrameResult, ResultStore, StoredSource, stored_map_values
 from zsad_core.backbone import BackboneConfig, ClipBackbone
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions

@@ -34,10 +34,10 @@ from services.read_models import (
     text_fields,
     time_element,
 )
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.camera_settings import CameraSettingsStore
 from services.stores.frame_readback import FrameUnavailableError
 from services.stores.operator_marks import mark_frame
-from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import ResultStore, events_key
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import encode_png
@@ -67,7 +67,7 @@ class ViewBackend:
         self.ingest = ingest
         self.store = ResultStore.from_config(config)
         self.client = self.store.client
-        self.registry = PromptRegistry.from_config(config.registry, self.client)
+        self.registry = ArtifactRegistry.from_config(config.registry, self.client)
         self.settings = CameraSettingsStore(self.registry, config)
         self.renderer = OverlayRenderer(config, self.store)
         self.auth = ViewAuth(config.view.viewer_token, config.view.operator_token, config.view.session_ttl_s)

@@ -17,14 +17,14 @@ from services.event_follower import CHECK_EVERY_S, EventFollower
 from services.frame_path.camera_method import ResolvedPrompts, ResolvedReferences
 from services.frame_path.inspector import InspectorCore, Swap
 from services.frame_path.metrics import PipelineMetrics
-from services.stores.prompt_registry import ALIASES, PromptRegistry
+from services.stores.artifact_registry import ALIASES, ArtifactRegistry
 
 log = logging.getLogger(__name__)
 
 class RegistryPrompts:
     """A :class:`~services.frame_path.camera_method.PromptSource` over the registry: resolve, verify the files."""
 
-    def __init__(self, registry: PromptRegistry) -> None:
+    def __init__(self, registry: ArtifactRegistry) -> None:
         self.registry = registry
 
     def resolve_prompts(self, method: str, version_or_alias: str) -> ResolvedPrompts:
@@ -41,7 +41,7 @@ class RegistryPrompts:
 
 def prompt_follower(
     core: InspectorCore,
-    registry: PromptRegistry,
+    registry: ArtifactRegistry,
     *,
     replica: str,
     metrics: PipelineMetrics | None = None,
@@ -65,7 +65,7 @@ def prompt_follower(
 
 
 def reference_follower(
-    core: InspectorCore, registry: PromptRegistry, *, replica: str, check_every_s: float = CHECK_EVERY_S
+    core: InspectorCore, registry: ArtifactRegistry, *, replica: str, check_every_s: float = CHECK_EVERY_S
 ) -> EventFollower:
     """A follower (not started) that swaps cameras' reference sets in ``core`` when the aliases they follow
     move (the reference registry's events), with the same re-check and refusal audit as prompts."""
@@ -78,7 +78,7 @@ def reference_follower(
 
 
 def report_refusals(
-    registry: PromptRegistry, swaps: list[Swap], *, replica: str, metrics: PipelineMetrics | None = None
+    registry: ArtifactRegistry, swaps: list[Swap], *, replica: str, metrics: PipelineMetrics | None = None
 ) -> None:
     """Report refused swaps: a metric for prompts, and an audit entry next to the promotion (the log line is the
     core's)."""
@@ -105,7 +105,7 @@ def _subject(event: dict[str, object]) -> str | None:
 class RegistryReferences:
     """A :class:`~services.frame_path.camera_method.ReferenceSource` over the reference registry: resolve, verify."""
 
-    def __init__(self, registry: PromptRegistry) -> None:
+    def __init__(self, registry: ArtifactRegistry) -> None:
         self.registry = registry
 
     def resolve_references(self, camera: str, version_or_alias: str) -> ResolvedReferences | None:

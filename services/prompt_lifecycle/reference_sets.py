@@ -1,9 +1,10 @@
 """Few-shot reference sets per camera as registry artifacts: built from good frames, versioned ``r1, r2, ...``.
 
-Why the prompt registry: a camera's reference set changes what its scores mean exactly as a prompt version
-does, so it needs the same guarantees: an immutable, hash-checked copy; aliases with history for promotion and
-rollback; an audit; a channel the replicas follow. The registry holds it as the :data:`REFERENCES` kind, in the
-same kind of artifact store as the prompts (:func:`~services.stores.artifact_store.store_root_beside`:
+Why the registry of the prompts: a camera's reference set changes what its scores mean exactly as a prompt
+version does, so it needs the same guarantees: an immutable, hash-checked copy; aliases with history for promotion
+and rollback; an audit; a channel the replicas follow. The registry holds it as the kind
+:data:`~services.stores.artifact_registry.REFERENCES` (:func:`~services.stores.artifact_registry.reference_registry`),
+in the same kind of artifact store as the prompts (:func:`~services.stores.artifact_store.store_root_beside`:
 ``<registry.root>/references/<camera>/r<N>/`` for a directory or URL; the registry's Redis for ``redis://``), under
 the namespace ``<registry.namespace>:references`` and with node copies under ``<registry.cache_dir>/references``.
 
@@ -16,69 +17,26 @@ decodable, an ROI that does not fit an image.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import redis
 
 from services.config import ZsadConfig
 from services.frame_path.decoding import model_input_sizes
-from services.records import CAMERA_ID_PATTERN
-from services.stores.artifact_store import store_root_beside
-from services.stores.prompt_registry import ArtifactKind, PromptRegistry, RegistryEntry, RegistryError
+from services.stores.artifact_registry import ArtifactRegistry, RegistryEntry
 from zsad_core.errors import ImageError, ZsadError
 from zsad_core.imageio import ImageLimits, decode_model_input, image_files, plan_model_input, probe_image
 
 if TYPE_CHECKING:
     from zsad_core.few_shot import MemoryOptions
 
-_CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
-
-
 class ReferenceInputError(ZsadError, ValueError):
     """Reference images that cannot be used: none found, or one the camera's ROI does not fit."""
 
     reason = "bad_reference_input"
-
-
-def _camera_of(manifest: dict[str, Any]) -> str | None:
-    extra = manifest.get("extra")
-    camera = extra.get("camera") if isinstance(extra, dict) else None
-    return camera if isinstance(camera, str) else None
-
-
-def _check_camera(camera: str) -> None:
-    # A camera id becomes a directory name: "." and ".." match the id pattern but would leave the registry root.
-    if not _CAMERA_RE.match(camera) or camera in (".", ".."):
-        raise RegistryError(f"{camera!r} is not a camera id ({CAMERA_ID_PATTERN}, not . or ..)")
-
-
-REFERENCES = ArtifactKind(
-    name="reference sets",
-    weights_file="references.safetensors",  # zsad_core.few_shot.memory's names, without importing torch here
-    manifest_file="manifest.json",
-    version_prefix="r",
-    schema_version=1,
-    subject_of=_camera_of,
-    check_subject=_check_camera,
-)
-
-
-def reference_registry(config: ZsadConfig, client: redis.Redis) -> PromptRegistry:
-    """The registry of reference sets beside the prompt registry of ``config``: own store root, namespace and
-    cache directory, the same store kind and size limit."""
-    return PromptRegistry.from_config(
-        config.registry,
-        client,
-        kind=REFERENCES,
-        root=store_root_beside(config.registry.root, "references"),
-        namespace=f"{config.registry.namespace}:references",
-        cache_dir=Path(config.registry.cache_dir) / "references",
-    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +106,7 @@ def build_reference_set(
     config: ZsadConfig,
     camera: str,
     images: ReferenceImages,
-    registry: PromptRegistry,
+    registry: ArtifactRegistry,
     *,
     options: MemoryOptions | None = None,
     actor: str,
@@ -171,7 +129,8 @@ def build_reference_set(
 
     settings = config.camera(camera)
     # The ROI ingest cuts now (the live settings'), not the configured one: references show what is served.
-    roi = CameraSettingsStore(PromptRegistry.from_config(config.registry, registry.client), config).settings(camera).roi
+    live = CameraSettingsStore(ArtifactRegistry.from_config(config.registry, registry.client), config)
+    roi = live.settings(camera).roi
     size = model_input_sizes({camera: settings})[camera]
     inputs = model_inputs(images, roi, size, config.limits.image_limits())
     # The memory holds backbone features: the prompts a replica follows do not change them.
@@ -212,7 +171,7 @@ def check_fits_camera(entry: RegistryEntry, config: ZsadConfig, camera: str) -> 
         )
 
 
-def alias_history(registry: PromptRegistry, camera: str, alias: str) -> list[str]:
+def alias_history(registry: ArtifactRegistry, camera: str, alias: str) -> list[str]:
     """The versions ``alias`` of ``camera`` pointed to, oldest first (the last one is current)."""
     history = registry.client.lrange(registry.alias_key(camera, alias), 0, -1)
     return [version.decode() if isinstance(version, bytes) else version for version in history]

@@ -1,12 +1,15 @@
 """``zsad train``: zsad_core's plain prompt-training loop as a Ray Train job, with checkpoints and resume.
 
 Why a wrapper and not a second loop: :class:`zsad_core.training.PromptTrainer` already holds everything a
-checkpoint needs (method weights, optimiser, counters, data RNG). Each Ray Train worker runs that trainer on its
-own shard of the auxiliary data, the workers' gradients are averaged before every optimiser step, and after every
-epoch rank 0 stores the trainer state as a checkpoint (:mod:`.training_checkpoints`). A failed worker group is
+checkpoint needs (method weights, optimiser, counters, data RNG), and :mod:`zsad_core.data_parallel` what
+data-parallel ranks need around it. Each Ray Train worker runs that trainer on its own shard of the auxiliary data,
+the workers' gradients are averaged before every optimiser step, and after every epoch rank 0 stores the trainer
+state as a checkpoint (:mod:`.training_checkpoints`); Ray adds only the worker group, its placement and its
+restarts. A failed worker group is
 restarted by Ray (``FailureConfig``) and resumes from the latest checkpoint, and a re-run with the same name
 resumes the same way. The driver then evaluates the final prompts on held-out data, writes an immutable artifact
-and optionally registers it.
+and optionally registers it; :func:`run_training` returns all of that as a :class:`TrainOutcome` (``zsad train``
+prints it).
 
 Beyond one machine: the checkpoints live in the registry's kind of artifact store (``registry.root``: a directory,
 ``redis://`` or an object-store URL), so with ``redis://`` or a URL no node needs a shared disk (a directory must be
@@ -30,18 +33,15 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.config import RayResources, load_config
 from services.prompt_lifecycle.training_checkpoints import CheckpointLocation, Progress, TrainingCheckpoint
-from zsad_core.data import BaseDataset, Sample
 from zsad_core.errors import ZsadError
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from services.config import ZsadConfig
     from zsad_core.methods import ZeroShotMethod
+    from zsad_core.metrics.evaluate import EvaluationReport
     from zsad_core.training import PromptTrainer
 
 # Workers log with `logging`: Ray Train patches `print` in its workers to log *and* print, showing each line twice.
@@ -148,13 +149,15 @@ def spec_from_fields(**fields: Any) -> TrainJobSpec:
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """The result of :func:`run_training`.
+    """The result of :func:`run_training`: what was trained, where it went, how it scored.
 
     Attributes:
+        method: the method whose prompts were trained.
         run_name: the Ray Train run.
         artifact_dir: the new prompt artifact.
         metrics: held-out mean metrics of the trained prompts (``dataset`` names the data).
-        baseline_metrics: the same for the untrained prompts, when ``spec.baseline``.
+        held_out: the trained prompts' held-out report, per class and mean.
+        baseline_metrics: the same as ``metrics`` for the untrained prompts, when ``spec.baseline``.
         registry_version: the registered version (alias ``candidate`` points at it), when
             ``spec.register_artifact``.
         checkpoint_location: the checkpoint the artifact was made from, in the checkpoint store.
@@ -163,49 +166,17 @@ class TrainOutcome:
         attempt_starts: the epoch at which each attempt started (``[0, 1]``: resumed after epoch 1).
     """
 
+    method: str
     run_name: str
     artifact_dir: Path
     metrics: dict[str, Any]
+    held_out: EvaluationReport
     baseline_metrics: dict[str, Any] | None
     registry_version: str | None
     checkpoint_location: str
     epochs_done: int
     history: list[dict[str, float]]
     attempt_starts: list[int]
-
-
-class DatasetShard(BaseDataset):
-    """Rank ``rank``'s strided share of ``dataset``, padded by wrapping around so every rank has the same length.
-
-    Why equal lengths: every optimiser step is a collective (gradient all-reduce), so ranks must take the same
-    number of steps per epoch or the longer one waits forever. Padding (as ``DistributedSampler`` does) repeats at
-    most ``world_size - 1`` samples instead of dropping any.
-    """
-
-    def __init__(self, dataset: BaseDataset, rank: int, world_size: int) -> None:
-        if len(dataset) == 0:
-            raise TrainJobError("the training data set is empty")
-        padded = -(-len(dataset) // world_size) * world_size
-        self.dataset = dataset
-        self.positions = np.arange(rank, padded, world_size) % len(dataset)
-
-    def __len__(self) -> int:
-        """Samples in this shard."""
-        return len(self.positions)
-
-    def _load(self, index: int) -> Sample:
-        return self.dataset[int(self.positions[index])]
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Labels of the shard's samples."""
-        return self.dataset.labels[self.positions]
-
-    @property
-    def sample_classes(self) -> tuple[str, ...]:
-        """Class of each of the shard's samples."""
-        classes = self.dataset.sample_classes
-        return tuple(classes[int(i)] for i in self.positions)
 
 
 def _method_seed(spec: TrainJobSpec) -> int:
@@ -242,90 +213,12 @@ def build_method(spec: TrainJobSpec, device: str | torch.device = "cpu") -> Zero
                            backbone_weights=spec.backbone_weights, device=str(device), **overrides)
 
 
-def average_gradients(optimizer: torch.optim.Optimizer, world_size: int) -> None:
-    """Average the gradients of every parameter of ``optimizer`` over all workers before each step.
-
-    Why not DDP (``ray.train.torch.prepare_model``): DDP averages gradients only for a backward that follows
-    ``DDP.forward``, but the trainer computes ``method.loss(batch)``, not ``method(batch)``; wrapping would need
-    a forward-shaped adapter inside :class:`PromptTrainer` and ``find_unused_parameters`` for heads a loss skips.
-    The backbone is a plain reference, not a child module, so the module DDP would see holds only the prompt
-    weights anyway. A step pre-hook on the optimiser reaches exactly those weights with no change to the trainer:
-    one flat all-reduce per step (the prompts are small, so DDP's bucketing and overlap would gain nothing).
-
-    A parameter whose gradient is None on every rank stays None (Adam then skips it, as in one process); one
-    that has a gradient on some ranks only counts as zero on the others, as DDP does.
-    """
-    import torch
-    import torch.distributed as dist
-
-    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params = [p for group in opt.param_groups for p in group["params"]]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        present = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
-        flat = torch.cat([*(g.reshape(-1) for g in grads), present])
-        dist.all_reduce(flat)
-        chunks = flat[: -len(params)].split([p.numel() for p in params])
-        for param, chunk, count in zip(params, chunks, flat[-len(params):].tolist(), strict=True):
-            param.grad = chunk.view_as(param) / world_size if count else None
-
-    optimizer.register_step_pre_hook(hook)
-
-
-def _check_in_sync(method: ZeroShotMethod, device: torch.device) -> None:
-    """Raise if the workers' prompt weights differ.
-
-    Why: averaged gradients keep the replicas equal only if they started equal (same seed) and every rank took
-    part in every step; a mistake in either silently trains several diverging models, of which rank 0's would be
-    saved. The tolerance allows for rounding differences between machines of a multi-node cluster.
-    """
-    import torch
-    import torch.distributed as dist
-
-    checksum = torch.stack([p.detach().double().sum() for p in method.trainable_parameters()]).sum().to(device)
-    low, high = checksum.clone(), checksum.clone()
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
-    if not math.isclose(low.item(), high.item(), rel_tol=1e-6, abs_tol=1e-6):
-        raise RuntimeError(f"workers' prompt weights diverged (checksums {low.item()} .. {high.item()})")
-
-
-def _mean_over_workers(value: float, device: torch.device) -> float:
-    import torch
-    import torch.distributed as dist
-
-    total = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.item() / dist.get_world_size()
-
-
 def _restore(trainer: PromptTrainer, checkpoint: TrainingCheckpoint, rank: int) -> Progress:
     """Load rank 0's trainer state and this rank's own data RNG (a rank new to the run keeps its fresh RNG)."""
     rngs = checkpoint.data_rngs
     own_rng = rngs[rank] if rank < len(rngs) else trainer.state_dict()["rng"]
     trainer.load_state_dict({**checkpoint.state, "rng": own_rng})
     return checkpoint.progress
-
-
-def _from_rank_zero(value: Any, world_size: int) -> Any:
-    """Rank 0's ``value`` on every rank: every rank resumes from the one checkpoint rank 0 read."""
-    import torch.distributed as dist
-
-    if world_size == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gathered(value: Any, world_size: int) -> list[Any]:
-    """Every rank's ``value``, by rank, on every rank (the data RNGs that rank 0 stores)."""
-    import torch.distributed as dist
-
-    if world_size == 1:
-        return [value]
-    values: list[Any] = [None] * world_size
-    dist.all_gather_object(values, value)
-    return values
 
 
 @dataclass(frozen=True)
@@ -360,6 +253,14 @@ def _train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from zsad_core.data import build_dataset
+    from zsad_core.data_parallel import (
+        DatasetShard,
+        average_gradients,
+        check_in_sync,
+        from_rank_zero,
+        gather_from_ranks,
+        mean_over_ranks,
+    )
     from zsad_core.training import PromptTrainer, TrainingOptions
 
     spec = TrainJobSpec.model_validate(config["spec"])
@@ -376,7 +277,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         average_gradients(trainer.optimizer, world_size)
     # Rank 0 alone reads and writes the store: the ranks cannot disagree on where they resume.
     with checkpoints.open() if rank == 0 else contextlib.nullcontext() as store:
-        latest = _from_rank_zero(store.latest(trainer.epochs) if store else None, world_size)
+        latest = from_rank_zero(store.latest(trainer.epochs) if store else None, world_size)
         progress = _restore(trainer, latest, rank) if latest is not None else Progress()
         attempt_start = trainer.epoch
         progress.starts.append(attempt_start)
@@ -385,10 +286,10 @@ def _train_loop(config: dict[str, Any]) -> None:
         while trainer.epoch < trainer.epochs:
             log = trainer.train_epoch()
             if world_size > 1:
-                log["loss"] = _mean_over_workers(log["loss"], device)
-                _check_in_sync(method, device)
+                log["loss"] = mean_over_ranks(log["loss"], device)
+                check_in_sync(method.trainable_parameters(), device)
             progress.history.append(log)
-            data_rngs = _gathered(trainer.state_dict()["rng"], world_size)
+            data_rngs = gather_from_ranks(trainer.state_dict()["rng"], world_size)
             if store is not None:
                 location = store.save(trainer.state_dict(), progress, data_rngs)
                 logger.info("epoch %d/%d: loss %.4f, checkpoint %s", log["epoch"], trainer.epochs, log["loss"],
@@ -450,23 +351,23 @@ def _fit(spec: TrainJobSpec, checkpoints: CheckpointLocation, epoch_callbacks: S
         raise TrainJobError(f"ray train run {spec.run_name} failed: {exc}") from exc
 
 
-def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any], str]:
-    """Held-out mean metrics (with the data spec under ``dataset``, as the registry expects) and the table."""
+def _evaluate(method: ZeroShotMethod, spec: TrainJobSpec) -> tuple[dict[str, Any], EvaluationReport]:
+    """Held-out mean metrics (with the data spec under ``dataset``, as the registry expects) and the report."""
     from zsad_core.data import build_dataset
     from zsad_core.evaluation import evaluate_method
 
     report = evaluate_method(method, build_dataset(spec.eval_data)).report
-    return {"dataset": spec.eval_data, **report.to_dict()["mean"]}, report.format_table()
+    return {"dataset": spec.eval_data, **report.to_dict()["mean"]}, report
 
 
 def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig, metrics: dict[str, Any]) -> str:
-    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.artifact_registry import ArtifactRegistry
     from services.stores.result_store import connect
 
     actor = f"zsad-train:{spec.run_name}"
     client = connect(config.redis)
     try:
-        registry = PromptRegistry.from_config(config.registry, client)
+        registry = ArtifactRegistry.from_config(config.registry, client)
         entry = registry.register(artifact, training_data=spec.train_data, created_by=actor)
         registry.promote(spec.method, entry.version, alias="candidate", actor=actor,
                          reason=f"trained by ray run {spec.run_name}; held-out pixel AUROC {metrics['pixel_auroc']}")
@@ -475,15 +376,11 @@ def _register(spec: TrainJobSpec, artifact: Path, config: ZsadConfig, metrics: d
     return entry.version
 
 
-def _percent(metrics: dict[str, Any], key: str) -> str:
-    value = metrics.get(key)
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 def run_training(
     spec: TrainJobSpec, config: ZsadConfig | None = None, *, epoch_callbacks: Sequence[EpochCallback] = ()
 ) -> TrainOutcome:
-    """Train ``spec`` with Ray Train, evaluate on the held-out data, save (and optionally register) the artifact.
+    """Train ``spec`` with Ray Train, evaluate on the held-out data, save (and optionally register) the artifact;
+    returns what was done (the caller reports it).
 
     Ray must be initialised by the caller (``zsad train`` does it); a run whose checkpoints are already in the
     checkpoint store is resumed, not restarted.
@@ -511,28 +408,21 @@ def run_training(
     if final is None:
         raise TrainJobError(f"ray train run {spec.run_name} stored no checkpoint in {checkpoints.root}")
     state, progress = final.state, final.progress
-    print(f"run {spec.run_name}: {state['epoch']} epochs; attempts started at epochs {progress.starts}; "
-          f"checkpoint {final.location}")  # fmt: skip
     method = build_method(spec, "cuda" if spec.use_gpu and torch.cuda.is_available() else "cpu")
     baseline = _evaluate(method, spec)[0] if spec.baseline else None
     method.load_state_dict(state["method"])
-    metrics, table = _evaluate(method, spec)
-    print(f"held-out {spec.eval_data}:\n{table}")
-    if baseline is not None:
-        print(f"held-out pixel AUROC: untrained {_percent(baseline, 'pixel_auroc')} -> "
-              f"trained {_percent(metrics, 'pixel_auroc')}")
+    metrics, held_out = _evaluate(method, spec)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     extra = {"training_data": spec.train_data, "metrics": metrics, "baseline_metrics": baseline,
              "ray_run_name": spec.run_name, "history": progress.history, "workers": spec.workers}
     artifact = save_prompts(method, spec.run_dir / "artifacts" / stamp, extra)
-    print(f"artifact written to {artifact}")
     version = _register(spec, artifact, config, metrics) if spec.register_artifact else None
-    if version is not None:
-        print(f"registered {spec.method} {version}; alias candidate -> {version}")
     return TrainOutcome(
+        method=spec.method,
         run_name=spec.run_name,
         artifact_dir=artifact,
         metrics=metrics,
+        held_out=held_out,
         baseline_metrics=baseline,
         registry_version=version,
         checkpoint_location=final.location,

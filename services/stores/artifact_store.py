@@ -1,4 +1,4 @@
-"""Where the prompt registry keeps artifact files: a local directory, Redis, or an fsspec object store.
+"""Where the artifact registry keeps artifact files: a local directory, Redis, or an fsspec object store.
 
 Why three: a local directory only works while every replica sees the same disk (one machine, or a shared volume).
 On a Ray cluster of several nodes the replicas need a store every node can reach. Prompt artifacts are small
@@ -10,25 +10,31 @@ object stores (``s3://``, ``gs://``, ...) are reached through fsspec. The choice
 * any other URL (``file://``, ``memory://``, ``s3://bucket/prefix``): :class:`FsspecArtifactStore`.
 
 Every store is write-once per version: :meth:`put` refuses a version that already has files. Reads hand back the
-bytes; the registry hash-checks them (and the manifest against its record) before anything is loaded.
+bytes; :func:`check_artifact` checks them against the registry's record (the manifest's fields, the weights' sha256
+and safetensors header) before anything is loaded, and :func:`read_manifest` and :func:`check_weights` check an
+artifact before it is stored.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+from safetensors import SafetensorError, safe_open
 
-from zsad_core.errors import ZsadError
+from zsad_core.errors import IncompatibleWeightsError, ZsadError
 
 REDIS_ROOT = "redis://"
 DEFAULT_MAX_REDIS_BYTES = 16 * 1024 * 1024
+_REQUIRED_MANIFEST_KEYS = ("backbone", "taps", "image_size", "sha256", "schema_version")
 
 
 class ArtifactStoreError(ZsadError):
@@ -64,6 +70,28 @@ class ArtifactHashError(ArtifactStoreError):
 
     def __init__(self, message: str):
         super().__init__("hash_mismatch", message)
+
+
+class CorruptArtifactError(ArtifactStoreError, IncompatibleWeightsError):
+    """Artifact files that are not what was recorded: ``reason`` is ``missing_file``, ``unreadable_manifest``,
+    ``manifest_mismatch``, ``hash_mismatch`` or ``unreadable_weights``.
+
+    It is also an :class:`IncompatibleWeightsError`, so code that handles weights it cannot use handles it too.
+    """
+
+
+class ArtifactFormat(Protocol):
+    """The two files of an artifact directory and where its manifest names the artifact's subject (the registry's
+    ``ArtifactKind`` is one)."""
+
+    @property
+    def weights_file(self) -> str: ...
+
+    @property
+    def manifest_file(self) -> str: ...
+
+    @property
+    def subject_of(self) -> Callable[[dict[str, Any]], str | None]: ...
 
 
 class ArtifactStore(Protocol):
@@ -290,6 +318,64 @@ def open_artifact_store(
     if "://" in text:
         return FsspecArtifactStore(text)
     return LocalDirectoryStore(text)
+
+
+def read_manifest(directory: Path, artifact: ArtifactFormat) -> dict[str, Any]:
+    """The manifest of an artifact directory, with every field the registry relies on present.
+
+    Raises:
+        CorruptArtifactError: a file is missing (``missing_file``), or the manifest is not JSON or lacks a field
+            (``unreadable_manifest``).
+    """
+    manifest_path = directory / artifact.manifest_file
+    for path in (directory / artifact.weights_file, manifest_path):
+        if not path.is_file():
+            raise CorruptArtifactError("missing_file", f"{path} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptArtifactError("unreadable_manifest", f"{manifest_path}: {exc}") from exc
+    missing = [key for key in _REQUIRED_MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise CorruptArtifactError("unreadable_manifest", f"{manifest_path} lacks {missing}")
+    return manifest
+
+
+def check_weights(weights: Path, sha256: str) -> None:
+    """Raise :class:`CorruptArtifactError` unless ``weights`` hashes to ``sha256`` (``hash_mismatch``) and its
+    safetensors header covers the whole file (``unreadable_weights``)."""
+    from zsad_core.artifacts import sha256_file  # imports torch (seconds): only where files are checked
+
+    actual = sha256_file(weights)
+    if actual != sha256:
+        raise CorruptArtifactError("hash_mismatch", f"{weights} has sha256 {actual}, expected {sha256}")
+    try:
+        with safe_open(str(weights), framework="numpy") as handle:  # reads and validates the header only
+            handle.keys()
+    except SafetensorError as exc:
+        raise CorruptArtifactError(
+            "unreadable_weights", f"{weights} is not a readable safetensors file: {exc}"
+        ) from exc
+
+
+def check_artifact(directory: Path, artifact: ArtifactFormat, recorded: Mapping[str, Any], label: str) -> None:
+    """Raise unless the artifact files in ``directory`` are the recorded ones: the manifest holds every
+    ``recorded`` field (its subject as ``method``) and the weights hash to the recorded ``sha256``.
+
+    Raises:
+        CorruptArtifactError: see :func:`read_manifest` and :func:`check_weights`; ``manifest_mismatch`` names every
+            field that differs from the record (``label`` says whose).
+    """
+    manifest = read_manifest(directory, artifact)
+    found = {**manifest, "method": artifact.subject_of(manifest)}
+    wrong = [
+        f"{key}: recorded {expected!r}, manifest {found.get(key)!r}"
+        for key, expected in recorded.items()
+        if found.get(key) != expected
+    ]
+    if wrong:
+        raise CorruptArtifactError("manifest_mismatch", f"{label}: manifest was changed: {'; '.join(wrong)}")
+    check_weights(directory / artifact.weights_file, recorded["sha256"])
 
 
 def store_root_beside(root: str, folder: str) -> str:

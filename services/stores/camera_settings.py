@@ -5,7 +5,7 @@ must change when the camera is recalibrated, without a redeploy. The YAML values
 camera without a stored record is served with them (:meth:`CameraSettingsStore.settings`), and the first change
 copies them into version ``s1``.
 
-The mechanisms are the prompt registry's (:mod:`services.stores.prompt_registry`), with its
+The mechanisms are the artifact registry's (:mod:`services.stores.artifact_registry`), with its
 namespace, so one Redis holds one deployment's registry and cameras together:
 
 * a record never changes once written; versions come from a per-camera Redis INCR (``s<N>`` for settings,
@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from services.audit_log import append_audit
 from services.config import CameraConfig, ZsadConfig
-from services.stores.prompt_registry import AuditEntry, PromptRegistry, RegistryError, _now, _text
+from services.stores.artifact_registry import ArtifactRegistry, AuditEntry, RegistryError, _now, _text
 from zsad_core.decisions import DriftReference
 from zsad_core.errors import ZsadError
 
@@ -140,7 +140,7 @@ class CameraSettingsStore:
         config: the configured cameras (unknown cameras are refused) and their starting values.
     """
 
-    def __init__(self, registry: PromptRegistry, config: ZsadConfig) -> None:
+    def __init__(self, registry: ArtifactRegistry, config: ZsadConfig) -> None:
         self.registry = registry
         self.config = config
         self.client = registry.client
@@ -453,7 +453,7 @@ def setting_sources(configured: CameraSettings, history: list[CameraSettings]) -
     return sources
 
 
-def load_camera_settings(registry: PromptRegistry, config: ZsadConfig, camera: str) -> CameraSettings:
+def load_camera_settings(registry: ArtifactRegistry, config: ZsadConfig, camera: str) -> CameraSettings:
     """The settings a replica should apply to ``camera`` now (the stored version, else the configuration's).
 
     Raises:

@@ -22,9 +22,9 @@ from services.config import ZsadConfig, load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
 from services.frame_path.settings_follower import CameraSettingsFollower
 from services.local_stack.service_processes import NoidaBroker, RedisServer
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.camera_settings import CameraSettings, CameraSettingsStore
 from services.stores.operator_marks import MarkError, mark_frame, marked_frames
-from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import FrameResult, ResultStore, result_key
 from zsad_core.data.synthetic import SyntheticDataset
 from zsad_core.imageio import encode_png
@@ -65,7 +65,7 @@ def config(config_path: Path) -> ZsadConfig:
 
 @pytest.fixture
 def store(config: ZsadConfig, client: redis.Redis) -> CameraSettingsStore:
-    registry = PromptRegistry(config.registry.root, client, namespace=config.registry.namespace)
+    registry = ArtifactRegistry(config.registry.root, client, namespace=config.registry.namespace)
     return CameraSettingsStore(registry, config)
 
 

@@ -23,7 +23,7 @@ from services.config import ZsadConfig
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.training_checkpoints import CHECKPOINT_FILES, CheckpointLocation
 from services.prompt_lifecycle.training_job import EpochEnd, TrainJobSpec, run_training
-from services.stores.prompt_registry import PromptRegistry
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.result_store import connect
 from zsad_core.artifacts import load_prompts
 from zsad_core.methods import load_method
@@ -148,7 +148,7 @@ def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_cli_rerun_res
     assert checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2", "epoch-3", "epoch-4"]
 
     with connect(load_config(config_path).redis) as client:
-        registry = PromptRegistry(tmp_path / "registry", client, namespace=namespace)
+        registry = ArtifactRegistry(tmp_path / "registry", client, namespace=namespace)
         entry = registry.resolve("vcp-clip", "candidate")
         registry.verify(entry)
         audit = registry.audit(5)

@@ -26,7 +26,7 @@ import yaml
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
 from services.local_stack.service_processes import RedisServer
-from services.stores.prompt_registry import PromptRegistry
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.result_store import connect
 from services.stores.schedules import (
     HEARTBEAT_KEY,
@@ -276,7 +276,7 @@ def test_a_one_minute_schedule_trains_and_registers_a_candidate_through_the_acto
     assert job_ids(jobs, f"zsad-{name}-") == [run.submission_id]
 
     with connect(config.redis) as client:
-        registry = PromptRegistry(config.registry.root, client, namespace=config.registry.namespace)
+        registry = ArtifactRegistry(config.registry.root, client, namespace=config.registry.namespace)
         entry = registry.resolve("vcp-clip", "candidate")
     assert entry.created_by == f"zsad-train:scheduled-{unique}" and entry.training_data == TRAIN_DATA
     assert store.remove(name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.stores.prompt_registry import PromptRegistry
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.result_store import ResultStore
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def test_replicas_survive_a_node_failure_and_spread_to_a_new_node(
     from test_prompt_hot_swap import METHOD, make_versions
 
     namespace = f"test:{unique}:registry"
-    registry = PromptRegistry("redis://", redis_server.client(), namespace=namespace)
+    registry = ArtifactRegistry("redis://", redis_server.client(), namespace=namespace)
     (version,) = make_versions(registry, tmp_path / "artifacts", 1)
     registry.promote(METHOD, version, actor="test", reason="multi-node")
     camera = f"cam-{unique}"

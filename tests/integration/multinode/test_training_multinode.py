@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from services.local_stack.service_processes import RedisServer
-from services.stores.prompt_registry import PromptRegistry
+from services.stores.artifact_registry import ArtifactRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_training_resumes_from_the_last_checkpoint_after_a_worker_node_dies(
     # Ray Train's directory on the driver holds its bookkeeping and the artifact, no checkpoint.
     assert not [name for name in observed["ray_run_dir"] if name.startswith("checkpoint")]
 
-    registry = PromptRegistry("redis://", redis_server.client(), namespace=namespace)
+    registry = ArtifactRegistry("redis://", redis_server.client(), namespace=namespace)
     entry = registry.resolve("vcp-clip", "candidate")
     assert entry.version == outcome["registry_version"] and entry.training_data.startswith("synthetic:")
     assert entry.metrics["pixel_auroc"] == outcome["pixel_auroc"]

@@ -14,9 +14,9 @@ from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.hot_swap import RegistryPrompts, RegistryReferences
-from services.prompt_lifecycle.reference_sets import build_reference_set, images_from_folder, reference_registry
+from services.prompt_lifecycle.reference_sets import build_reference_set, images_from_folder
+from services.stores.artifact_registry import ArtifactRegistry, reference_registry
 from services.stores.camera_settings import CameraSettingsStore
-from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import ResultStore
 from zsad_core.artifacts import save_prompts
 from zsad_core.few_shot import MemoryOptions
@@ -42,7 +42,7 @@ def test_calibration_a_reference_build_and_a_replica_score_a_frame_alike(
         registry={"root": str(tmp_path / "registry"), "namespace": f"test:{unique}:registry"},
     )  # fmt: skip
     client = redis_server.client()
-    prompts = PromptRegistry.from_config(config.registry, client)
+    prompts = ArtifactRegistry.from_config(config.registry, client)
     trained = load_method(METHOD, backbone="zsad-tiny-vit", pretrained=False, image_size=SIDE)
     with torch.no_grad():
         for parameter in trained.trainable_parameters():

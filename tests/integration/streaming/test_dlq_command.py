@@ -14,7 +14,7 @@ from services.config import load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
 from services.local_stack.service_processes import KafkaBroker, RedisServer
 from services.records import H_CAPTURE_TS, H_DLQ_DROPPED, H_FRAME_ID, DeadLetter, FrameHeaders
-from services.stores.prompt_registry import PromptRegistry
+from services.stores.artifact_registry import ArtifactRegistry
 from zsad_core.errors import ZsadError
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_letters_are_listed_shown_and_resent_with_their_original_headers_and_an_
     assert (headers[H_FRAME_ID], headers[H_CAPTURE_TS]) == (b"a-1", dict(letters[0].headers)[H_CAPTURE_TS])
     assert not [name for name in headers if name.startswith("zsad-dlq-")]
     with redis_server.client() as client:
-        audit = PromptRegistry.from_config(config.registry, client).audit()
+        audit = ArtifactRegistry.from_config(config.registry, client).audit()
     (entry,) = [e for e in audit if e["action"] == "dlq_resend"]
     assert (entry["method"], entry["actor"], entry["reason"], entry["cause"], entry["to_version"]) == (
         "cam-a", "ops", "encoder fixed", "not_an_image", f"frames-{unique}:0:0")

@@ -9,8 +9,8 @@ from services.config import ZsadConfig
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.local_stack.service_processes import RedisServer
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.camera_settings import CameraSettingsStore
-from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import ResultStore
 from zsad_core.decisions import DriftReference, MapPlacement, decode_regions, encode_regions, extract_regions
 from zsad_core.imageio import FrameGeometry
@@ -27,7 +27,7 @@ def _setup(redis_server: RedisServer, unique: str, tmp_path: object) -> tuple[In
         serving={"backbone": "zsad-tiny-vit"},
     )
     store = ResultStore(redis_server.client())
-    registry = PromptRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
+    registry = ArtifactRegistry(config.registry.root, store.client, namespace=config.registry.namespace)
     return InspectorCore(config, store), CameraSettingsStore(registry, config), camera
 
 

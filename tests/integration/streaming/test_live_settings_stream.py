@@ -17,8 +17,8 @@ from stream_helpers import committed_offsets, delete_app, deploy_app, produce_fr
 
 from services.config import ZsadConfig
 from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.camera_settings import CameraSettingsStore
-from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import ResultStore
 from zsad_core.decisions import MapPlacement, decode_regions, encode_regions, extract_regions
 
@@ -35,7 +35,7 @@ class _App:
         self.config = config
         self.name = f"zsad-{uuid.uuid4().hex[:8]}"
         self.store = ResultStore.from_config(config)
-        registry = PromptRegistry(config.registry.root, self.store.client, namespace=config.registry.namespace)
+        registry = ArtifactRegistry(config.registry.root, self.store.client, namespace=config.registry.namespace)
         self.settings = CameraSettingsStore(registry, config)
         deploy_app(config, self.name)
 

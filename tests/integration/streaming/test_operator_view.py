@@ -24,7 +24,7 @@ from stream_helpers import FRAME_SIDE, delete_app, deploy_app, produce_frames, s
 
 from services.config import ViewConfig, ZsadConfig
 from services.local_stack.service_processes import NoidaBroker, RedisServer
-from services.stores.prompt_registry import PromptRegistry
+from services.stores.artifact_registry import ArtifactRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def test_registry_page_promotes_and_rolls_back_in_a_browser(
     from test_prompt_hot_swap import METHOD, make_versions
 
     base, config = view_app
-    registry = PromptRegistry(config.registry.root, redis_server.client(), namespace=config.registry.namespace)
+    registry = ArtifactRegistry(config.registry.root, redis_server.client(), namespace=config.registry.namespace)
     first, second = make_versions(registry, tmp_path / "artifacts", 2)
     registry.promote(METHOD, first, actor="test", reason="the first champion")
     earlier = {entry["id"] for entry in registry.audit(100)}  # e.g. another test's pause, made in the view too

@@ -16,8 +16,8 @@ from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.hot_swap import RegistryPrompts, prompt_follower, report_refusals
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.camera_settings import CameraSettings
-from services.stores.prompt_registry import PromptRegistry
 from services.stores.result_store import ResultStore
 from zsad_core.artifacts import WEIGHTS_FILE, save_prompts
 from zsad_core.methods import load_method
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 METHOD = "clip-ad+"
 
 
-def make_versions(registry: PromptRegistry, tmp_path: Path, count: int) -> list[str]:
+def make_versions(registry: ArtifactRegistry, tmp_path: Path, count: int) -> list[str]:
     """Register ``count`` artifacts of the tiny clip-ad+ with different prompt weights; their versions."""
     method = load_method(METHOD, backbone="zsad-tiny-vit", pretrained=False, image_size=64)
     versions = []
@@ -40,12 +40,12 @@ def make_versions(registry: PromptRegistry, tmp_path: Path, count: int) -> list[
 
 
 @pytest.fixture
-def registry(tmp_path: Path, redis_server: RedisServer, unique: str) -> PromptRegistry:
-    return PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=f"test:{unique}:registry")
+def registry(tmp_path: Path, redis_server: RedisServer, unique: str) -> ArtifactRegistry:
+    return ArtifactRegistry(tmp_path / "registry", redis_server.client(), namespace=f"test:{unique}:registry")
 
 
 def core_following(
-    redis_server: RedisServer, registry: PromptRegistry, camera: str, alias: str | None
+    redis_server: RedisServer, registry: ArtifactRegistry, camera: str, alias: str | None
 ) -> InspectorCore:
     config = ZsadConfig(
         redis={"url": redis_server.url, "password": redis_server.password},
@@ -62,7 +62,7 @@ def frame(camera: str, frame_id: str) -> FrameRequest:
 
 
 def test_promotion_swaps_rollback_restores_and_each_result_names_its_version(
-    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+    redis_server: RedisServer, registry: ArtifactRegistry, tmp_path: Path, unique: str
 ) -> None:
     v1, v2 = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, v1, actor="test", reason="first")
@@ -88,7 +88,7 @@ def test_promotion_swaps_rollback_restores_and_each_result_names_its_version(
 
 
 def test_a_version_corrupted_after_promotion_is_refused_and_audited(
-    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+    redis_server: RedisServer, registry: ArtifactRegistry, tmp_path: Path, unique: str
 ) -> None:
     v1, v2 = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, v1, actor="test", reason="first")
@@ -113,7 +113,7 @@ def test_a_version_corrupted_after_promotion_is_refused_and_audited(
 
 
 def test_the_watcher_swaps_on_the_promotion_message(
-    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+    redis_server: RedisServer, registry: ArtifactRegistry, tmp_path: Path, unique: str
 ) -> None:
     v1, v2 = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, v1, actor="test", reason="first")
@@ -139,7 +139,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0
 
 
 def test_a_camera_that_starts_following_an_alias_live_follows_its_next_promotion(
-    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+    redis_server: RedisServer, registry: ArtifactRegistry, tmp_path: Path, unique: str
 ) -> None:
     v1, v2 = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, v1, actor="test", reason="first")
@@ -158,7 +158,7 @@ def test_a_camera_that_starts_following_an_alias_live_follows_its_next_promotion
 
 
 def test_only_methods_some_camera_uses_stay_loaded(
-    redis_server: RedisServer, registry: PromptRegistry, tmp_path: Path, unique: str
+    redis_server: RedisServer, registry: ArtifactRegistry, tmp_path: Path, unique: str
 ) -> None:
     v1, v2 = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, v2, actor="test", reason="first")

@@ -20,13 +20,8 @@ import yaml
 from services.audit_log import AUDIT_MAX_ENTRIES, audit_key
 from services.cli.main import main
 from services.local_stack.service_processes import RedisServer
-from services.stores.artifact_store import ArtifactStoreError, RedisArtifactStore
-from services.stores.prompt_registry import (
-    CorruptArtifactError,
-    PromotionRefusedError,
-    PromptRegistry,
-    RegistryError,
-)
+from services.stores.artifact_registry import ArtifactRegistry, PromotionRefusedError, RegistryError
+from services.stores.artifact_store import ArtifactStoreError, CorruptArtifactError, RedisArtifactStore
 from zsad_core.artifacts import MANIFEST_FILE, WEIGHTS_FILE, save_prompts, sha256_file
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.methods import load_method
@@ -72,8 +67,8 @@ def namespace(unique: str) -> str:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, client: redis.Redis, namespace: str) -> PromptRegistry:
-    return PromptRegistry(tmp_path / "registry", client, namespace=namespace)
+def registry(tmp_path: Path, client: redis.Redis, namespace: str) -> ArtifactRegistry:
+    return ArtifactRegistry(tmp_path / "registry", client, namespace=namespace)
 
 
 def next_message(pubsub: redis.client.PubSub, timeout_s: float = 5.0) -> dict:
@@ -341,10 +336,10 @@ def test_cli_round_trip(tmp_path, redis_server, make_artifact, namespace, capsys
 
 
 @pytest.fixture(params=["redis", "memory"])
-def remote_registry(request, tmp_path: Path, client: redis.Redis, namespace: str) -> PromptRegistry:
+def remote_registry(request, tmp_path: Path, client: redis.Redis, namespace: str) -> ArtifactRegistry:
     """A registry whose artifacts live in Redis or in an fsspec memory filesystem, never in a shared directory."""
     root = "redis://" if request.param == "redis" else f"memory://{namespace.replace(':', '/')}"
-    return PromptRegistry(root, client, namespace=namespace, cache_dir=tmp_path / "node-cache")
+    return ArtifactRegistry(root, client, namespace=namespace, cache_dir=tmp_path / "node-cache")
 
 
 def test_remote_store_is_materialised_into_the_node_cache(remote_registry, make_artifact, method, tmp_path) -> None:
@@ -387,18 +382,18 @@ def test_remote_store_refuses_changed_bytes(remote_registry, make_artifact, clie
 def test_redis_store_caps_the_artifact_size(make_artifact, client, namespace, tmp_path) -> None:
     source = make_artifact()
     size = sum((source / name).stat().st_size for name in (WEIGHTS_FILE, MANIFEST_FILE))
-    registry = PromptRegistry("redis://", client, namespace=namespace, max_redis_bytes=size - 1)
+    registry = ArtifactRegistry("redis://", client, namespace=namespace, max_redis_bytes=size - 1)
     with pytest.raises(ArtifactStoreError, match=f"{size} bytes exceed .* limit of {size - 1}") as too_large:
         registry.register(source, created_by="ci")
     assert too_large.value.reason == "artifact_too_large"
     assert registry.list() == [] and client.keys(f"{namespace}:*blob*") == []
-    exact = PromptRegistry("redis://", client, namespace=namespace, max_redis_bytes=size)
+    exact = ArtifactRegistry("redis://", client, namespace=namespace, max_redis_bytes=size)
     assert exact.register(source, created_by="ci").version == "v2"  # v1 was reserved by the refused attempt
 
 
 def test_redis_store_needs_a_binary_client(redis_server: RedisServer, namespace: str) -> None:
     with redis_server.client(decode_responses=True) as text_client, pytest.raises(ArtifactStoreError) as refused:
-        PromptRegistry("redis://", text_client, namespace=namespace)
+        ArtifactRegistry("redis://", text_client, namespace=namespace)
     assert refused.value.reason == "text_client"
 
 

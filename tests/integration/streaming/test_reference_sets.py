@@ -28,10 +28,9 @@ from services.prompt_lifecycle.reference_sets import (
     build_reference_set,
     check_fits_camera,
     images_from_folder,
-    reference_registry,
 )
+from services.stores.artifact_registry import ArtifactRegistry, PromotionRefusedError, reference_registry
 from services.stores.camera_settings import CameraSettingsStore
-from services.stores.prompt_registry import PromotionRefusedError, PromptRegistry
 from services.stores.result_store import ResultStore, StoredResult, events_key
 from zsad_core.errors import ImageTooLargeError
 from zsad_core.few_shot import fuse_scores
@@ -153,7 +152,7 @@ def test_a_set_promoted_while_streaming_serves_from_the_next_batch_without_a_res
     registry_settings = {"root": str(tmp_path / "registry"), "namespace": f"test:{unique}:registry"}
     config = stream_config(noida_broker, redis_server, unique, {camera: {"method": METHOD, "references": "champion"}},
                            partitions=2, max_in_flight=4, max_batch_size=4, registry=registry_settings)  # fmt: skip
-    registry: PromptRegistry = reference_registry(config, redis_server.client())
+    registry: ArtifactRegistry = reference_registry(config, redis_server.client())
     ids = produce_frames(config, per_camera=300)[camera]
     deployment = Deployment(config)
     deployments.append(deployment)
@@ -185,7 +184,7 @@ def test_a_reference_set_is_cut_with_the_live_roi_not_the_configured_one(
     camera = f"cam{unique}"
     config = core_config(redis_server, tmp_path, unique, camera)  # configured roi [8, 8, 80, 80]
     client = redis_server.client()
-    settings = CameraSettingsStore(PromptRegistry.from_config(config.registry, client), config)
+    settings = CameraSettingsStore(ArtifactRegistry.from_config(config.registry, client), config)
     settings.update(camera, {"roi": [0, 0, 64, 64]}, actor="test", reason="the part moved")  # what ingest cuts now
     registry = reference_registry(config, client)
     entry = build_reference_set(config, camera, images_from_folder(good_folder(tmp_path / "goods", 1)), registry,

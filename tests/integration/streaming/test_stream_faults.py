@@ -166,12 +166,12 @@ def test_a_model_that_fails_on_everything_gets_its_replica_replaced_and_dead_let
 ) -> None:
     from test_prompt_hot_swap import METHOD, make_versions
 
-    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.artifact_registry import ArtifactRegistry
     from zsad_core.artifacts import save_prompts
     from zsad_core.methods import load_method
 
     namespace = f"test:{unique}:registry"
-    registry = PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
+    registry = ArtifactRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
     (good,) = make_versions(registry, tmp_path, 1)
     broken_method = load_method(METHOD, backbone="zsad-tiny-vit", pretrained=False, image_size=64)
     with torch.no_grad():

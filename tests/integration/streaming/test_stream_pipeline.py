@@ -237,10 +237,10 @@ def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
 ) -> None:
     from test_prompt_hot_swap import METHOD, make_versions
 
-    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.artifact_registry import ArtifactRegistry
 
     namespace = f"test:{unique}:registry"
-    registry = PromptRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
+    registry = ArtifactRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
     old, new = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, old, actor="test", reason="serving")
     camera = f"cam-{unique}"

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from services.config import ZsadConfig
+from services.stores.artifact_registry import ArtifactRegistry
 from services.stores.camera_settings import CameraSettingsError, CameraSettingsStore
-from services.stores.prompt_registry import PromptRegistry
 
 
 @pytest.mark.parametrize("field", ["threshold", "pixel_threshold", "min_area"])
@@ -17,7 +17,7 @@ from services.stores.prompt_registry import PromptRegistry
 def test_a_boolean_is_refused_where_a_number_is_expected(tmp_path: Path, field: str, value: bool) -> None:
     config = ZsadConfig(cameras={"cam1": {"method": "clip-ad", "class_name": "object", "threshold": 0.5}})
     unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.1)  # never reached: refused first
-    store = CameraSettingsStore(PromptRegistry(tmp_path, unreachable), config)
+    store = CameraSettingsStore(ArtifactRegistry(tmp_path, unreachable), config)
     with pytest.raises(CameraSettingsError, match=f"{field} must be a number, got {value}"):
         store.update("cam1", {field: value}, actor="test", reason="typo")
 
@@ -26,7 +26,7 @@ def test_a_live_threshold_outside_the_methods_score_range_is_refused(tmp_path: P
     config = ZsadConfig(cameras={"cam1": {"method": "anoclip", "class_name": "object", "threshold": 0.5},
                                  "cam2": {"method": "clip-ad", "class_name": "object", "threshold": 0.5}})
     unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.1)  # never reached: refused first
-    store = CameraSettingsStore(PromptRegistry(tmp_path, unreachable), config)
+    store = CameraSettingsStore(ArtifactRegistry(tmp_path, unreachable), config)
     with pytest.raises(CameraSettingsError) as info:
         store.update("cam1", {"threshold": -0.2}, actor="test", reason="calibrated elsewhere")
     assert str(info.value) == (

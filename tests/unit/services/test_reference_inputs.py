@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from services.frame_path.decoding import crop_roi
-from services.prompt_lifecycle.reference_sets import (
-    REFERENCES,
-    ReferenceInputError,
-    images_from_folder,
-    model_inputs,
-)
-from services.stores.prompt_registry import PROMPTS, RegistryError
+from services.prompt_lifecycle.reference_sets import ReferenceInputError, images_from_folder, model_inputs
+from services.stores.artifact_registry import PROMPTS, REFERENCES, RegistryError
 from zsad_core import artifacts
 from zsad_core.errors import ImageTooLargeError
 from zsad_core.few_shot import memory

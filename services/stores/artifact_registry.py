@@ -1,4 +1,5 @@
-"""The versioned prompt registry: immutable artifact copies on disk; records, aliases and audit in Redis.
+"""The registry of versioned artifacts, prompt versions and reference sets: immutable copies in an artifact store;
+records, aliases and audit in Redis.
 
 Why: retraining produces new prompt artifacts (:mod:`zsad_core.artifacts`). Serving must switch to a better one
 without a restart and be able to switch back, and an operator must be able to tell later who switched what and
@@ -23,18 +24,20 @@ Redis layout (``ns`` is the namespace, ``zsad:registry`` by default; the traffic
 * ``{ns}:events``: pub/sub channel, JSON ``{"method", "alias", "version", "action"}`` after each alias move.
 
 The artifact's two files, byte for byte and never changed, live in the store ``root`` names
-(:mod:`.artifact_store`): a local directory on one machine, the registry's Redis (``redis://``) or an object store
-URL on a cluster without shared disk. A record holds the artifact's ``location`` in that store.
+(:mod:`.artifact_store`, which also checks the files against a record): a local directory on one machine, the
+registry's Redis (``redis://``) or an object store URL on a cluster without shared disk. A record holds the
+artifact's ``location`` in that store.
 
-Kinds: the same registry holds few-shot reference sets (:mod:`services.prompt_lifecycle.reference_sets`) as another
-:class:`ArtifactKind`: their subject is a camera instead of a method, their versions are ``r<N>``, and a
-registry of that kind works under its own namespace and root, so its aliases, history, audit and events never
-mix with the prompts'.
+Kinds: one :class:`ArtifactRegistry` holds one :class:`ArtifactKind`: :data:`PROMPTS` (the default; subject a
+method, versions ``v<N>``) or :data:`REFERENCES`, the few-shot reference sets that
+:mod:`services.prompt_lifecycle.reference_sets` builds (subject a camera, versions ``r<N>``). The registry of
+reference sets (:func:`reference_registry`) works under its own namespace and root beside the prompts', so its
+aliases, history, audit and events never mix with theirs.
 
 Serving (:mod:`services.prompt_lifecycle.hot_swap`) resolves a camera's ``prompt_version`` and calls
-:meth:`PromptRegistry.materialise`: a local directory holding the files (for a remote store, a copy in the node's
+:meth:`ArtifactRegistry.materialise`: a local directory holding the files (for a remote store, a copy in the node's
 cache directory) after they were checked against the record; then ``zsad_core.artifacts.load_prompts`` refuses an
-artifact made for another model. :meth:`PromptRegistry.check_serving_compatible` does both checks for a promotion
+artifact made for another model. :meth:`ArtifactRegistry.check_serving_compatible` does both checks for a promotion
 gate. """
 
 from __future__ import annotations
@@ -53,15 +56,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
-from safetensors import SafetensorError, safe_open
 
 from services.audit_log import append_audit, audit_key
+from services.records import CAMERA_ID_PATTERN
 from services.stores.artifact_store import (
     DEFAULT_MAX_REDIS_BYTES,
     ArtifactStore,
     ArtifactStoreError,
+    CorruptArtifactError,
     LocalDirectoryStore,
+    check_artifact,
+    check_weights,
     open_artifact_store,
+    read_manifest,
+    store_root_beside,
 )
 from zsad_core.errors import IncompatibleWeightsError, ZsadError
 from zsad_core.method_names import method_names
@@ -69,14 +77,14 @@ from zsad_core.method_names import method_names
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-    from services.config import RegistryConfig
+    from services.config import RegistryConfig, ZsadConfig
     from zsad_core.methods.base import ZeroShotMethod
 
 # zsad_core.artifacts imports torch (seconds to import); it is imported inside the operations that read artifact
 # files, so listing, resolving and the audit stay instant for the CLI and for processes without torch.
 
 ALIASES = ("champion", "candidate")
-_REQUIRED_MANIFEST_KEYS = ("backbone", "taps", "image_size", "sha256", "schema_version")
+_CAMERA_RE = re.compile(CAMERA_ID_PATTERN)
 DEFAULT_CACHE_DIR = "runs/registry-cache"
 
 
@@ -86,26 +94,12 @@ class RegistryError(ZsadError):
     reason = "registry"
 
 
-class CorruptArtifactError(RegistryError, IncompatibleWeightsError):
-    """A stored artifact no longer matches its record: ``reason`` is ``missing_file``, ``unreadable_manifest``,
-    ``manifest_mismatch``, ``hash_mismatch`` or ``unreadable_weights``.
-
-    It is also an :class:`IncompatibleWeightsError`, so code that handles weights it cannot use handles it too.
-    """
-
-    reason = "corrupt_artifact"
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class RegistryEntry:
     """One registered version: where its files are stored and what its manifest and registration recorded.
 
     ``location`` is the artifact's address in the registry's store (a directory, ``redis://...`` or a URL); use
-    :meth:`PromptRegistry.materialise` for a local directory holding the files.
+    :meth:`ArtifactRegistry.materialise` for a local directory holding the files.
 
     ``metrics`` holds the numeric metrics (from the manifest's ``metrics``, then those given at registration);
     ``eval_data`` is the data set they were measured on, so metrics from different data are never compared.
@@ -268,8 +262,45 @@ PROMPTS = ArtifactKind(
 )
 
 
-class PromptRegistry:
-    """Versioned, immutable prompt artifacts with ``champion``/``candidate`` aliases, audited in Redis.
+def _camera_of(manifest: dict[str, Any]) -> str | None:
+    extra = manifest.get("extra")
+    camera = extra.get("camera") if isinstance(extra, dict) else None
+    return camera if isinstance(camera, str) else None
+
+
+def _check_camera(camera: str) -> None:
+    # A camera id becomes a directory name: "." and ".." match the id pattern but would leave the registry root.
+    if not _CAMERA_RE.match(camera) or camera in (".", ".."):
+        raise RegistryError(f"{camera!r} is not a camera id ({CAMERA_ID_PATTERN}, not . or ..)")
+
+
+REFERENCES = ArtifactKind(
+    name="reference sets",
+    weights_file="references.safetensors",  # zsad_core.few_shot.memory's names, without importing torch here
+    manifest_file="manifest.json",
+    version_prefix="r",
+    schema_version=1,
+    subject_of=_camera_of,
+    check_subject=_check_camera,
+)
+
+
+def reference_registry(config: ZsadConfig, client: redis.Redis) -> ArtifactRegistry:
+    """The registry of reference sets beside the prompt registry of ``config``: own store root, namespace and
+    cache directory, the same store kind and size limit."""
+    return ArtifactRegistry.from_config(
+        config.registry,
+        client,
+        kind=REFERENCES,
+        root=store_root_beside(config.registry.root, "references"),
+        namespace=f"{config.registry.namespace}:references",
+        cache_dir=Path(config.registry.cache_dir) / "references",
+    )
+
+
+class ArtifactRegistry:
+    """Versioned, immutable artifacts of one kind (prompts or reference sets) with ``champion``/``candidate``
+    aliases, audited in Redis.
 
     Args:
         root: where artifacts are stored: a directory, ``redis://`` or an fsspec URL (:mod:`.artifact_store`).
@@ -308,7 +339,7 @@ class PromptRegistry:
         root: str | Path | None = None,
         namespace: str | None = None,
         cache_dir: str | Path | None = None,
-    ) -> PromptRegistry:
+    ) -> ArtifactRegistry:
         """The registry the ``registry`` section describes, over ``client``; ``root``, ``namespace`` and
         ``cache_dir`` override the section's (another kind lives beside the prompts, never mixed with them)."""
         return cls(
@@ -364,8 +395,8 @@ class PromptRegistry:
         """
         kind = self.kind
         source = Path(artifact_dir)
-        manifest = _read_manifest(source, kind)
-        _check_weights(source / kind.weights_file, manifest["sha256"])
+        manifest = read_manifest(source, kind)
+        check_weights(source / kind.weights_file, manifest["sha256"])
         method = kind.subject_of(manifest)
         if method is None:
             raise CorruptArtifactError("unreadable_manifest", f"{source}: the manifest names no {kind.name} subject")
@@ -459,10 +490,10 @@ class PromptRegistry:
                 (the manifest differs from the record), ``hash_mismatch`` or ``unreadable_weights``.
         """
         if isinstance(self.store, LocalDirectoryStore):
-            _check_directory(entry, Path(entry.location), self.kind)
+            self._check(entry, Path(entry.location))
             return
         with tempfile.TemporaryDirectory(prefix="zsad-verify-") as scratch:
-            _check_directory(entry, self._download(entry, Path(scratch) / entry.version), self.kind)
+            self._check(entry, self._download(entry, Path(scratch) / entry.version))
 
     def materialise(self, entry: RegistryEntry) -> Path:
         """A local directory holding ``entry``'s files, checked against the record; what serving loads.
@@ -476,28 +507,32 @@ class PromptRegistry:
         """
         if isinstance(self.store, LocalDirectoryStore):
             directory = Path(entry.location)
-            _check_directory(entry, directory, self.kind)
+            self._check(entry, directory)
             return directory
         directory = self.cache_dir.resolve() / entry.method / f"{entry.version}-{entry.sha256[:16]}"
         if directory.is_dir():
             try:
-                _check_directory(entry, directory, self.kind)
+                self._check(entry, directory)
                 return directory
             except CorruptArtifactError:
                 shutil.rmtree(directory, ignore_errors=True)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", dir=directory.parent))
         try:
-            _check_directory(entry, self._download(entry, staging), self.kind)
+            self._check(entry, self._download(entry, staging))
             staging.chmod(0o755)
             os.rename(staging, directory)
         except OSError:  # another process of this node installed the same copy first
             shutil.rmtree(staging, ignore_errors=True)
-            _check_directory(entry, directory, self.kind)
+            self._check(entry, directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return directory
+
+    def _check(self, entry: RegistryEntry, directory: Path) -> None:
+        """Raise unless the files in ``directory`` are the ones ``entry`` records (:func:`.check_artifact`)."""
+        check_artifact(directory, self.kind, entry.manifest_fields(), f"{entry.method} {entry.version}")
 
     def _download(self, entry: RegistryEntry, directory: Path) -> Path:
         """Write the stored files of ``entry`` into ``directory``; store errors become corrupt-artifact errors."""
@@ -524,7 +559,7 @@ class PromptRegistry:
         from zsad_core.artifacts import check_compatible
 
         directory = self.materialise(entry)
-        check_compatible(method, _read_manifest(directory, self.kind))
+        check_compatible(method, read_manifest(directory, self.kind))
         return directory
 
     def promote(
@@ -726,54 +761,6 @@ class PromptRegistry:
         """The ``n`` newest audit entries, newest first, each with its stream ``id``."""
         entries = self.client.xrevrange(self.audit_key, count=n)
         return [{"id": _text(i), **{_text(k): _text(v) for k, v in fields.items()}} for i, fields in entries]
-
-
-def _read_manifest(directory: Path, kind: ArtifactKind) -> dict[str, Any]:
-    """The manifest of an artifact directory, with every field the registry relies on present."""
-    manifest_path = directory / kind.manifest_file
-    for path in (directory / kind.weights_file, manifest_path):
-        if not path.is_file():
-            raise CorruptArtifactError("missing_file", f"{path} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptArtifactError("unreadable_manifest", f"{manifest_path}: {exc}") from exc
-    missing = [key for key in _REQUIRED_MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
-    if missing:
-        raise CorruptArtifactError("unreadable_manifest", f"{manifest_path} lacks {missing}")
-    return manifest
-
-
-def _check_weights(weights: Path, sha256: str) -> None:
-    """Raise unless ``weights`` hashes to ``sha256`` and its safetensors header covers the whole file."""
-    from zsad_core.artifacts import sha256_file
-
-    actual = sha256_file(weights)
-    if actual != sha256:
-        raise CorruptArtifactError("hash_mismatch", f"{weights} has sha256 {actual}, expected {sha256}")
-    try:
-        with safe_open(str(weights), framework="numpy") as handle:  # reads and validates the header only
-            handle.keys()
-    except SafetensorError as exc:
-        raise CorruptArtifactError(
-            "unreadable_weights", f"{weights} is not a readable safetensors file: {exc}"
-        ) from exc
-
-
-def _check_directory(entry: RegistryEntry, directory: Path, kind: ArtifactKind) -> None:
-    """Raise unless the artifact files in ``directory`` are the ones ``entry`` records (manifest fields, hash)."""
-    manifest = _read_manifest(directory, kind)
-    found = {**manifest, "method": kind.subject_of(manifest)}
-    wrong = [
-        f"{key}: recorded {expected!r}, manifest {found.get(key)!r}"
-        for key, expected in entry.manifest_fields().items()
-        if found.get(key) != expected
-    ]
-    if wrong:
-        raise CorruptArtifactError(
-            "manifest_mismatch", f"{entry.method} {entry.version}: manifest was changed: {'; '.join(wrong)}"
-        )
-    _check_weights(directory / kind.weights_file, entry.sha256)
 
 
 def _event(result: AuditEntry) -> str:
