@@ -185,7 +185,7 @@ def calibrate_on_synthetic_goods(
         pixel_threshold=decision.pixel.threshold,
         evidence=decision.evidence,
         actor=DEMO_ACTOR,
-        reason=f"zsad demo: {count} good synthetic frames of the camera's product",
+        reason=f"{count} good synthetic frames of the camera's product, before the demo's stream",
     )
     return record
 
