@@ -1,13 +1,17 @@
-# The two commands of the README. Each bootstraps what it needs (scripts/bootstrap.sh is idempotent).
+# The two commands of the README. Each bootstraps what it needs (scripts/bootstrap.sh is idempotent): the demo
+# only its runtime packages, every other target also the test-only ones.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test test-fast lint bench
+.PHONY: bootstrap bootstrap-demo demo test test-fast lint bench
+
+bootstrap-demo:
+	@VENV=$(VENV) bash scripts/bootstrap.sh demo
 
 bootstrap:
-	@bash scripts/bootstrap.sh
+	@VENV=$(VENV) bash scripts/bootstrap.sh test
 
-demo: bootstrap
+demo: bootstrap-demo
 	@$(VENV)/bin/zsad demo
 
 # The whole suite, one process (docs/testing.md says why not two workers yet); the 20 slowest tests printed at the end.

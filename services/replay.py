@@ -44,7 +44,7 @@ _IDLE_POLLS = 20  # consecutive empty polls before the broker counts as not deli
 
 
 class ReplayError(ZsadError, RuntimeError):
-    """A replay cannot start or finish: a bad range, no broker, or the Serve application is not running."""
+    """A replay cannot start or finish: a bad range, no broker, or the broker stops delivering the range."""
 
     reason = "replay"
 
@@ -90,9 +90,9 @@ def replay_frames(
     config: ZsadConfig,
     camera: str,
     *,
+    inspector: Any,
     since: float | None = None,
     from_offset: int | None = None,
-    ray_address: str | None = None,
     timeout_s: float = 600.0,
 ) -> ReplayReport:
     """Re-score the camera's frames from ``since`` (epoch seconds) or ``from_offset`` up to the current end.
@@ -102,15 +102,16 @@ def replay_frames(
         camera: a configured camera.
         since: replay frames the broker appended at or after this time (Kafka record timestamps).
         from_offset: replay from this offset of the camera's partition (clamped to the first retained one).
-        ray_address: the Ray cluster of the Serve application, when this process is not connected yet.
+        inspector: a handle to the running Serve application's ``Inspector`` (the CLI opens it with
+            :func:`services.cli.serve_calls.serve_deployment`, as every command that calls the application does).
         timeout_s: overall limit.
 
     Returns:
         The :class:`ReplayReport`.
 
     Raises:
-        ReplayError: neither or both of ``since`` and ``from_offset``, a negative offset, the broker or the
-            Serve application unreachable, or the timeout.
+        ReplayError: neither or both of ``since`` and ``from_offset``, a negative offset, the broker unreachable,
+            or the timeout.
         UnknownCameraError: the camera is not configured.
     """
     if (since is None) == (from_offset is None):
@@ -132,8 +133,7 @@ def replay_frames(
             consumer.seek(tp, first)
             store = ResultStore.from_config(config)
             try:
-                with _InspectorConnection(ray_address) as inspector:
-                    _replay(config, consumer, tp, end, deadline, inspector, store, report)
+                _replay(config, consumer, tp, end, deadline, inspector, store, report)
             finally:
                 store.close()
     except KafkaError as exc:
@@ -169,38 +169,6 @@ def _range(
     assert since is not None
     found = consumer.offsets_for_times({tp: int(since * 1000)})[tp]
     return (end, end) if found is None else (max(found.offset, beginning), end)
-
-
-class _InspectorConnection:
-    """A Serve handle to the ``Inspector``, joining the Ray cluster for the call if this process is not in one."""
-
-    def __init__(self, ray_address: str | None) -> None:
-        self.ray_address = ray_address
-        self.joined = False
-
-    def __enter__(self) -> Any:
-        import ray
-        from ray import serve
-
-        from services.serve_app import APP_NAME
-
-        if not ray.is_initialized():
-            if self.ray_address is None:
-                raise ReplayError("no Ray cluster to replay through: start the stack (zsad up) or give its address")
-            ray.init(address=self.ray_address, logging_level="WARNING", log_to_driver=False)
-            self.joined = True
-        try:
-            return serve.get_deployment_handle("Inspector", app_name=APP_NAME)
-        except Exception as exc:  # Serve raises several types for a missing application
-            self.__exit__()
-            raise ReplayError(f"the Serve application {APP_NAME!r} is not running: {exc}") from exc
-
-    def __exit__(self, *_: object) -> None:
-        if self.joined:
-            import ray
-
-            ray.shutdown()
-            self.joined = False
 
 
 def _replay(

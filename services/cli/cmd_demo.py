@@ -1,8 +1,10 @@
 """``zsad demo``: the README's main command.
 
 By default it runs the product end to end on embedded defaults: ``zsad up`` (Redis, the noida-db broker, a
-Ray head with the dashboard, the Serve app), synthetic frames from every configured camera through Kafka,
-and a live summary from Redis (frames/s, anomalies, latency percentiles) until every frame has its result;
+Ray head with the dashboard, the Serve app); then it calibrates every camera as ``zsad calibrate`` does, on good
+frames of the synthetic product the camera shows (so that its decisions rest on a threshold measured on its own
+goods, not on the configuration's placeholder); then synthetic frames from every configured camera through
+Kafka, and a live summary from Redis (frames/s, anomalies, latency percentiles) until every frame has its result;
 then it stops the stack it started (``--keep`` leaves it running for ``zsad results``/``show``).
 
 ``--offline`` shows the library alone: two methods on one backbone over synthetic frames, metrics and
@@ -14,14 +16,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from services.arg_types import non_negative_float, positive_int
+from services.arg_types import non_negative_float, non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from services.config import ZsadConfig
+    from services.stores.camera_settings import CalibrationRecord, CameraSettingsStore
 
 OFFLINE_METHODS = ("winclip", "clip-ad")
 SUMMARY_EVERY_S = 2.0
 DEMO_TIMEOUT_S = 900.0
+CALIBRATION_FRAMES = 16
+# Who the demo's calibrations are recorded as: the demo recalibrates only cameras it calibrated itself.
+DEMO_ACTOR = "zsad demo"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,6 +41,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--frames", type=positive_int, help="synthetic frames per camera (default 100; offline: 8)")
     demo.add_argument("--fps", type=non_negative_float, default=0.0,
                       help="frames per second per camera (0: all at once)")
+    demo.add_argument("--calibration-frames", type=non_negative_int, default=CALIBRATION_FRAMES, metavar="N",
+                      help=f"good synthetic frames each camera is calibrated on before the stream (default "
+                           f"{CALIBRATION_FRAMES}; 0: decide with the configured thresholds)")  # fmt: skip
     demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     demo.add_argument("--config", help="configuration YAML (default: the embedded defaults)")
     demo.add_argument("--offline", action="store_true", help="the library only: no Kafka, Ray or Redis")
@@ -71,6 +85,8 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         config = load_config(stack_config_path())
         store = ResultStore.from_config(config)
         cameras = list(config.cameras)
+        if args.calibration_frames:
+            calibrate_demo_cameras(config, cameras, args.calibration_frames)
         before = {camera: camera_summary(store, camera).frames for camera in cameras}
         print(f"\nproducing {frames} synthetic frames for each of {', '.join(cameras)} "
               f"({', '.join(config.cameras[c].method for c in cameras)}) ...")  # fmt: skip
@@ -108,6 +124,70 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         if started_here and not args.keep:
             stop_stack(stack_dir())
             print("stopped the local stack")
+
+
+def calibrate_demo_cameras(config: ZsadConfig, cameras: list[str], count: int) -> None:
+    """Calibrate every camera on ``count`` good synthetic frames, one line per camera updated in place.
+
+    A camera whose current calibration someone else made keeps it: the demo may run on a stack whose cameras
+    were calibrated on real goods. The demo's own calibrations are redone, since the weights may have changed.
+    """
+    from services.cli.options import resolve_device
+    from services.cli.summaries import redraw
+    from services.stores.camera_settings import CameraSettingsStore
+    from services.stores.prompt_registry import PromptRegistry
+    from services.stores.result_store import connect
+
+    client = connect(config.redis)
+    try:
+        store = CameraSettingsStore(PromptRegistry.from_config(config.registry, client), config)
+        kept = {camera: store.settings(camera) for camera in cameras}
+        kept = {camera: settings for camera, settings in kept.items() if settings.calibration is not None
+                and store.calibration(camera, settings.calibration).created_by != DEMO_ACTOR}  # fmt: skip
+        lines = {camera: f"{camera:<16}calibrating on {count} good synthetic frames ..." for camera in cameras}
+        for camera, settings in kept.items():
+            lines[camera] = f"{camera:<16}keeps calibration {settings.calibration}: threshold {settings.threshold:.4g}"
+        print("\ncalibrating the cameras as `zsad calibrate` does:")
+        drawn = redraw(sys.stdout, "\n".join(lines.values()), 0)
+        device = resolve_device("auto")
+        for camera in (camera for camera in cameras if camera not in kept):
+            was = store.settings(camera).threshold
+            record = calibrate_on_synthetic_goods(store, camera, count, device)
+            lines[camera] = (f"{camera:<16}calibration {record.version} on {count} good synthetic frames: threshold "
+                             f"{record.image_threshold:.4g} (was {was:.4g})")  # fmt: skip
+            drawn = redraw(sys.stdout, "\n".join(lines.values()), drawn)
+    finally:
+        client.close()
+
+
+def calibrate_on_synthetic_goods(
+    store: CameraSettingsStore, camera: str, count: int, device: str
+) -> CalibrationRecord:
+    """Calibrate ``camera`` as ``zsad calibrate --good DIR`` does, on ``count`` good frames of the synthetic
+    product it streams, JPEG-encoded as the stream sends them, and store the record: the camera's replicas then
+    decide with its thresholds.
+
+    Why good frames the stream never sends (the product's train split): a threshold judged on the very frames it
+    then decides would look better than it is.
+    """
+    from services.decisions.calibration import calibrate_camera
+    from services.frame_path.producer import camera_product, camera_seed
+    from zsad_core.imageio import encode_jpeg
+
+    goods = camera_product(camera, count, seed=camera_seed(camera), anomaly_ratio=0.0, split="train")
+    with tempfile.TemporaryDirectory(prefix="zsad-demo-goods-") as folder:
+        for index in range(len(goods)):
+            (Path(folder) / f"good-{index:03d}.jpg").write_bytes(encode_jpeg(goods[index].image))
+        decision = calibrate_camera(store, camera, good=folder, device=device)
+    record, _ = store.record_calibration(
+        camera,
+        image_threshold=decision.image.threshold,
+        pixel_threshold=decision.pixel.threshold,
+        evidence=decision.evidence,
+        actor=DEMO_ACTOR,
+        reason=f"{count} good synthetic frames of the camera's product, before the demo's stream",
+    )
+    return record
 
 
 def _offline(args: argparse.Namespace, frames: int) -> int:

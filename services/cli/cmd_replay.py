@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from services.arg_types import non_negative_int
 from services.cli.options import add_address_option, add_config_option, config_from_args
-from services.state_home import stack_dir
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,20 +49,12 @@ def parse_time(text: str) -> float:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay the range and print what was restored; exit 1 if the model failed on any frame."""
-    from services.local_stack.control import running_stack
-    from services.local_stack.stack_process import prepare_local_ray_driver
+    from services.cli.serve_calls import serve_deployment
     from services.replay import replay_frames
 
     config = config_from_args(args)
-    ray_address = args.address
-    if ray_address is None:
-        stack = running_stack(stack_dir())
-        ray_address = stack.ray_address if stack is not None and stack.status == "ready" else None
-    if ray_address is not None:
-        prepare_local_ray_driver(ray_address)  # before Ray is imported
-    report = replay_frames(
-        config, args.camera, since=args.since, from_offset=args.from_offset, ray_address=ray_address
-    )
+    with serve_deployment("Inspector", args.address) as inspector:
+        report = replay_frames(config, args.camera, inspector=inspector, since=args.since, from_offset=args.from_offset)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:

@@ -125,9 +125,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = running_stack(stack_dir())
     ingest = None
     if args.address is not None:
-        from services.cli.serve_calls import CALL_TIMEOUT_S, ingest_controller
+        from services.cli.serve_calls import CALL_TIMEOUT_S, serve_deployment
 
-        with ingest_controller(args.address) as controller:
+        with serve_deployment("IngestController", args.address) as controller:
             ingest = controller.status.remote().result(timeout_s=CALL_TIMEOUT_S)
     elif state is not None and state.status == "ready":
         try:
@@ -155,9 +155,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ingest_scale(args: argparse.Namespace) -> int:
     """Ask the app's ingest controller for N actors and print the partitions each one reads now."""
-    from services.cli.serve_calls import CALL_TIMEOUT_S, ingest_controller
+    from services.cli.serve_calls import CALL_TIMEOUT_S, serve_deployment
 
-    with ingest_controller(args.address) as controller:
+    with serve_deployment("IngestController", args.address) as controller:
         assignment = controller.scale.remote(args.num_actors).result(timeout_s=CALL_TIMEOUT_S)
     print(f"{len(assignment)} ingest actor{'' if len(assignment) == 1 else 's'}")
     for index, partitions in enumerate(assignment):

@@ -1,9 +1,10 @@
-"""Calls from the command line into the running Serve application's ingest controller, on any Ray cluster.
+"""Calls from the command line into the running Serve application's deployments, on any Ray cluster.
 
 Why: ``zsad status`` reads the local stack's ingest through the web view, but a cluster that ``zsad up`` did not
 start (a KubeRay ``RayService``, a shared development cluster) has no local state to find it by; with
-``--address`` the command joins that cluster as a driver and asks the controller itself, as ``zsad ingest scale``
-always does. Ray is imported only here, so the other commands stay quick.
+``--address`` the command joins that cluster as a driver and asks the ingest controller itself, as ``zsad ingest
+scale`` always does, and ``zsad replay`` sends its frames to the ``Inspector`` the same way. Ray is imported only
+here, so the other commands stay quick.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ def local_ray_address() -> str | None:
 
 
 @contextmanager
-def ingest_controller(address: str | None) -> Iterator[Any]:
-    """A handle to the ingest controller of the application, joining the cluster at ``address`` (default the
-    local stack's) for the duration, unless this process is in a cluster already."""
+def serve_deployment(deployment: str, address: str | None) -> Iterator[Any]:
+    """A handle to ``deployment`` (``IngestController``, ``Inspector``) of the application, joining the cluster at
+    ``address`` (default the local stack's) for the duration, unless this process is in a cluster already.
+
+    Raises:
+        ServeAppError: no address and no local stack, another cluster joined already, or no such application.
+        ConnectionError: nothing listens at ``address`` (at once, where ``ray.init`` would retry for minutes).
+    """
     from services.local_stack.stack_process import prepare_local_ray_driver
 
     address = address or local_ray_address()
@@ -58,7 +64,7 @@ def ingest_controller(address: str | None) -> Iterator[Any]:
         joined = True
     try:
         try:
-            handle = serve.get_deployment_handle("IngestController", app_name=APP_NAME)
+            handle = serve.get_deployment_handle(deployment, app_name=APP_NAME)
         except Exception as exc:  # Serve raises several types for a missing application
             raise ServeAppError(f"the Serve application {APP_NAME!r} is not running on Ray at {address}: "
                                 f"{' '.join(str(exc).split())}") from exc  # fmt: skip

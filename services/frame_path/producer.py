@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -32,6 +32,9 @@ from kafka.producer.future import FutureRecordMetadata
 from services.config import KafkaConfig, LimitsConfig, ZsadConfig
 from services.records import ContentType, DeadLetter, FrameHeaders, new_frame_id, sniff_content_type
 from zsad_core.errors import ZsadError
+
+if TYPE_CHECKING:
+    from zsad_core.data import SyntheticDataset
 
 log = logging.getLogger(__name__)
 
@@ -261,12 +264,37 @@ def stream_synthetic(config: ZsadConfig, cameras: Sequence[str], count: int, fps
 
     def send(camera: str) -> None:
         with FrameProducer.from_config(config) as producer:
-            produce(producer, camera, "synthetic", fps=fps, count=count, seed=zlib.crc32(camera.encode()) % 1000)
+            produce(producer, camera, "synthetic", fps=fps, count=count, seed=camera_seed(camera))
 
     senders = [threading.Thread(target=send, args=(camera,), daemon=True) for camera in cameras]
     for sender in senders:
         sender.start()
     return senders
+
+def camera_seed(camera: str) -> int:
+    """The seed of a simulated camera's synthetic frames: the same frames on every run, another set per camera."""
+    return zlib.crc32(camera.encode()) % 1000
+
+
+def camera_product(
+    camera: str,
+    count: int,
+    *,
+    seed: int,
+    size: int = 256,
+    anomaly_ratio: float = 0.2,
+    family: str | None = None,
+    split: str = "test",
+) -> SyntheticDataset:
+    """``count`` synthetic frames of the product a simulated camera shows: ``family``, by default one picked from
+    the camera id, so that two simulated cameras show different products. ``split="train"`` gives good frames of
+    the same product that the stream never sends (:class:`~zsad_core.data.SyntheticDataset`)."""
+    from zsad_core.data import FAMILIES, SyntheticDataset
+
+    chosen = family or FAMILIES[zlib.crc32(camera.encode()) % len(FAMILIES)]
+    return SyntheticDataset(seed=seed, classes=[chosen], per_class=count, size=size, anomaly_ratio=anomaly_ratio,
+                            split=split)  # fmt: skip
+
 
 def _acknowledged(future: FutureRecordMetadata, topic: str) -> int:
     """The partition a sent frame landed on; a size refusal by the broker becomes a :class:`FrameTooLargeError`."""
@@ -288,13 +316,10 @@ def _synthetic_frames(
     anomaly_ratio: float,
     family: str | None,
 ) -> Iterator[tuple[bytes, ContentType]]:
-    from zsad_core.data import FAMILIES, SyntheticDataset
     from zsad_core.imageio import encode_jpeg, encode_png
 
-    chosen = family or FAMILIES[zlib.crc32(camera.encode()) % len(FAMILIES)]
     # A finite dataset cycled for endless streams: samples are generated on access, so its size costs nothing.
-    per_class = count if count else 1000
-    dataset = SyntheticDataset(seed=seed, classes=[chosen], per_class=per_class, size=size, anomaly_ratio=anomaly_ratio)
+    dataset = camera_product(camera, count or 1000, seed=seed, size=size, anomaly_ratio=anomaly_ratio, family=family)
     encode = encode_jpeg if content_type == "image/jpeg" else encode_png
     index = 0
     while count is None or index < count:

@@ -17,6 +17,7 @@ import pytest
 import redis
 import yaml
 
+from services.cli.cmd_demo import calibrate_demo_cameras
 from services.cli.main import main
 from services.config import ZsadConfig, load_config
 from services.frame_path.producer import FrameProducer, ensure_topics
@@ -317,3 +318,49 @@ def test_calibrate_from_frames_marked_good_in_the_stream(
     assert from_folder.evidence["good_scores"] == pytest.approx(streamed.evidence["good_scores"], abs=1e-6)
     assert from_folder.image_threshold == pytest.approx(streamed.image_threshold, abs=1e-6)
     assert from_folder.pixel_threshold == pytest.approx(streamed.pixel_threshold, abs=1e-6)
+
+
+def test_the_demo_calibrates_its_cameras_on_good_synthetic_frames_and_the_replicas_follow(
+    tmp_path: Path, redis_server: RedisServer, unique: str, client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    camera = {"method": "anoclip", "class_name": "object", "threshold": 0.5, "image_size": 64,
+              "options": {"image_views": "none"}}  # fmt: skip
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump({
+        "redis": {"url": redis_server.url, "password": redis_server.password},
+        "registry": {"root": str(tmp_path / "registry"), "namespace": f"test:{unique}:registry"},
+        "cameras": {"cam1": camera, "cam2": camera},
+        "serving": {"backbone": "zsad-tiny-vit", "pretrained": False, "max_batch_size": 32},
+    }))  # fmt: skip
+    config = load_config(path)
+    store = CameraSettingsStore(PromptRegistry(config.registry.root, client, namespace=config.registry.namespace),
+                                config)  # fmt: skip
+    # cam2 was calibrated by an engineer on real goods: the demo must not overwrite that.
+    engineers, _ = store.record_calibration("cam2", image_threshold=0.8, pixel_threshold=None, evidence={},
+                                            actor="dora", reason="line goods")  # fmt: skip
+    followed: dict[str, CameraSettings] = {}
+    arrived = threading.Condition()
+
+    def on_change(settings: CameraSettings) -> None:  # what a replica applies: its decisions use these thresholds
+        with arrived:
+            followed[settings.camera] = settings
+            arrived.notify_all()
+
+    follower = CameraSettingsFollower(store, ["cam1", "cam2"], on_change, check_every_s=60.0).start()
+    try:
+        for run_number, version in ((1, "c1"), (2, "c2")):  # a second demo recalibrates what the demo calibrated
+            calibrate_demo_cameras(config, ["cam1", "cam2"], 8)
+            record = store.calibration("cam1")
+            assert (record.version, record.created_by) == (version, "zsad demo"), run_number
+            assert record.evidence["good_scores"]["n"] == 8 and record.evidence["frame_size"] == [256, 256]
+            with arrived:
+                assert arrived.wait_for(lambda v=version: getattr(followed.get("cam1"), "calibration", None) == v,
+                                        timeout=10.0)  # fmt: skip
+            assert followed["cam1"].threshold == record.image_threshold != 0.5
+            assert followed["cam1"].pixel_threshold == record.pixel_threshold
+            assert store.calibration("cam2") == engineers and followed["cam2"].threshold == 0.8
+    finally:
+        follower.stop()
+    out = capsys.readouterr().out
+    assert "cam1            calibration c2 on 8 good synthetic frames: threshold" in out
+    assert "cam2            keeps calibration c1: threshold 0.8" in out

@@ -1,4 +1,5 @@
-"""``zsad ingest scale`` and ``zsad status --address`` without a cluster: one line naming what is missing, at once.
+"""``zsad ingest scale``, ``zsad status --address`` and ``zsad replay`` without a cluster: one line naming what is
+missing, at once.
 
 With a cluster they are run by the whole-stack test (tests/integration/test_local_stack.py).
 """
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.cli.main import main
 
@@ -29,13 +31,23 @@ def test_without_a_local_stack_or_an_address_the_command_says_what_to_do(
         "zsad: error (serve_app): no Ray cluster: start the local stack (zsad up) or give --address HOST:PORT")
 
 
+@pytest.mark.parametrize("command", [
+    ["ingest", "scale", "2"],
+    ["replay", "--camera", "cam1", "--from-offset", "0"],
+], ids=" ".join)  # fmt: skip
 def test_an_address_where_nothing_listens_fails_in_seconds_not_minutes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ZSAD_HOME", str(tmp_path))
+    config = tmp_path / "zsad.yaml"  # Redis and the broker on closed ports too: Ray is asked first
+    config.write_text(yaml.safe_dump({
+        "redis": {"url": f"redis://127.0.0.1:{_closed_port()}/0"},
+        "kafka": {"bootstrap_servers": [f"127.0.0.1:{_closed_port()}"]},
+        "cameras": {"cam1": {"method": "clip-ad", "class_name": "bottle", "threshold": 0.5}},
+    }))  # fmt: skip
     address = f"127.0.0.1:{_closed_port()}"
     start = time.monotonic()
-    assert main(["ingest", "scale", "2", "--address", address]) == 3
+    assert main([*command, "--address", address, *(["--config", str(config)] if command[0] != "ingest" else [])]) == 3
     assert time.monotonic() - start < 10  # ray.init alone retries a dead address for minutes
     err = capsys.readouterr().err
     assert err.startswith(f"zsad: error (unreachable): cannot connect to Ray at {address}: nothing answers")
