@@ -134,13 +134,13 @@ def calibrate_demo_cameras(config: ZsadConfig, cameras: list[str], count: int) -
     """
     from services.cli.options import resolve_device
     from services.cli.summaries import redraw
+    from services.stores.artifact_registry import ArtifactRegistry
     from services.stores.camera_settings import CameraSettingsStore
-    from services.stores.prompt_registry import PromptRegistry
     from services.stores.result_store import connect
 
     client = connect(config.redis)
     try:
-        store = CameraSettingsStore(PromptRegistry.from_config(config.registry, client), config)
+        store = CameraSettingsStore(ArtifactRegistry.from_config(config.registry, client), config)
         kept = {camera: store.settings(camera) for camera in cameras}
         kept = {camera: settings for camera, settings in kept.items() if settings.calibration is not None
                 and store.calibration(camera, settings.calibration).created_by != DEMO_ACTOR}  # fmt: skip

@@ -333,7 +333,7 @@ def test_the_demo_calibrates_its_cameras_on_good_synthetic_frames_and_the_replic
         "serving": {"backbone": "zsad-tiny-vit", "pretrained": False, "max_batch_size": 32},
     }))  # fmt: skip
     config = load_config(path)
-    store = CameraSettingsStore(PromptRegistry(config.registry.root, client, namespace=config.registry.namespace),
+    store = CameraSettingsStore(ArtifactRegistry(config.registry.root, client, namespace=config.registry.namespace),
                                 config)  # fmt: skip
     # cam2 was calibrated by an engineer on real goods: the demo must not overwrite that.
     engineers, _ = store.record_calibration("cam2", image_threshold=0.8, pixel_threshold=None, evidence={},
