@@ -11,8 +11,9 @@ all on one local Ray: ``N`` CLIP-AD cameras on ``N`` distinct class names for ea
 
 * frames/s from the first to the last result written (start-up excluded), and its ratio to one camera;
 * the mean image-stage (vision) batch, from the replica's ``describe()`` (``n/a`` where the replica has none);
-* the replica's resident memory after the run, Redis memory added per camera, and the time from deploying the
-  app to its first result (the replica builds every camera's method: text encoding grows with cameras).
+* the replica's resident memory after the run, Redis memory added per camera, the time from deploying the
+  app to its first result (the replica builds every camera's method: text encoding grows with cameras), and
+  the web view's overview page: median time to serve it over HTTP with every camera's results stored.
 
 ``--in-process`` measures the replica's scoring step alone, without services (no broker, Ray or Redis, so it
 can run while they are busy): one batch of ``--batch`` decoded frames from as many cameras on distinct products,
@@ -29,8 +30,10 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +47,7 @@ from services.stores.result_store import ResultStore, scores_key
 from zsad_core.imageio import encode_jpeg
 
 SHORT_PROMPTS = {"templates": ["a photo of a {}."], "rep_vec": "mean"}
+VIEWER_TOKEN = "bench-viewer-" + "x" * 16
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Outcome:
     replica_rss_mib: float
     redis_kib_per_camera: float
     start_s: float
+    overview_ms: float
 
 
 def _frames(count: int, side: int) -> list[bytes]:
@@ -89,6 +94,7 @@ def _config(args: argparse.Namespace, scenario: Scenario, broker: KafkaBroker, r
         serving={"backbone": args.backbone, "max_batch_size": args.batch, "batch_wait_timeout_s": 0.05,
                  "torch_threads": args.threads, "num_cpus": 1},
         ingest={"num_actors": 1, "max_in_flight": 4 * args.batch},
+        view={"viewer_token": VIEWER_TOKEN, "operator_token": VIEWER_TOKEN + "-op"},
     )  # fmt: skip
 
 
@@ -100,8 +106,20 @@ def _resident_mib(pid: int) -> float:
     return float("nan")
 
 
+def _overview_ms(url: str, repeats: int = 5) -> float:
+    """Median time to serve the overview page (the first request, which warms the view, not counted)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:]) * 1000
+
+
 def _run(args: argparse.Namespace, scenario: Scenario, frames: list[bytes], broker: KafkaBroker,
-         redis: RedisServer) -> Outcome:  # fmt: skip
+         redis: RedisServer, http_port: int) -> Outcome:  # fmt: skip
     from ray import serve
 
     from services.serve_app import app_from_config
@@ -135,6 +153,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, frames: list[bytes], brok
     stages = described.get("image_stages")
     resident = _resident_mib(int(described["pid"]))
     redis_after = int(store.client.info("memory")["used_memory"])
+    overview_ms = _overview_ms(f"http://127.0.0.1:{http_port}/{name}/")
     serve.delete(name)
     store.close()
     return Outcome(
@@ -143,6 +162,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, frames: list[bytes], brok
         replica_rss_mib=resident,
         redis_kib_per_camera=(redis_after - redis_before) / 1024 / len(cameras),
         start_s=first - deployed,
+        overview_ms=overview_ms,
     )
 
 
@@ -232,21 +252,22 @@ def main() -> None:
           f"{args.backbone} @ {args.image_size}, max_batch_size {args.batch}, {args.frames} frames of {args.side} px "
           f"per scenario, {args.prompts} prompts, 1 ingest actor, 1 replica, {args.threads} torch threads")  # fmt: skip
     print("| scenario | frames/s | / 1 camera | mean vision batch | replica RSS MiB | Redis KiB per camera | "
-          "deploy to first result s |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+          "deploy to first result s | overview page ms |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     single = None
     workdir = tempfile.mkdtemp(prefix="zsad-bench-")
     with RedisServer(data_dir=f"{workdir}/redis") as redis, NoidaBroker(data_dir=f"{workdir}/noida") as broker:
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+            http_port = free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": http_port})
             for scenario in _scenarios(args):  # each row as soon as it is measured: a long run still leaves some
-                outcome = _run(args, scenario, frames, broker, redis)
+                outcome = _run(args, scenario, frames, broker, redis, http_port)
                 single = single or outcome.frames_per_s
                 batch = "n/a" if outcome.vision_batch is None else f"{outcome.vision_batch:.2f} / {args.batch}"
                 print(f"| {scenario.name} | {outcome.frames_per_s:.2f} | {outcome.frames_per_s / single:.2f} | "
                       f"{batch} | {outcome.replica_rss_mib:.0f} | {outcome.redis_kib_per_camera:.1f} | "
-                      f"{outcome.start_s:.1f} |", flush=True)  # fmt: skip
+                      f"{outcome.start_s:.1f} | {outcome.overview_ms:.0f} |", flush=True)  # fmt: skip
         finally:
             serve.shutdown()
             ray.shutdown()
