@@ -306,6 +306,8 @@ class LocalStack:
             return
         self.state.children["prometheus"] = self.prometheus.pid or 0
         self.state.prometheus_url = self.prometheus.url
+        # On disk at once: a stack killed while Serve still starts leaves it to `stop_stack`'s orphan clean-up.
+        self.state.write(self.stack_dir)
 
     def _start_ray_and_app(self) -> None:
         # Ray binds its GCS, raylet, worker and metrics ports on the node's IP, or on every interface; with a

@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from services.config import ZsadConfig
+from services.local_stack import stack_process
 from services.local_stack.control import REQUESTED_CONFIG_NAME, StoppedStack, running_stack, stop_stack
-from services.local_stack.stack_process import CONFIG_NAME, STATE_NAME, StackState, process_alive
+from services.local_stack.stack_process import CONFIG_NAME, STATE_NAME, LocalStack, StackState, process_alive
 
 
 def _dead_pid() -> int:
@@ -50,3 +54,25 @@ def test_a_failed_start_stays_visible_with_its_error(tmp_path: Path) -> None:
     StackState(_dead_pid(), "failed", time.time(), "", error="RuntimeError: no broker").write(tmp_path)
     state = running_stack(tmp_path)
     assert state is not None and state.status == "failed" and state.error == "RuntimeError: no broker"
+
+
+def test_prometheus_is_on_disk_as_soon_as_it_runs_so_a_stack_killed_during_start_leaves_no_orphan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class _Started:
+        pid, url = 4242, "http://127.0.0.1:9"
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def start(self) -> _Started:
+            return self
+
+    monkeypatch.setattr(stack_process, "PrometheusServer", _Started)
+    camera = {"method": "clip-ad", "class_name": "object", "threshold": 0.5}
+    stack = LocalStack(ZsadConfig(cameras={"cam1": camera}), tmp_path)
+    stack.state.write(tmp_path)
+    stack._start_prometheus(metrics_port=1)  # the next step, Serve's start, is where a slow replica is killed
+
+    state = StackState.read(tmp_path)
+    assert state is not None and state.children["prometheus"] == 4242
