@@ -316,8 +316,10 @@ class ServingConfig(_Section):
         backbone: ``arch[:tag]``; ``None`` for each method's official backbone.
         backbone_weights: a local CLIP weight file (no model hub is needed).
         pretrained: False builds random weights: the local demo's default, as no weights ship with the code.
-        max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings; the size counts frames of all cameras,
-            which share one vision forward per distinct vision path (not one per camera group).
+        max_batch_size, batch_wait_timeout_s: a replica's batches, taken whenever its model is free: up to
+            ``max_batch_size`` queued frames of all cameras (which share one vision forward per distinct vision
+            path, not one per camera group), waiting for more only while the oldest has waited less than
+            ``batch_wait_timeout_s``.
         num_replicas, num_gpus, num_cpus: per-deployment resources (GPUs and CPUs per replica).
         torch_threads: torch threads per replica; set explicitly because a busy neighbour on a small box
             makes torch's default thread count several times slower.
