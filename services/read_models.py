@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from threading import Lock
-from typing import Any
 
 import cv2
 import numpy as np
@@ -27,8 +28,10 @@ from markupsafe import Markup, escape
 
 from services.config import ZsadConfig
 from services.records import FRAME_ID_PATTERN
+from services.stores.camera_settings import CameraSettings, CameraSettingsStore
+from services.stores.event_windows import EventWindow, read_event_windows
 from services.stores.frame_readback import FrameUnavailableError, fetch_frame
-from services.stores.result_store import ResultStore, events_key, result_key, roi_of
+from services.stores.result_store import ResultStore, result_key, roi_of
 from zsad_core.errors import ZsadError
 from zsad_core.imageio import decode_image, encode_png
 from zsad_core.visualize import overlay
@@ -119,6 +122,23 @@ def _number(fields: Mapping[str, str], name: str) -> float | None:
         return None
 
 
+class CameraState(StrEnum):
+    """What a camera needs from the operator, one state per camera (:func:`camera_state` says which wins)."""
+
+    ANOMALOUS = "anomalous"  # its newest result was a reject
+    ERRORING = "erroring"  # its gateway is configured and not running (stopped, dead, or cannot reach Redis)
+    STALE = "stale"  # not paused, and no result for STALE_AFTER_S (or never)
+    PAUSED = "paused"
+    RUNNING = "running"
+
+
+# The overview's order: cameras needing attention first, defects before faults before idleness.
+ATTENTION_ORDER = (CameraState.ANOMALOUS, CameraState.ERRORING, CameraState.STALE, CameraState.PAUSED,
+                   CameraState.RUNNING)  # fmt: skip
+STALE_AFTER_S = RATE_WINDOW_S
+PAGE_SIZE = 50
+
+
 @dataclass(frozen=True)
 class CameraRow:
     """One camera on the overview; rates and latencies over the newest :data:`RECENT_WINDOW` events."""
@@ -134,32 +154,111 @@ class CameraRow:
     p95_latency_ms: float
     last_frame_age_s: float | None
     stored: int
+    state: str
+
+
+def camera_state(
+    settings: CameraSettings, newest_rejected: bool, last_frame_age_s: float | None, gateway_state: str | None
+) -> CameraState:
+    """The camera's state: a failing gateway first (whatever else), then a pause (it explains the silence), then
+    silence (a reject minutes old is no longer news), then the newest decision."""
+    if gateway_state is not None and gateway_state != "running":
+        return CameraState.ERRORING
+    if settings.paused:
+        return CameraState.PAUSED
+    if last_frame_age_s is None or last_frame_age_s > STALE_AFTER_S:
+        return CameraState.STALE
+    return CameraState.ANOMALOUS if newest_rejected else CameraState.RUNNING
 
 
 def camera_row(
-    client: redis.Redis, store: ResultStore, camera: str, settings: Any, method: str, now: float | None = None
+    camera: str, window: EventWindow, settings: CameraSettings, method: str, gateway_state: str | None, now: float
 ) -> CameraRow:
-    """The overview numbers of ``camera`` from its event stream (``settings``: its current camera settings)."""
-    now = time.time() if now is None else now
-    events = [text_fields(raw) for _, raw in client.xrevrange(events_key(camera), count=RECENT_WINDOW)]
-    written = [t for t in (_number(e, "write_ts") for e in events) if t is not None]
-    captured = [(w, c) for w, c in ((_number(e, "write_ts"), _number(e, "capture_ts")) for e in events) if w and c]
-    latencies = [(w - c) * 1000.0 for w, c in captured]
+    """The overview numbers of ``camera`` from its newest events (``settings``: its current camera settings;
+    ``gateway_state``: its gateway's, ``None`` when it has none configured)."""
+    written = [t for t in window.write_ts if t is not None]
+    latencies = [(w - c) * 1000.0 for w, c in zip(window.write_ts, window.capture_ts, strict=True) if w and c]
     recent = sum(1 for t in written if now - t <= RATE_WINDOW_S)
-    newest = events[0] if events else {}
+    last_frame_age_s = now - max(written) if written else None
+    events = len(window.rejected)
     return CameraRow(
         camera=camera,
-        method=newest.get("method") or method,
-        prompt_version=newest.get("prompt_version") or (settings.prompt_version or "zero-shot"),
+        method=window.newest.get("method") or method,
+        prompt_version=window.newest.get("prompt_version") or (settings.prompt_version or "zero-shot"),
         threshold=settings.threshold,
         calibration=settings.calibration or "",
         paused=settings.paused,
         frames_per_s=recent / RATE_WINDOW_S,
-        anomaly_rate=sum(decision_of(e) == "reject" for e in events) / len(events) if events else 0.0,
+        anomaly_rate=sum(window.rejected) / events if events else 0.0,
         p95_latency_ms=float(np.percentile(latencies, 95)) if latencies else 0.0,
-        last_frame_age_s=now - max(written) if written else None,
-        stored=store.count_results(camera),
+        last_frame_age_s=last_frame_age_s,
+        stored=window.stored,
+        state=camera_state(settings, bool(window.rejected) and window.rejected[0], last_frame_age_s, gateway_state),
     )
+
+
+def read_camera_rows(
+    client: redis.Redis,
+    settings: CameraSettingsStore,
+    config: ZsadConfig,
+    gateway_states: Mapping[str, str],
+    now: float | None = None,
+) -> list[CameraRow]:
+    """Every configured camera's row, cameras needing attention first (:data:`ATTENTION_ORDER`, then as
+    configured), read in a fixed number of round trips whatever the number of cameras.
+
+    Args:
+        gateway_states: the state of each configured gateway, by camera.
+    """
+    now = time.time() if now is None else now
+    cameras = list(config.cameras)
+    current = settings.settings_of(cameras)
+    windows = read_event_windows(client, cameras, RECENT_WINDOW)
+    rows = [camera_row(camera, windows[camera], current[camera], config.cameras[camera].method,
+                       gateway_states.get(camera), now) for camera in cameras]  # fmt: skip
+    return sorted(rows, key=lambda row: ATTENTION_ORDER.index(CameraState(row.state)))
+
+
+@dataclass(frozen=True)
+class OverviewSummary:
+    """The whole line in one line: cameras by state and frames/s of all of them together."""
+
+    cameras: int
+    by_state: dict[str, int]
+    frames_per_s: float
+
+    @classmethod
+    def of(cls, rows: Sequence[CameraRow]) -> OverviewSummary:
+        """The summary of every camera's row."""
+        by_state = {state.value: sum(row.state == state for row in rows) for state in ATTENTION_ORDER}
+        return cls(len(rows), by_state, sum(row.frames_per_s for row in rows))
+
+    def line(self) -> str:
+        """``128 cameras: 2 anomalous, 0 erroring, 5 stale, 32 paused, 89 running; 412.5 frames/s``."""
+        states = ", ".join(f"{count} {state}" for state, count in self.by_state.items())
+        return f"{self.cameras} cameras: {states}; {self.frames_per_s:.1f} frames/s"
+
+
+@dataclass(frozen=True)
+class OverviewPage:
+    """One page of the overview's rows, with the summary of all of them.
+
+    Attributes:
+        page: 1-based, within ``1..pages``.
+    """
+
+    rows: list[CameraRow]
+    page: int
+    pages: int
+    per_page: int
+    summary: OverviewSummary
+
+    @classmethod
+    def of(cls, rows: Sequence[CameraRow], page: int, per_page: int = PAGE_SIZE) -> OverviewPage:
+        """Page ``page`` of ``rows`` (clamped to the pages there are)."""
+        pages = max(1, math.ceil(len(rows) / per_page))
+        page = min(max(page, 1), pages)
+        return cls(list(rows[(page - 1) * per_page : page * per_page]), page, pages, per_page, OverviewSummary.of(rows))
 
 
 def result_fields(client: redis.Redis, camera: str, frame_id: str) -> dict[str, str]:

@@ -63,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _stream(args: argparse.Namespace, frames: int) -> int:
     from services.cli.cmd_stack import SERVING_RANDOM_WEIGHTS
-    from services.cli.summaries import camera_summary, format_progress, format_stack_state, format_summary, redraw
+    from services.cli.summaries import camera_summaries, format_progress, format_stack_state, format_summary, redraw
     from services.config import load_config
     from services.frame_path.producer import stream_synthetic
     from services.local_stack.control import running_stack, start_stack, stop_stack
@@ -87,7 +87,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         cameras = list(config.cameras)
         if args.calibration_frames:
             calibrate_demo_cameras(config, cameras, args.calibration_frames)
-        before = {camera: camera_summary(store, camera).frames for camera in cameras}
+        before = {row.camera: row.frames for row in camera_summaries(store, cameras)}
         print(f"\nproducing {frames} synthetic frames for each of {', '.join(cameras)} "
               f"({', '.join(config.cameras[c].method for c in cameras)}) ...")  # fmt: skip
 
@@ -98,7 +98,7 @@ def _stream(args: argparse.Namespace, frames: int) -> int:
         drawn = 0
         while True:
             time.sleep(SUMMARY_EVERY_S)
-            rows = [camera_summary(store, camera) for camera in cameras]
+            rows = camera_summaries(store, cameras)
             now = time.monotonic()
             rates = {row.camera: (row.frames - last[row.camera]) / (now - last_time) for row in rows}
             last, last_time = {row.camera: row.frames for row in rows}, now

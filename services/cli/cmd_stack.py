@@ -12,6 +12,7 @@ from services.cli.options import add_address_option, add_config_option, config_f
 from services.cli.summaries import format_stack_state
 from services.state_home import stack_dir
 
+STATUS_TOP = 20  # cameras needing attention listed by `zsad status` without --all
 SERVING_RANDOM_WEIGHTS = ("RANDOM CLIP WEIGHTS (serving.pretrained: false, no serving.backbone_weights): "
                           "the scores and decisions below are noise")
 
@@ -30,9 +31,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     down = commands.add_parser("down", help="stop the local stack started by `zsad up`")
     down.set_defaults(func=cmd_down)
 
-    status = commands.add_parser("status", help="per-camera results, gateways, ingest actors and the dashboard URL")
+    status = commands.add_parser("status", help="cameras by state and those needing attention, gateways, ingest "
+                                                "actors and the dashboard URL")  # fmt: skip
     add_config_option(status)
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--json", action="store_true", help="print JSON (every camera)")
+    status.add_argument("--all", action="store_true", help="a row for every camera, not only those needing attention")
+    status.add_argument("--top", type=positive_int, default=STATUS_TOP,
+                        help=f"rows of cameras needing attention, most urgent first (default {STATUS_TOP})")
     add_address_option(status, "Ray cluster whose Serve app to ask for the ingest status (default: the local "
                                "stack's, through its web view)")  # fmt: skip
     status.set_defaults(func=cmd_status)
@@ -112,16 +117,22 @@ def ingest_status(serve_url: str, token: str, timeout_s: float = 10.0) -> dict:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Per-camera counts and latencies from Redis; ingest actors from the running app."""
-    from services.cli.summaries import camera_summary, format_ingest_actor, format_summary
+    """A summary of all cameras and those needing attention, from Redis; ingest actors from the running app."""
+    from services.cli.summaries import camera_summaries, format_ingest_actor, format_summary
     from services.gateway.heartbeat import format_gateway_status, read_gateway_statuses
     from services.local_stack.control import running_stack
+    from services.read_models import OverviewSummary, read_camera_rows
+    from services.stores.camera_settings import CameraSettingsStore
+    from services.stores.prompt_registry import PromptRegistry
     from services.stores.result_store import ResultStore
 
     config = config_from_args(args)
     store = ResultStore.from_config(config)
-    rows = [camera_summary(store, camera) for camera in config.cameras]
     gateways = read_gateway_statuses(store.client, config.gateways)
+    settings = CameraSettingsStore(PromptRegistry.from_config(config.registry, store.client), config)
+    overview = read_camera_rows(store.client, settings, config, {g.camera: g.state for g in gateways})
+    states = {row.camera: str(row.state) for row in overview}
+    rows = {row.camera: row for row in camera_summaries(store, list(config.cameras))}
     state = running_stack(stack_dir())
     ingest = None
     if args.address is not None:
@@ -135,15 +146,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             ingest = ingest_status(state.serve_url, token.get_secret_value() if token else "")
         except OSError as exc:
             ingest = {"error": str(exc)}
+    summary = OverviewSummary.of(overview)
     if args.json:
-        print(json.dumps({"cameras": [row.__dict__ for row in rows], "ingest": ingest,
+        cameras = [{**rows[camera].__dict__, "state": states[camera]} for camera in config.cameras]
+        print(json.dumps({"summary": summary.__dict__, "cameras": cameras, "ingest": ingest,
                           "gateways": [gateway.__dict__ for gateway in gateways],
                           "random_weights": config.serving.random_weights,
                           "dashboard": state.dashboard_url if state else None}, indent=2))  # fmt: skip
         return 0
     if config.serving.random_weights:
         print(f"serving {SERVING_RANDOM_WEIGHTS}")
-    print(format_summary(rows))
+    print(summary.line())
+    shown = overview if args.all else [row for row in overview if row.state != "running"][: args.top]
+    if shown:
+        print(format_summary([rows[row.camera] for row in shown], states=states))
+    hidden = len(overview) - len(shown)
+    if hidden:
+        print(f"... and {hidden} more camera{'' if hidden == 1 else 's'} (--all lists every camera)")
     for gateway in gateways:
         print(format_gateway_status(gateway))
     if state is not None:

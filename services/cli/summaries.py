@@ -2,17 +2,19 @@
 the local stack's endpoints are.
 
 Read from Redis (the results are the truth, whatever ingest believes): the score set counts stored frames,
-the event stream gives the recent results' labels and end-to-end latencies (capture to Redis write).
+the event stream gives the recent results' decisions and end-to-end latencies (capture to Redis write).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from services.stores.event_windows import read_event_windows
 from services.stores.result_store import ResultStore
 
 if TYPE_CHECKING:
@@ -33,27 +35,32 @@ class CameraSummary:
     p99_ms: float
 
 
-def camera_summary(store: ResultStore, camera: str, recent: int = RECENT_EVENTS) -> CameraSummary:
-    """Counts and latency percentiles of ``camera`` (zeros when it has no results yet)."""
-    frames = store.count_results(camera)
-    events = store.recent(camera, recent)
-    anomalies = sum(event.label for event in events)
-    latencies = [(event.write_ts - event.capture_ts) * 1000.0 for event in events if event.capture_ts > 0]
-    if not latencies:
-        return CameraSummary(camera, frames, anomalies, 0.0, 0.0, 0.0)
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    return CameraSummary(camera, frames, anomalies, float(p50), float(p95), float(p99))
+def camera_summaries(store: ResultStore, cameras: Sequence[str], recent: int = RECENT_EVENTS) -> list[CameraSummary]:
+    """Counts and latency percentiles of each camera (zeros where it has no results yet), in one Redis round trip
+    whatever the number of cameras."""
+    windows = read_event_windows(store.client, cameras, recent)
+    rows = []
+    for camera in cameras:
+        window = windows[camera]
+        latencies = [(w - c) * 1000.0 for w, c in zip(window.write_ts, window.capture_ts, strict=True)
+                     if w is not None and c is not None and c > 0]  # fmt: skip
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else (0.0, 0.0, 0.0)
+        rows.append(CameraSummary(camera, window.stored, sum(window.rejected), float(p50), float(p95), float(p99)))
+    return rows
 
 
-def format_summary(rows: list[CameraSummary], rates: dict[str, float] | None = None) -> str:
-    """A fixed-width table; ``rates`` adds a frames/s column."""
+def format_summary(
+    rows: list[CameraSummary], rates: dict[str, float] | None = None, states: Mapping[str, str] | None = None
+) -> str:
+    """A fixed-width table; ``rates`` adds a frames/s column, ``states`` a state column."""
     header = f"{'camera':<16}{'frames':>8}{'fr/s':>8}{'anomalous':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-    lines = [header]
+    lines = [header + ("  state" if states is not None else "")]
     for row in rows:
         rate = f"{rates.get(row.camera, 0.0):.1f}" if rates is not None else "-"
         lines.append(
             f"{row.camera:<16}{row.frames:>8}{rate:>8}{row.anomalies:>11}"
             f"{row.p50_ms:>9.0f}{row.p95_ms:>9.0f}{row.p99_ms:>9.0f}"
+            + (f"  {states.get(row.camera, '-')}" if states is not None else "")
         )
     return "\n".join(lines)
 

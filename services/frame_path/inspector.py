@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -54,6 +54,7 @@ from services.stores.result_store import FrameResult, ResultStore, StoredSource,
 from zsad_core.backbone import BackboneConfig, ClipBackbone
 from zsad_core.decisions import DriftReference, MapPlacement, encode_regions, extract_regions
 from zsad_core.methods import AnomalyResult, ZeroShotMethod
+from zsad_core.methods.base import tensor_nbytes
 from zsad_core.methods.stages import StageOutputs, encode_shared
 
 log = logging.getLogger(__name__)
@@ -439,6 +440,7 @@ class InspectorCore:
                 # A method no camera uses any more is dropped: memory, and no reload on its alias's moves.
                 used = set(self.camera_keys.values())
                 self.methods = {used_key: loaded for used_key, loaded in self.methods.items() if used_key in used}
+                self._last_scored = {kept: image for kept, image in list(self._last_scored.items()) if kept in used}
             self._refusals = {refused: detail for refused, detail in self._refusals.items() if refused[1] in used}
             watch = self.drift.get(camera)
             if drift_reference is None or settings.calibration is None:
@@ -606,7 +608,8 @@ class InspectorCore:
             return version, with_references(key, loaded, references)
 
     def describe(self) -> dict[str, object]:
-        """What this replica serves: per camera its method, prompt version, settings and input size."""
+        """What this replica serves: per camera its method, prompt version, settings and input size; and the
+        memory it holds for them (:meth:`memory`)."""
         return {
             "device": self.device,
             "backbones": [config.name for config in self.builder.backbones],
@@ -625,6 +628,32 @@ class InspectorCore:
                 }
                 for camera, key in self.camera_keys.items()
             },
+            "memory": self.memory(),
+        }
+
+    def memory(self) -> dict[str, object]:
+        """Bytes held for the cameras: each backbone once, and per loaded method (cameras with identical settings
+        share one) its own tensors (text features, learned prompts, reference memory) and the cameras using it.
+
+        Why per method and not per camera: cameras on one product share a method, so what a camera costs is its
+        method's bytes over the cameras sharing it; ``per_camera_bytes`` is that mean over all cameras.
+        """
+        with self._state_lock:
+            camera_keys, methods = self.camera_keys, self.methods
+        users = Counter(camera_keys.values())
+        entries = [
+            {"method": key.method, "class_name": key.class_name, "domain": key.domain,
+             "image_size": loaded.module.image_size, "prompt_version": loaded.prompt_version,
+             "reference_version": loaded.reference_version, "cameras": users[key],
+             "bytes": loaded.module.own_nbytes()}
+            for key, loaded in methods.items()
+        ]  # fmt: skip
+        methods_bytes = sum(int(entry["bytes"]) for entry in entries)
+        return {
+            "backbones": {backbone.identity: tensor_nbytes(backbone) for backbone in self.builder.backbones.values()},
+            "methods": entries,
+            "methods_bytes": methods_bytes,
+            "per_camera_bytes": methods_bytes / len(camera_keys) if camera_keys else 0.0,
         }
 
 

@@ -11,25 +11,26 @@ import json
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.config import ZsadConfig
-from services.gateway.heartbeat import read_gateway_statuses
+from services.gateway.heartbeat import GatewayStatus, read_gateway_statuses
 from services.operator_view.auth import COOKIE_NAME, CSRF_FIELD, Principal, Role, ViewAuth
 from services.operator_view.charts import overview_charts
 from services.read_models import (
     OverlayRenderer,
+    OverviewPage,
     ResultMissingError,
     boxes_of,
-    camera_row,
     decision_of,
     heat_png,
     part_of,
+    read_camera_rows,
     result_fields,
     text_fields,
     time_element,
@@ -46,6 +47,7 @@ SSE_BLOCK_MS = 15_000  # an idle stream sends a comment this often, so proxies k
 WALL_SIZE = 12
 THUMB_WIDTH = 192
 ACTOR = "operator-view"
+PageNumber = Annotated[int, Query(alias="page")]  # the overview's ?page=, 1-based (clamped to the pages there are)
 _STATUS_OF_REASON = {
     "not_authenticated": 401, "forbidden": 403, "unknown_camera": 404, "result_missing": 404,
     "frame_unavailable": 404,
@@ -164,32 +166,32 @@ def build_api(backend: ViewBackend) -> FastAPI:  # noqa: C901 - one short closur
         response.delete_cookie(COOKIE_NAME, path=base or "/")
         return response
 
-    def overview_rows() -> list[dict[str, Any]]:
-        rows = []
-        for camera, camera_config in config.cameras.items():
-            row = camera_row(backend.client, backend.store, camera, backend.settings.settings(camera),
-                             camera_config.method)  # fmt: skip
-            rows.append(row.__dict__)
-        return rows
-
-    def gateway_rows() -> list[dict[str, Any]]:
-        return [status.__dict__ for status in read_gateway_statuses(backend.client, config.gateways)]
+    def overview_page(page: int) -> tuple[OverviewPage, list[GatewayStatus]]:
+        """One page of cameras (attention first) with the summary of all, and the gateways: a fixed number of
+        Redis round trips whatever the number of cameras."""
+        gateways = read_gateway_statuses(backend.client, config.gateways)
+        rows = read_camera_rows(backend.client, backend.settings, config, {g.camera: g.state for g in gateways})
+        return OverviewPage.of(rows, page), gateways
 
     @api.get("/", response_class=HTMLResponse)
-    async def overview(request: Request) -> HTMLResponse:
+    async def overview(request: Request, number: PageNumber = 1) -> HTMLResponse:
         principal = caller(request)
-        rows = await asyncio.to_thread(overview_rows)
-        gateways = await asyncio.to_thread(gateway_rows)
+        cameras, gateways = await asyncio.to_thread(overview_page, number)
         charts = {}
-        if config.view.prometheus_url:
-            charts = await asyncio.to_thread(overview_charts, config.view.prometheus_url, list(config.cameras))
-        return page(request, "overview.html", principal, rows=rows, ingest=await backend.ingest_status(),
-                    charts=charts, gateways=gateways)  # fmt: skip
+        if config.view.prometheus_url:  # the page's cameras only: each costs five queries
+            charts = await asyncio.to_thread(overview_charts, config.view.prometheus_url,
+                                             [row.camera for row in cameras.rows])  # fmt: skip
+        return page(request, "overview.html", principal, overview=cameras, rows=cameras.rows,
+                    ingest=await backend.ingest_status(), charts=charts,
+                    gateways=[gateway.__dict__ for gateway in gateways])  # fmt: skip
 
     @api.get("/api/overview")
-    async def overview_json(request: Request) -> dict[str, Any]:
+    async def overview_json(request: Request, number: PageNumber = 1) -> dict[str, Any]:
         caller(request)
-        return {"cameras": await asyncio.to_thread(overview_rows), "gateways": await asyncio.to_thread(gateway_rows),
+        cameras, gateways = await asyncio.to_thread(overview_page, number)
+        return {"summary": cameras.summary.__dict__, "page": cameras.page, "pages": cameras.pages,
+                "per_page": cameras.per_page, "cameras": [row.__dict__ for row in cameras.rows],
+                "gateways": [gateway.__dict__ for gateway in gateways],
                 "ingest": await backend.ingest_status()}  # fmt: skip
 
     @api.get("/api/ingest")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,6 +155,32 @@ class CameraSettingsStore:
             UnknownCameraError: the camera is not configured.
         """
         return self._current_settings(self.client, camera)
+
+    def settings_of(self, cameras: Sequence[str]) -> dict[str, CameraSettings]:
+        """The current settings of many cameras in two round trips, whatever their number (the overview of a line).
+
+        Raises:
+            UnknownCameraError: a camera is not configured.
+            CameraSettingsError: a stored version is missing from Redis.
+        """
+        configured = {camera: self.config.camera(camera) for camera in cameras}
+        with self.client.pipeline(transaction=False) as pipe:
+            for camera in cameras:
+                pipe.lindex(self._key(camera, "settings", "history"), -1)
+            versions = {camera: _text(v) for camera, v in zip(cameras, pipe.execute(), strict=True) if v is not None}
+        with self.client.pipeline(transaction=False) as pipe:
+            for camera, version in versions.items():
+                pipe.get(self._key(camera, "settings", version))
+            raws = dict(zip(versions, pipe.execute(), strict=True)) if versions else {}
+        current = {}
+        for camera in cameras:
+            if camera not in raws:
+                current[camera] = CameraSettings.from_config(camera, configured[camera])
+            elif raws[camera] is None:
+                raise CameraSettingsError(f"settings {versions[camera]} of {camera} are missing from Redis")
+            else:
+                current[camera] = CameraSettings.from_dict(json.loads(raws[camera]))
+        return current
 
     def _current_settings(self, reader: redis.Redis | Pipeline, camera: str) -> CameraSettings:
         configured = self.config.camera(camera)

@@ -114,6 +114,10 @@ class FewShotMethod(ZeroShotMethod):
         fused = fuse_maps(maps.float(), few_shot, self.fusion.map_fusion, self.fusion.weight)
         return AnomalyResult(fused, fuse_scores(scores.float(), few_shot, self.fusion.score_fusion, self.fusion.weight))
 
+    def own_nbytes(self) -> int:
+        """The wrapped method's own tensors plus the reference memory's banks."""
+        return super().own_nbytes() + self.memory.nbytes
+
     def describe(self) -> dict[str, Any]:
         """The wrapped method's description plus the memory and fusion it scores with."""
         return {

@@ -185,6 +185,11 @@ class ZeroShotMethod(nn.Module):
         raise NotImplementedError(f"{self.name} has no learnable weights")
 
     # -- description -----------------------------------------------------------------------------------------
+    def own_nbytes(self) -> int:
+        """Bytes of this method's own tensors (text features, learned prompts, buffers), the shared backbone's left
+        out: what one more loaded method costs a process that already holds the backbone."""
+        return tensor_nbytes(self, shared=self.backbone)
+
     def describe(self) -> dict[str, Any]:
         """What an artifact manifest records about this method instance (compatibility is checked on it)."""
         return {
@@ -194,3 +199,20 @@ class ZeroShotMethod(nn.Module):
             "image_size": self.image_size,
             "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("backbone",)},
         }
+
+
+def tensor_nbytes(module: nn.Module, shared: nn.Module | None = None) -> int:
+    """Bytes of ``module``'s parameters and buffers, each storage counted once, those of ``shared`` left out.
+
+    Why storages: a buffer may be a view of another tensor, or of the shared module's weights; memory is what the
+    storages hold, not the sum of the views.
+    """
+    excluded = set()
+    if shared is not None:
+        excluded = {tensor.untyped_storage().data_ptr() for tensor in (*shared.parameters(), *shared.buffers())}
+    storages = {}
+    for tensor in (*module.parameters(), *module.buffers()):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
