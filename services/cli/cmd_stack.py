@@ -122,14 +122,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from services.gateway.heartbeat import format_gateway_status, read_gateway_statuses
     from services.local_stack.control import running_stack
     from services.read_models import OverviewSummary, read_camera_rows
+    from services.stores.artifact_registry import ArtifactRegistry
     from services.stores.camera_settings import CameraSettingsStore
-    from services.stores.prompt_registry import PromptRegistry
     from services.stores.result_store import ResultStore
 
     config = config_from_args(args)
     store = ResultStore.from_config(config)
     gateways = read_gateway_statuses(store.client, config.gateways)
-    settings = CameraSettingsStore(PromptRegistry.from_config(config.registry, store.client), config)
+    settings = CameraSettingsStore(ArtifactRegistry.from_config(config.registry, store.client), config)
     overview = read_camera_rows(store.client, settings, config, {g.camera: g.state for g in gateways})
     states = {row.camera: str(row.state) for row in overview}
     rows = {row.camera: row for row in camera_summaries(store, list(config.cameras))}
