@@ -46,6 +46,17 @@ class CommitLedger:
         self.tracker = OffsetTracker()
         self._metadata = {}
 
+    def resume(self, partition: int, offset: int, metadata: str) -> None:
+        """What the broker holds for ``partition`` when a loop connects: its committed offset and metadata.
+
+        Known from the start, not only after this loop's first commit of the partition: a partition taken over
+        from another reader (a rebalance, a restart) that stays idle is never committed again, and its lag and
+        position must still be measured from where the group stands, not from offset 0.
+        """
+        self.committed[partition] = offset
+        self._metadata[partition] = metadata
+        self.tracker.mark_committed({partition: offset})
+
     def ledger(self, partition: int) -> PartitionLedger:
         """``partition``'s dead-letter ledger (created empty)."""
         return self.letters.setdefault(partition, PartitionLedger())

@@ -215,6 +215,7 @@ class IngestWorker:
     async def _connect(self) -> None:
         resumed = await self.reader.connect()
         for partition, (offset, metadata) in resumed.items():
+            self.commits.resume(partition, offset, metadata)
             await self.reader.call(self.letter_sender.recover, partition, offset, metadata)
         await self.reader.call(self.letter_sender.open)
         for partition in self.stopped_partitions:

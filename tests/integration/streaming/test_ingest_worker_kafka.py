@@ -272,9 +272,8 @@ def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
     worker = IngestWorker(config, [0, 1], serving.submit, name="t", audit=audit.append)
 
     async def scenario() -> None:
-        committed = worker.commits.committed
-        task = await run_until(worker, lambda: committed.get(1) == 3 and committed.get(0) in (5, None)
-                               and (policy == "fail" or committed.get(0) == 5))  # fmt: skip
+        committed = worker.commits.committed  # partition 0 under "fail": where the group stood, untouched
+        task = await run_until(worker, lambda: committed.get(1) == 3 and committed.get(0) == committed_p0)
         await asyncio.sleep(0.5)
         await stop(worker, task)
 
@@ -287,6 +286,7 @@ def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
     assert audit == [{"action": "offset_out_of_range", "actor": "t", "partition": "0", "from_offset": "100",
                       "to_offset": target, "log_start": "0", "log_end": "5", "policy": policy}]  # fmt: skip
     assert (0 in worker.stats()["stopped_partitions"]) == (policy == "fail")
+    assert worker.stats()["committed_past_end"] == ({0: 95} if policy == "fail" else {})
 
 
 def test_an_audit_write_that_hangs_stalls_no_partition(
