@@ -107,17 +107,6 @@ def parse_metadata(metadata: str | None, committed: int) -> PartitionLedger:
     return PartitionLedger(lettered=lettered, announced=announced, dlq_from=dlq_from if announced else {})
 
 
-def dlq_end_offsets(consumer: Any, dlq_topic: str) -> dict[int, int]:
-    """Where each partition of the dead-letter topic ends (empty while the topic does not exist yet)."""
-    from kafka.structs import TopicPartition
-
-    partitions = consumer.partitions_for_topic(dlq_topic) or set()
-    if not partitions:
-        return {}
-    ends = consumer.end_offsets([TopicPartition(dlq_topic, p) for p in sorted(partitions)], timeout_ms=5000)
-    return {tp.partition: int(end) for tp, end in ends.items()}
-
-
 def find_letters(
     kafka: KafkaConfig,
     dlq_from: dict[int, int],

@@ -104,9 +104,10 @@ class OffsetTracker:
         }
 
     def mark_committed(self, offsets: dict[int, int]) -> None:
-        """Record a successful commit of ``{partition: next offset}``."""
+        """Record a successful commit of ``{partition: next offset}`` (also of a partition not read yet: what
+        the group had committed before this reader)."""
         for partition, offset in offsets.items():
-            self._partitions[partition].committed = offset
+            self._partitions.setdefault(partition, _Partition()).committed = offset
 
     def forget(self, partition: int) -> None:
         """Drop a partition that was taken away (its unfinished offsets will be re-read by the new owner)."""

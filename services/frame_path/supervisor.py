@@ -2,7 +2,7 @@
 
 Why: consumer-group failover differs between Kafka-compatible brokers (noida-db never evicts a killed member,
 so its partitions stall). The supervisor lists the topic's partitions, spreads them over ``num_actors``
-:class:`~.ingest.IngestActor` s with ``assign()``, and lets Ray restart a dead actor (``max_restarts``)
+:class:`~.ingest_actor.IngestActor` s with ``assign()``, and lets Ray restart a dead actor (``max_restarts``)
 with the same partitions; its watch loop restarts the actor's consumer loop, which resumes from the offsets
 committed under the group id. Changing the actor count drains every actor (commit) and reassigns; so do
 partitions added to the topic (Kafka users add partitions to scale), which the watch loop lists every
@@ -86,7 +86,7 @@ class IngestSupervisor:
     async def _spawn(self, num_actors: int) -> None:
         import ray
 
-        from services.frame_path.ingest import IngestActor
+        from services.frame_path.ingest_actor import IngestActor
 
         remote_cls = ray.remote(IngestActor)
         self._generation += 1

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from services.config import ZsadConfig
-from services.frame_path.ingest import IngestActor
+from services.frame_path.ingest_actor import IngestActor
 from services.local_stack.service_processes import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from stream_helpers import committed_offsets, end_offsets, frame_bytes, read_top
 from services.audit_log import append_audit, audit_key
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameAck, FrameRequest
-from services.frame_path.ingest import IngestWorker
+from services.frame_path.ingest_loop import IngestWorker
 from services.frame_path.inspector import InspectorCore, ReplicaUnhealthyError
 from services.local_stack.service_processes import KafkaBroker, RedisServer
 from services.records import H_DLQ_REASON, H_DLQ_SOURCE, encode_headers
@@ -131,7 +131,7 @@ def test_an_unparseable_record_is_dead_lettered_once_and_skipped_while_the_other
     worker = IngestWorker(config, [0, 1], serving.submit, name="t")
 
     async def scenario() -> None:
-        task = await run_until(worker, lambda: worker.committed == {0: 8, 1: 3})
+        task = await run_until(worker, lambda: worker.commits.committed == {0: 8, 1: 3})
         await asyncio.sleep(1.0)  # a loop that still failed would now restart and write the letters again
         await stop(worker, task)
 
@@ -170,7 +170,7 @@ def test_a_dead_letter_is_not_written_again_by_the_next_reader_of_its_partition(
             await task
         assert committed_offsets(config)[0] == 0
         second = IngestWorker(config, [0], Serving().submit, name="second")  # the restarted actor's new worker
-        task = await run_until(second, lambda: second.committed.get(0) == 3)
+        task = await run_until(second, lambda: second.commits.committed.get(0) == 3)
         await stop(second, task)
         return second
 
@@ -188,11 +188,14 @@ class DiesAfterTheLetter(IngestWorker):
         super().__init__(*args, **kwargs)
         self.letter_sent = threading.Event()
         self.killed = threading.Event()
+        send = self.letter_sender._send
 
-    def _send_letter(self, letter: Any) -> None:
-        super()._send_letter(letter)
-        self.letter_sent.set()
-        self.killed.wait(30)
+        def send_then_die(letter: Any) -> None:
+            send(letter)
+            self.letter_sent.set()
+            self.killed.wait(30)
+
+        self.letter_sender._send = send_then_die  # type: ignore[method-assign]
 
 
 def test_a_dead_letter_whose_writer_died_before_its_commit_is_not_written_again(config: ZsadConfig) -> None:
@@ -209,7 +212,7 @@ def test_a_dead_letter_whose_writer_died_before_its_commit_is_not_written_again(
         first.killed.set()
         assert committed_offsets(config).get(0, 0) <= 1
         second = IngestWorker(config, [0], Serving().submit, name="second")
-        task = await run_until(second, lambda: second.committed.get(0) == 3)
+        task = await run_until(second, lambda: second.commits.committed.get(0) == 3)
         await stop(second, task)
         return second
 
@@ -234,7 +237,7 @@ def test_an_announced_letter_that_was_never_sent_is_written_by_the_next_reader(c
     worker = IngestWorker(config, [0], Serving().submit, name="next")
 
     async def scenario() -> None:
-        task = await run_until(worker, lambda: worker.committed.get(0) == 2)
+        task = await run_until(worker, lambda: worker.commits.committed.get(0) == 2)
         await stop(worker, task)
 
     asyncio.run(scenario())
@@ -269,8 +272,8 @@ def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
     worker = IngestWorker(config, [0, 1], serving.submit, name="t", audit=audit.append)
 
     async def scenario() -> None:
-        task = await run_until(worker, lambda: worker.committed.get(1) == 3 and worker.committed.get(0) in (5, None)
-                               and (policy == "fail" or worker.committed.get(0) == 5))  # fmt: skip
+        committed = worker.commits.committed  # partition 0 under "fail": where the group stood, untouched
+        task = await run_until(worker, lambda: committed.get(1) == 3 and committed.get(0) == committed_p0)
         await asyncio.sleep(0.5)
         await stop(worker, task)
 
@@ -283,6 +286,8 @@ def test_a_position_past_the_log_end_follows_the_policy_and_is_audited(
     assert audit == [{"action": "offset_out_of_range", "actor": "t", "partition": "0", "from_offset": "100",
                       "to_offset": target, "log_start": "0", "log_end": "5", "policy": policy}]  # fmt: skip
     assert (0 in worker.stats()["stopped_partitions"]) == (policy == "fail")
+    if policy == "fail":  # the stopped partition's commit is where the group stood: 95 records past the log end
+        assert worker.stats()["committed_past_end"] == {0: 95}
 
 
 def test_an_audit_write_that_hangs_stalls_no_partition(
@@ -298,7 +303,8 @@ def test_an_audit_write_that_hangs_stalls_no_partition(
                           audit=lambda entry: append_audit(client, f"ns-{unique}", entry))  # fmt: skip
 
     async def scenario() -> int:
-        task = await run_until(worker, lambda: worker.committed.get(1) == 3 and worker.committed.get(0) == 1)
+        committed = worker.commits.committed
+        task = await run_until(worker, lambda: committed.get(1) == 3 and committed.get(0) == 1)
         entries_then = client.xlen(stream)  # reads still answer while writes are held
         await stop(worker, task)
         return entries_then
@@ -356,7 +362,7 @@ def test_a_frame_the_model_cannot_score_is_dead_lettered_and_the_replica_stays_h
     worker = IngestWorker(config, [0], submit, name="t")
 
     async def scenario() -> None:
-        task = await run_until(worker, lambda: worker.committed.get(0) == 4, timeout_s=30)
+        task = await run_until(worker, lambda: worker.commits.committed.get(0) == 4, timeout_s=30)
         await stop(worker, task)
 
     asyncio.run(scenario())

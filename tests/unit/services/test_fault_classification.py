@@ -9,7 +9,7 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from services.frame_path.decoding import ModelUnavailableError
-from services.frame_path.ingest import is_frame_fault
+from services.frame_path.ingest_loop import is_frame_fault
 
 
 def _raised_in_replica(cause: BaseException) -> RayTaskError:

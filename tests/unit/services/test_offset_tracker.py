@@ -19,6 +19,16 @@ def _brute_force_commit(started: list[int], finished: set[int]) -> int:
     return next_commit
 
 
+def test_a_commit_known_before_reading_is_not_committed_again_until_the_partition_moves() -> None:
+    tracker = OffsetTracker()
+    tracker.mark_committed({0: 10})  # what the partition's previous reader committed
+    assert tracker.committable() == {}
+    tracker.start(0, 10)
+    assert tracker.committable() == {}
+    tracker.finish(0, 10)
+    assert tracker.committable() == {0: 11}
+
+
 def test_out_of_order_finishes_commit_only_the_contiguous_prefix() -> None:
     tracker = OffsetTracker()
     for offset in range(10, 15):
