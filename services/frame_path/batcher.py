@@ -43,17 +43,13 @@ class FreeModelBatcher(Generic[Item, Answer]):
 
     def __init__(self, process: Callable[[list[Item]], Awaitable[list[Answer]]], max_batch_size: int,
                  wait_s: float) -> None:  # fmt: skip
+        if max_batch_size < 1 or wait_s < 0:
+            raise ValueError(f"a batcher needs max_batch_size >= 1 and wait_s >= 0, got {max_batch_size}, {wait_s}")
         self._process = process
-        self.configure(max_batch_size, wait_s)
+        self.max_batch_size, self.wait_s = max_batch_size, wait_s
         self._queue: deque[_Waiting[Item, Answer]] = deque()
         self._arrived = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-
-    def configure(self, max_batch_size: int, wait_s: float) -> None:
-        """New limits, used from the next batch on."""
-        if max_batch_size < 1 or wait_s < 0:
-            raise ValueError(f"a batcher needs max_batch_size >= 1 and wait_s >= 0, got {max_batch_size}, {wait_s}")
-        self.max_batch_size, self.wait_s = max_batch_size, wait_s
 
     async def submit(self, item: Item) -> Answer:
         """The answer to ``item``, once the batch it joined has been processed."""
