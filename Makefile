@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap bootstrap-demo demo test test-fast lint bench
+.PHONY: bootstrap bootstrap-demo bytecode demo test test-fast lint bench
 
 bootstrap-demo:
 	@VENV=$(VENV) bash scripts/bootstrap.sh demo
@@ -11,15 +11,20 @@ bootstrap-demo:
 bootstrap:
 	@VENV=$(VENV) bash scripts/bootstrap.sh test
 
-demo: bootstrap-demo
+# Byte-compile the project: every Ray worker imports it, and where PYTHONDONTWRITEBYTECODE is set (the project's
+# machines set it) each process compiled its 28,000 lines again, about 0.9 s of CPU per replica. Up to date: 0.1 s.
+bytecode:
+	@$(PY) -m compileall -q zsad_core services
+
+demo: bootstrap-demo bytecode
 	@$(VENV)/bin/zsad demo
 
-# The whole suite, one process (docs/testing.md says why not two workers yet); the 20 slowest tests printed at the end.
-test: bootstrap
-	@$(PY) -m pytest -q --durations=20
+# The whole suite on two workers, whole files each, longest first (docs/testing.md); the 20 slowest tests at the end.
+test: bootstrap bytecode
+	@$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 
 # The inner loop: every test that starts no service and uses no real-size model.
-test-fast: bootstrap
+test-fast: bootstrap bytecode
 	@$(PY) -m pytest -q -n 2 -m "not integration and not slow" --durations=10
 
 # ruff, then the import contracts of pyproject.toml: a module importing a layer above its own fails here.
