@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -46,38 +47,74 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture(scope="session")
-def local_ray() -> Iterator[str]:
-    """One local Ray for the session (2 CPUs, the dashboard for the Jobs API); yields the dashboard URL.
+def _start_ray_head(*, dashboard: bool) -> Any:
+    """A one-node Ray (2 CPUs) on loopback with every port free, as a ``ray.cluster_utils.Cluster`` head.
 
-    One, because a driver process can join only one cluster. It is started as a ``Cluster`` head rather than by
-    ``ray.init(address="local")`` for one reason: every port must be free, and ``ray.init`` has no option for
-    the dashboard agent's port (52365), so a second test process's cluster (``pytest -n 2``) started without an
-    agent and refused every Jobs API submission. ``cluster.shutdown()`` stops only this cluster (``ray stop``
-    would stop every cluster on the machine).
+    A ``Cluster`` rather than ``ray.init(address="local")`` for one reason: every port must be free, and
+    ``ray.init`` has no option for the dashboard agent's port (52365), so a second test process's cluster
+    (``pytest -n 2``) started without an agent and refused every Jobs API submission. ``cluster.shutdown()``
+    stops only this cluster (``ray stop`` would stop every cluster on the machine).
     """
     import os
 
-    import ray
     from ray.cluster_utils import Cluster
 
     from services.local_stack.service_processes import HOST, free_port
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written under the home directory by the tests
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # halves Ray Train's per-fit overhead
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "object_store_memory": 512 * 2**20, "include_dashboard": True, "dashboard_host": HOST,
+    return Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": 512 * 2**20, "include_dashboard": dashboard, "dashboard_host": HOST,
         "dashboard_port": free_port(), "dashboard_agent_listen_port": free_port(),
         # No log monitor: it tails every worker's log file to forward lines to the driver, which does not take
         # them (log_to_driver=False below); it cost about 4 % of a core. The files are still written.
         "include_log_monitor": False,
     })  # fmt: skip
+
+
+def _join(address: str) -> Any:
+    import ray
+
+    return ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[str]:
+    """One local Ray for the session, without the dashboard; yields its address.
+
+    One, because a driver process can join only one cluster. No dashboard: with it a streaming test spent
+    about 12 % more CPU (its modules follow every actor and task); the tests that need the Jobs API use
+    :func:`dashboard_ray`.
+    """
+    import ray
+
+    cluster = _start_ray_head(dashboard=False)
     try:
-        context = ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        _join(cluster.address)
+        yield cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dashboard_ray(local_ray: str) -> Iterator[str]:
+    """A Ray of the module's own with the dashboard (the Jobs API); yields the dashboard URL.
+
+    The driver leaves the session's Ray for the module and joins it again afterwards (Serve finds its
+    controller again by name), since a driver can be connected to one cluster at a time.
+    """
+    import ray
+
+    ray.shutdown()
+    cluster = _start_ray_head(dashboard=True)
+    try:
+        context = _join(cluster.address)
         yield f"http://{context.dashboard_url}"
     finally:
         ray.shutdown()
         cluster.shutdown()
+        _join(local_ray)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from process_tree import descendants
 
 from services.cli.main import main
 from services.config import load_config
@@ -56,22 +57,6 @@ def _processed(metrics: str) -> float:
     lines = [line for line in metrics.splitlines()
              if line.startswith("ray_zsad_frames_processed_total{") and f'camera="{CAMERA}"' in line]  # fmt: skip
     return max((float(line.rsplit(" ", 1)[1]) for line in lines), default=0.0)
-
-
-def _descendants(root: int) -> set[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # exited meanwhile
-    tree, grew = {root}, True
-    while grew:
-        new = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= new
-        grew = bool(new)
-    return tree
 
 
 def _listening(pids: set[int]) -> list[tuple[str, int]]:
@@ -211,7 +196,7 @@ def test_up_produce_status_results_down_and_results_survive_redis_kill_down_up_l
             GATE_CAMERA, "running", "folder", GATE_FILES, 0)
 
         # --- every socket the stack's processes listen on is on loopback (Ray's GCS, raylet, workers, metrics) ---
-        sockets = _listening(_descendants(state.pid))
+        sockets = _listening(descendants(state.pid))
         assert len(sockets) >= 6, sockets  # Redis, the broker, GCS, raylet, dashboard, Serve at least
         outside = [(address, _command(pid)) for address, pid in sockets if _host(address) not in LOOPBACK]
         # Known exception: each Serve replica's inter-deployment gRPC server, which Ray Serve 2.60 binds to

@@ -113,9 +113,9 @@ def test_submission_ids_are_stable_for_a_scheduled_time_and_only_the_latest_miss
 
 
 @pytest.fixture(scope="module")
-def dashboard(local_ray: str) -> str:
-    """The Jobs API's address: the dashboard of the session's local Ray."""
-    return local_ray
+def dashboard(dashboard_ray: str) -> str:
+    """The Jobs API's address: the dashboard of the module's own Ray (the session's has none)."""
+    return dashboard_ray
 
 
 @pytest.fixture(scope="module")

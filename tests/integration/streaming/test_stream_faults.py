@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from kafka import KafkaProducer
+from process_tree import ray_actor_pids
 from stream_helpers import (
     QUICK_HEALTH_CHECK_S,
     Deployment,
@@ -41,15 +42,9 @@ pytestmark = pytest.mark.integration
 
 def replica_pid(app: str, deployment: str) -> int:
     """The process id of the one live replica of ``deployment`` in ``app``."""
-    import ray
-    from ray.util.state import list_actors
-
-    # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
-    here = ray.get_runtime_context().gcs_address
-    alive = [("class_name", "=", f"ServeReplica:{app}:{deployment}"), ("state", "=", "ALIVE")]
-    actors = list_actors(address=here, filters=alive, raise_on_missing_output=True)
-    assert len(actors) == 1, actors
-    return int(actors[0].pid)
+    pids = ray_actor_pids(f"ServeReplica:{app}:{deployment}")
+    assert len(pids) == 1, pids
+    return pids[0]
 
 
 class SteadyProducer(threading.Thread):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import ray
+from process_tree import ray_actor_pids
 from stream_helpers import (
     MODEL_SIDE,
     QUICK_HEALTH_CHECK_S,
@@ -50,14 +51,9 @@ def broker(request: pytest.FixtureRequest) -> KafkaBroker:
 
 
 def alive_ingest_actor_pids() -> list[int]:
-    """Process ids of the live ingest actors on the cluster (this module's tests run one deployment at a time)."""
-    import ray
-    from ray.util.state import list_actors
-
-    # By address: with two workers of `make test` (or several suites) on one machine, several clusters run.
-    here = ray.get_runtime_context().gcs_address
-    alive = [("class_name", "=", "IngestActor"), ("state", "=", "ALIVE")]
-    return sorted(actor.pid for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True))
+    """Process ids of the live ingest actors of this test process's Ray (this module's tests run one deployment
+    at a time)."""
+    return ray_actor_pids("IngestActor")
 
 
 def _cameras(unique: str, cameras: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -213,8 +209,7 @@ def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
     deployment.deploy()
     wait_until(lambda: deployment.total_results() >= 40, 120, "the run to get going")
 
-    # Found through Ray's state API, as an operator would; a crashed process, not a polite stop. Ray restarts
-    # the actor and it resumes from the committed offsets.
+    # A crashed process, not a polite stop. Ray restarts the actor and it resumes from the committed offsets.
     pids = alive_ingest_actor_pids()
     assert len(pids) == config.ingest.num_actors, "ingest actors of another deployment are still alive"
     os.kill(pids[0], signal.SIGKILL)
