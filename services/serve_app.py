@@ -254,12 +254,23 @@ def serve_config(config: ZsadConfig, config_path: str) -> dict[str, Any]:
     }
 
 
-def app_from_config(config: ZsadConfig) -> serve.Application:
-    """The bound application for ``config`` (what ``zsad up`` and the tests run)."""
+def frame_path_app(config: ZsadConfig) -> serve.Application:
+    """The frame path of ``config`` alone: the Inspector replicas and the IngestController feeding them, the
+    controller as ingress (``GET``: the ingest status).
+
+    :func:`app_from_config` puts the operator's view in front of it. The tests of the frame path run it bare: the
+    view has tests of its own, and its replica costs about 2 s of CPU at every start.
+    """
     options = deployment_options(config)
     inspector = Inspector.options(**options["Inspector"]).bind(config)
-    ingest = IngestController.options(**options["IngestController"]).bind(config, inspector)
-    return OperatorView.options(**options["OperatorView"]).bind(config, ingest)
+    return IngestController.options(**options["IngestController"]).bind(config, inspector)
+
+
+def app_from_config(config: ZsadConfig) -> serve.Application:
+    """The bound application for ``config``, the operator's view in front of the frame path (what ``zsad up``,
+    ``serve run`` and the KubeRay manifests run)."""
+    options = deployment_options(config)
+    return OperatorView.options(**options["OperatorView"]).bind(config, frame_path_app(config))
 
 
 def build_app(args: dict[str, str]) -> serve.Application:

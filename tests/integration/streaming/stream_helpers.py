@@ -19,7 +19,7 @@ from ray.serve import Application
 from services.config import KafkaConfig, ZsadConfig
 from services.frame_path.producer import FrameProducer, ensure_topics
 from services.local_stack.service_processes import KafkaBroker, RedisServer
-from services.serve_app import app_from_config
+from services.serve_app import app_from_config, frame_path_app
 from services.stores.result_store import ResultStore
 from zsad_core.imageio import encode_jpeg
 
@@ -175,10 +175,14 @@ def with_serve_options(app: Application, **options: Any) -> Application:
     return bound.options(**options).bind(*args, **kwargs)
 
 
-def deploy_app(config: ZsadConfig, name: str, **serve_options: Any) -> None:
-    """Run the application of ``config`` as ``name`` (route ``/name``), with ``serve_options`` on every deployment
-    (see :func:`with_serve_options`); returns once it is running."""
-    app = with_serve_options(app_from_config(config), **serve_options)
+def deploy_app(config: ZsadConfig, name: str, *, view: bool = False, **serve_options: Any) -> None:
+    """Run the frame path of ``config`` as ``name`` (route ``/name``), with ``serve_options`` on every deployment
+    (see :func:`with_serve_options`); returns once it is running.
+
+    The operator's view in front of it only with ``view``: the tests of the frame path never open a page, and the
+    view's replica would cost each of them about 2 s of CPU.
+    """
+    app = with_serve_options(app_from_config(config) if view else frame_path_app(config), **serve_options)
     serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
 
 

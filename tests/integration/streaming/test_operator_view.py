@@ -58,7 +58,7 @@ def view_app(ray_serve: None, noida_broker: NoidaBroker, redis_server: RedisServ
                            registry={"root": "redis://", "namespace": f"test:{unique}:registry"})  # fmt: skip
     config = config.model_copy(update={"view": ViewConfig(viewer_token=VIEWER, operator_token=OPERATOR)})
     name = f"view-{unique}"
-    deploy_app(config, name)
+    deploy_app(config, name, view=True)
     try:
         port = serve.context._get_global_client().http_config.port
         base = f"http://127.0.0.1:{port}/{name}"
