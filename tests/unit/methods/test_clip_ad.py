@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
+from sklearn.cluster import DBSCAN
 from sklearn.neighbors import KernelDensity
 
 import zsad_core.methods.clip_ad  # noqa: F401  (registers clip-ad and clip-ad+)
@@ -17,7 +18,7 @@ from zsad_core.backbone import SurgeryConfig, build_backbone
 from zsad_core.errors import IncompatibleWeightsError
 from zsad_core.methods import load_method
 from zsad_core.methods.clip_ad import feature_surgery, representative_vector
-from zsad_core.methods.clip_ad.rvs import TEMPLATES
+from zsad_core.methods.clip_ad.rvs import TEMPLATES, dbscan_labels
 
 NAMES = ("clip-ad", "clip-ad+")
 
@@ -171,6 +172,21 @@ def test_rvs_dbscan_takes_mean_of_largest_cluster():
     embeddings, groups = _clusters((20, 30), outliers=3)
     got = representative_vector(embeddings, "dbscan", dbscan_eps=0.5, dbscan_min_samples=15)
     torch.testing.assert_close(got, F.normalize(groups[1].mean(0), dim=0).float())
+
+
+@pytest.mark.parametrize(("eps", "min_samples"), [(0.06, 5), (0.07, 6)])
+@pytest.mark.parametrize("seed", range(3))
+def test_dbscan_labels_are_scikit_learns(eps: float, min_samples: int, seed: int) -> None:
+    """Uniform points in the unit square at a radius where clusters touch: core, border and noise points all
+    occur, some border points next to core points of two clusters, and each point gets scikit-learn's label."""
+    points = torch.rand(300, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    expected = DBSCAN(eps=eps, min_samples=min_samples).fit(points.numpy()).labels_
+    got = dbscan_labels(points, eps, min_samples)
+    near = (torch.cdist(points, points) <= eps).numpy()
+    core = near.sum(axis=1) >= min_samples
+    between = [i for i in range(len(points)) if not core[i] and len(set(expected[near[i] & core])) > 1]
+    assert len(set(expected)) > 10 and (expected == -1).any() and between  # not a trivial case
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_rvs_dbscan_without_cluster_falls_back_to_mean():
