@@ -151,7 +151,8 @@ def test_a_set_promoted_while_streaming_serves_from_the_next_batch_without_a_res
     camera = f"cam-{unique}"
     registry_settings = {"root": str(tmp_path / "registry"), "namespace": f"test:{unique}:registry"}
     config = stream_config(noida_broker, redis_server, unique, {camera: {"method": METHOD, "references": "champion"}},
-                           partitions=2, max_in_flight=4, max_batch_size=4, registry=registry_settings)  # fmt: skip
+                           partitions=2, num_actors=1, max_in_flight=4, max_batch_size=4,
+                           registry=registry_settings)  # fmt: skip
     registry: ArtifactRegistry = reference_registry(config, redis_server.client())
     ids = produce_frames(config, per_camera=300)[camera]
     deployment = Deployment(config)

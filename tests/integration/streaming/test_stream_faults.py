@@ -176,7 +176,7 @@ def test_a_model_that_fails_on_everything_gets_its_replica_replaced_and_dead_let
     registry.promote(METHOD, good, actor="test", reason="serving")
     camera = f"cam-{unique}"
     cameras = {camera: {"method": METHOD, "prompt_version": "champion"}}
-    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2,
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2, num_actors=1,
                            registry={"root": str(tmp_path / "registry"), "namespace": namespace})  # fmt: skip
     config = config.model_copy(update={"serving": config.serving.model_copy(
         update={"health_check_period_s": 1.0, "unhealthy_after_model_failures": 2})})  # fmt: skip

@@ -98,11 +98,14 @@ def test_three_cameras_two_methods_end_to_end(
     assert {p: max(offset, 0) for p, offset in committed_offsets(config).items()} == end_offsets(config)
 
 
-def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
+def test_frames_are_judged_by_decoding_bad_ones_dead_lettered_and_the_stream_goes_on(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:
+    """Good frames, frames that decode though odd (bytes after the image, large), and bad records in one stream:
+    each bad record is one dead letter with its reason, each good frame one result at model size."""
     camera = f"cam-{unique}"
-    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2)
+    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2,
+                           num_actors=1)  # fmt: skip
     good = frame_bytes(1)
     bad = {
         "empty": (b"", "image/jpeg", "empty"),
@@ -111,6 +114,21 @@ def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
         "bomb": (png_claiming(50_000, 50_000), "image/png", "too_large"),
         "mislabelled": (good, "image/png", "content_type_mismatch"),
     }
+    # Judged by decoding, not by their bytes: complete images with camera metadata after their end, large ones, and
+    # images cut in the middle that still end with an end marker.
+    jpeg, png = frame_bytes(7), encode_png(decode_image(frame_bytes(8)))
+    large = np.full((3000, 4000, 3), 90, np.uint8)
+    large[1000:2000, 1500:2500] = (200, 40, 40)
+    camera_metadata = bytes(range(64))  # appended after the end of the image, as some cameras do
+    odd = {
+        "jpeg-with-metadata": (jpeg + camera_metadata, "image/jpeg"),
+        "png-with-metadata": (png + camera_metadata, "image/png"),
+        "large-jpeg": (encode_jpeg(large), "image/jpeg"),
+        "large-png": (encode_png(large), "image/png"),
+    }
+    cut_jpeg, cut_png = jpeg[: len(jpeg) // 2] + b"\xff\xd9", png[: len(png) // 2] + png[-12:]  # + end marker
+    cut = {"jpeg-cut-with-eoi": (cut_jpeg, "image/jpeg"), "png-cut-with-iend": (cut_png, "image/png")}
+    assert png[-12:-8] == b"\x00\x00\x00\x00" and png[-8:-4] == b"IEND"
     with FrameProducer.from_config(config) as producer:
         raw = producer._producer
         for index in range(20):
@@ -122,24 +140,33 @@ def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
         raw.send(
             config.kafka.frames_topic, key=b"nobody", value=good, headers=encode_headers("stranger", 1e9, "image/jpeg")
         )
+        for frame_id, (payload, content_type) in {**odd, **cut}.items():
+            raw.send(config.kafka.frames_topic, key=camera.encode(), value=payload,
+                     headers=encode_headers(frame_id, 1.0e9, content_type))  # fmt: skip
         producer.flush()
     expected = {name: reason for name, (_, _, reason) in bad.items()} | {
         "": "bad_headers",
         "stranger": "unknown_camera",
+        "jpeg-cut-with-eoi": "truncated",
+        "png-cut-with-iend": "truncated",
     }
+    records = 20 + len(bad) + 2 + len(odd) + len(cut)
 
     deployment = Deployment(config)
     deployments.append(deployment)
     deployment.deploy()
-    wait_until(lambda: deployment.results(camera) >= 20, 120, "the good frames")
+    wait_until(lambda: deployment.results(camera) >= 20 + len(odd), 120, "the good frames")
     letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=len(expected), timeout_s=20.0)
     reasons = {}
     for record in letters:
         headers = dict(record.headers)
         reasons[headers.get("zsad-frame-id", b"").decode()] = headers[H_DLQ_REASON].decode()
     assert reasons == expected
-    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 20 + len(expected), 15,
+    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == records, 15,
                "the dead letters' offsets committed")  # fmt: skip
+    assert deployment.results(camera) == 20 + len(odd)
+    for frame_id in odd:
+        assert deployment.store.get_map(camera, frame_id).shape == (MODEL_SIDE, MODEL_SIDE)
     stats = deployment.status()["actors"]
     assert all(not actor["error"] for actor in stats)
     assert deployment.status()["restarts_seen"] == 0
@@ -153,7 +180,8 @@ def test_replay_from_the_beginning_changes_nothing(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:
     camera = f"cam-{unique}"
-    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2)
+    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2,
+                           num_actors=1)  # fmt: skip
     ids = produce_frames(config, per_camera=30)[camera]
     first = Deployment(config)
     deployments.append(first)
@@ -240,7 +268,7 @@ def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
     registry.promote(METHOD, old, actor="test", reason="serving")
     camera = f"cam-{unique}"
     cameras = {camera: {"method": METHOD, "prompt_version": "champion"}}
-    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2,
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2, num_actors=1,
                            registry={"root": str(tmp_path / "registry"), "namespace": namespace})  # fmt: skip
     ids = produce_frames(config, per_camera=500)[camera]
     deployment = Deployment(config)
@@ -334,42 +362,3 @@ def test_partitions_added_to_the_frames_topic_are_read_and_their_lag_shown(
     # The added partition's lag shows, read to its end; partition 0's new reader, with nothing left to read, counts
     # its lag from the offset its previous reader committed.
     wait_until(lambda: lags() == {0: 0, 1: 0}, 30, "the lag of both partitions")
-
-
-def test_frames_are_judged_by_decoding_and_large_ones_are_scored_at_model_size(
-    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
-) -> None:
-    camera = f"cam-{unique}"
-    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2)
-    jpeg, png = frame_bytes(7), encode_png(decode_image(frame_bytes(8)))
-    large = np.full((3000, 4000, 3), 90, np.uint8)
-    large[1000:2000, 1500:2500] = (200, 40, 40)
-    camera_metadata = bytes(range(64))  # appended after the end of the image, as some cameras do
-    good = {
-        "jpeg-with-metadata": (jpeg + camera_metadata, "image/jpeg"),
-        "png-with-metadata": (png + camera_metadata, "image/png"),
-        "large-jpeg": (encode_jpeg(large), "image/jpeg"),
-        "large-png": (encode_png(large), "image/png"),
-    }
-    cut_jpeg, cut_png = jpeg[: len(jpeg) // 2] + b"\xff\xd9", png[: len(png) // 2] + png[-12:]  # + end marker
-    bad = {"jpeg-cut-with-eoi": (cut_jpeg, "image/jpeg"), "png-cut-with-iend": (cut_png, "image/png")}
-    assert png[-12:-8] == b"\x00\x00\x00\x00" and png[-8:-4] == b"IEND"
-    with FrameProducer.from_config(config) as producer:
-        raw = producer._producer
-        for frame_id, (payload, content_type) in {**good, **bad}.items():
-            raw.send(config.kafka.frames_topic, key=camera.encode(), value=payload,
-                     headers=encode_headers(frame_id, 1.0e9, content_type))  # fmt: skip
-        producer.flush()
-
-    deployment = Deployment(config)
-    deployments.append(deployment)
-    deployment.deploy()
-    wait_until(lambda: deployment.results(camera) >= len(good), 120, "the complete frames")
-    letters = read_topic(config.kafka, config.kafka.dlq_topic, expected=len(bad), timeout_s=20.0)
-    reasons = {dict(r.headers)["zsad-frame-id"].decode(): dict(r.headers)[H_DLQ_REASON].decode() for r in letters}
-    assert reasons == {"jpeg-cut-with-eoi": "truncated", "png-cut-with-iend": "truncated"}
-    for frame_id in good:
-        assert deployment.store.get_map(camera, frame_id).shape == (MODEL_SIDE, MODEL_SIDE)
-    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == len(good) + len(bad), 15,
-               "every offset committed")  # fmt: skip
-    assert deployment.results(camera) == len(good)
