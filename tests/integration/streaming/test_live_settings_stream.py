@@ -52,29 +52,42 @@ class _App:
 
 
 @pytest.fixture
-def apps(ray_serve: None) -> Iterator[list[_App]]:
-    made: list[_App] = []
-    yield made
-    for app in made:
+def app(
+    ray_serve: None, noida_broker: KafkaBroker, redis_server: RedisServer, unique: str, tmp_path: Any
+) -> Iterator[_App]:
+    """One application with two cameras, one per scenario; the scenarios run in turn on it, each counting from
+    where the previous one left the shared counters and offsets."""
+    registry = {"root": str(tmp_path), "namespace": f"test:{unique}:registry"}
+    cameras = {f"{role}-{unique}": {"method": "clip-ad"} for role in ("changed", "paused")}
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2, num_actors=2,
+                           max_in_flight=IN_FLIGHT, registry=registry)  # fmt: skip
+    app = _App(config)
+    try:
+        yield app
+    finally:
         delete_app(app.name)
 
 
-def _deploy(apps: list[_App], broker: KafkaBroker, redis_server: RedisServer, unique: str, tmp_path: Any) -> _App:
-    camera = f"cam-{unique}"
-    registry = {"root": str(tmp_path), "namespace": f"test:{unique}:registry"}
-    config = stream_config(broker, redis_server, unique, {camera: {"method": "clip-ad"}}, partitions=2,
-                           num_actors=2, max_in_flight=IN_FLIGHT, registry=registry)  # fmt: skip
-    app = _App(config)
-    apps.append(app)
-    return app
+def _alone(app: _App, role: str) -> tuple[str, ZsadConfig]:
+    """The camera of ``role``, and the config with that camera alone (for sending frames to it only)."""
+    camera = next(camera for camera in app.config.cameras if camera.startswith(f"{role}-"))
+    return camera, app.config.model_copy(update={"cameras": {camera: app.config.cameras[camera]}})
 
 
-def test_a_settings_change_mid_stream_applies_between_batches_without_a_restart(
-    noida_broker: KafkaBroker, redis_server: RedisServer, apps: list[_App], unique: str, tmp_path: Any
-) -> None:
-    app = _deploy(apps, noida_broker, redis_server, unique, tmp_path)
-    camera = next(iter(app.config.cameras))
-    ids = produce_frames(app.config, per_camera=300)[camera]
+def _committed(app: _App) -> int:
+    return sum(max(offset, 0) for offset in committed_offsets(app.config).values())
+
+
+def test_a_settings_change_applies_between_batches_and_a_paused_camera_is_committed_and_skipped(app: _App) -> None:
+    """Both without a restart: first a camera's settings change mid-stream, then another camera is paused and
+    resumed (one deployment for the two: each start of one costs about 12 s of CPU)."""
+    _settings_change_mid_stream(app)
+    _pause_and_resume(app)
+
+
+def _settings_change_mid_stream(app: _App) -> None:
+    camera, alone = _alone(app, "changed")
+    ids = produce_frames(alone, per_camera=300)[camera]
     wait_until(lambda: app.store.count_results(camera) >= 40, 120, "the first results")
     replica = app.call("Inspector", "replica_actor_name")
     first = app.store.recent(camera, 1)[0]
@@ -109,34 +122,32 @@ def test_a_settings_change_mid_stream_applies_between_batches_without_a_restart(
         assert list(result.regions) == decode_regions(encode_regions(expected))
     assert app.call("Inspector", "replica_actor_name") == replica  # same replica, no restart
     assert app.counts().get("stored") == 300
+    wait_until(lambda: _committed(app) == 300, 30, "the first scenario's offsets committed")
 
 
-def test_a_paused_camera_is_committed_and_counted_as_skipped(
-    noida_broker: KafkaBroker, redis_server: RedisServer, apps: list[_App], unique: str, tmp_path: Any
-) -> None:
-    app = _deploy(apps, noida_broker, redis_server, unique, tmp_path)
-    camera = next(iter(app.config.cameras))
+def _pause_and_resume(app: _App) -> None:
+    camera, alone = _alone(app, "paused")
+    stored, committed = app.counts().get("stored", 0), _committed(app)  # the first scenario's
 
     def serving(paused: bool) -> bool:
         return app.call("Inspector", "describe")["cameras"][camera]["paused"] is paused
 
-    def committed() -> int:
-        return sum(max(offset, 0) for offset in committed_offsets(app.config).values())
-
-    before = produce_frames(app.config, per_camera=100)[camera]
+    before = produce_frames(alone, per_camera=100)[camera]
     wait_until(lambda: app.store.count_results(camera) >= 100, 120, "the frames before the pause")
     app.settings.update(camera, {"paused": True}, actor="test", reason="line stop")
     wait_until(lambda: serving(paused=True), 30, "the replica to pause the camera")
-    paused = produce_frames(app.config, per_camera=100, start=100)[camera]
-    wait_until(lambda: app.counts().get("skipped", 0) >= 100 and committed() >= 200, 120, "the paused frames")
+    paused = produce_frames(alone, per_camera=100, start=100)[camera]
+    wait_until(lambda: app.counts().get("skipped", 0) >= 100 and _committed(app) >= committed + 200, 120,
+               "the paused frames")  # fmt: skip
     app.settings.update(camera, {"paused": False}, actor="test", reason="line runs")
     wait_until(lambda: serving(paused=False), 30, "the replica to resume the camera")
-    after = produce_frames(app.config, per_camera=100, start=200)[camera]
-    wait_until(lambda: app.store.count_results(camera) >= 200 and committed() >= 300, 120, "the frames after it")
+    after = produce_frames(alone, per_camera=100, start=200)[camera]
+    wait_until(lambda: app.store.count_results(camera) >= 200 and _committed(app) >= committed + 300, 120,
+               "the frames after it")  # fmt: skip
 
     assert all(app.store.get_result(camera, frame_id) is not None for frame_id in before + after)
     assert all(app.store.get_result(camera, frame_id) is None for frame_id in paused)
-    assert app.store.count_events(camera) == 200 and committed() == 300
+    assert app.store.count_events(camera) == 200 and _committed(app) == committed + 300
     counts = app.counts()
-    assert counts.get("stored") == 200 and counts.get("skipped") == 100 and "dead_lettered" not in counts
+    assert counts.get("stored") == stored + 200 and counts.get("skipped") == 100 and "dead_lettered" not in counts
     assert {app.store.get_result(camera, frame_id).settings_version for frame_id in after} == {"s2"}
