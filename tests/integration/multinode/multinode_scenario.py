@@ -91,6 +91,23 @@ def _alive_actors(class_name: str) -> dict[str, str]:
             for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True)}  # fmt: skip
 
 
+def _settled_replicas(app_name: str, replica_class: str, count: int) -> dict[str, str] | None:
+    """The Inspector replicas (actor id -> node id) once Serve counts ``count`` running and none in another state,
+    from one look at the actor table; ``None`` before.
+
+    Why Serve's count too: a replica's actor is alive before its constructor has run, and an actor table read
+    while Serve still starts or stops one can differ from the next read.
+    """
+    from ray import serve
+
+    application = serve.status().applications.get(app_name)
+    states = application.deployments["Inspector"].replica_states if application else {}
+    if dict(states) != {"RUNNING": count}:
+        return None
+    actors = _alive_actors(replica_class)
+    return actors if len(actors) == count else None
+
+
 def _alive_nodes(class_name: str) -> list[str]:
     """Node ids of the live actors of a class, one per actor, sorted."""
     return sorted(_alive_actors(class_name).values())
@@ -176,11 +193,19 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         observed["killed"] = doomed.node_id
         observed["results_at_kill"] = store.count_results(camera)
         cluster.remove_node(doomed, allow_graceful=False)  # SIGKILL: its raylet and every worker process on it
-        wait_for(lambda: len(_alive_nodes(replica_class)) == 2 and doomed.node_id not in _alive_nodes(replica_class),
-              90, "Serve to replace the replica of the dead node")  # fmt: skip
+        after_kill: dict[str, str] = {}
+
+        def replaced() -> bool:
+            replicas = _settled_replicas(app_name, replica_class, 2)
+            if replicas is None or doomed.node_id in replicas.values():
+                return False
+            after_kill.update(replicas)
+            return True
+
+        wait_for(replaced, 90, "Serve to replace the replica of the dead node")
         mark("replica replaced after the kill")
-        observed["replicas_after_kill"] = _alive_nodes(replica_class)
-        observed["replica_ids_after_kill"] = sorted(_alive_actors(replica_class))
+        observed["replicas_after_kill"] = sorted(after_kill.values())
+        observed["replica_ids_after_kill"] = sorted(after_kill)
         resumed = store.count_results(camera)
         wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results after the node failure")
 
@@ -191,11 +216,19 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         mark("node joined")
         # Scaling out after adding capacity: the survivor is full, so the third replica must use the new node.
         _deploy(dashboard, http_port, _config(request, num_replicas=3), config_path, app_name)
-        wait_for(lambda: len(_alive_nodes(replica_class)) == 3 and joined.node_id in _alive_nodes(replica_class),
-              120, "a replica on the node that joined")  # fmt: skip
+        after_join: dict[str, str] = {}
+
+        def spread() -> bool:
+            replicas = _settled_replicas(app_name, replica_class, 3)
+            if replicas is None or joined.node_id not in replicas.values():
+                return False
+            after_join.update(replicas)
+            return True
+
+        wait_for(spread, 120, "a replica on the node that joined")
         mark("third replica on the new node")
-        observed["replicas_after_join"] = _alive_nodes(replica_class)
-        observed["replica_ids_after_join"] = sorted(_alive_actors(replica_class))
+        observed["replicas_after_join"] = sorted(after_join.values())
+        observed["replica_ids_after_join"] = sorted(after_join)
         resumed = store.count_results(camera)
         wait_for(lambda: store.count_results(camera) >= resumed + 20, 90, "20 more results on the grown cluster")
 
