@@ -19,7 +19,6 @@ import yaml
 from ray import cloudpickle
 
 from services.cli.main import main
-from services.config import ZsadConfig
 from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.training_checkpoints import CHECKPOINT_FILES, CheckpointLocation
 from services.prompt_lifecycle.training_job import EpochEnd, TrainJobSpec, run_training
@@ -62,43 +61,8 @@ def spec(tmp_path: Path, name: str, **fields: object) -> TrainJobSpec:
     return TrainJobSpec(**{**defaults, **fields})
 
 
-def config(tmp_path: Path) -> ZsadConfig:
-    """A configuration whose registry (and so the checkpoints beside it) is a directory of the test."""
-    return ZsadConfig(cameras={"cam1": {"method": "vcp-clip", "class_name": "bottle", "threshold": 0.5}},
-                      registry={"root": str(tmp_path / "registry")})  # fmt: skip
-
-
 def checkpoint_dirs(tmp_path: Path, job: TrainJobSpec) -> list[str]:
     return sorted(path.name for path in (tmp_path / "registry" / "checkpoints" / job.run_name).iterdir())
-
-
-def test_two_workers_train_checkpoint_and_write_a_loadable_artifact(tmp_path: Path) -> None:
-    job = spec(tmp_path, "two-workers", workers=2)
-    outcome = run_training(job, config(tmp_path))
-
-    assert checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2"]
-    assert not list(job.run_dir.glob("checkpoint_*")), "Ray Train's own storage holds no checkpoint"
-    location = CheckpointLocation.from_config(config(tmp_path), job.run_name)
-    with location.open() as store:
-        latest = store.latest(2)
-    assert latest is not None and latest.location == outcome.checkpoint_location
-    assert {path.name for path in Path(latest.location).iterdir()} == set(CHECKPOINT_FILES)
-    # rank 0's trainer state plus each rank's own data RNG, which differ (seeded by rank)
-    assert len(latest.data_rngs) == 2 and latest.data_rngs[0] == latest.state["rng"] != latest.data_rngs[1]
-    # 12 samples, 6 per rank, batches of 3: 2 steps per epoch on each rank (one worker alone would take 4).
-    assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4)]
-    assert outcome.epochs_done == 2 and outcome.attempt_starts == [0]
-
-    fresh = load_method("vcp-clip", **TINY)
-    untrained = {key: value.clone() for key, value in fresh.state_dict().items()}
-    manifest = load_prompts(fresh, outcome.artifact_dir)
-    final = latest.state["method"]
-    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in final.items())
-    assert any(not torch.equal(untrained[key], value) for key, value in final.items())
-    assert manifest["ray_run_name"] == "two-workers" and manifest["training_data"] == TRAIN_DATA
-    assert manifest["metrics"] == outcome.metrics and outcome.metrics["dataset"] == EVAL_DATA
-    assert 0.0 <= outcome.metrics["pixel_auroc"] <= 1.0
-    assert 0.0 <= outcome.baseline_metrics["pixel_auroc"] <= 1.0
 
 
 def yaml_config(tmp_path: Path, redis_server: RedisServer, namespace: str) -> Path:
@@ -116,25 +80,47 @@ def yaml_config(tmp_path: Path, redis_server: RedisServer, namespace: str) -> Pa
     reason="two Ray Train fits (a failing one with its resumption, then a rerun by name through the CLI), three"
     " worker groups started"
 )
-def test_a_failure_after_epoch_1_resumes_from_its_checkpoint_and_a_cli_rerun_resumes_by_name_and_registers(
+def test_two_workers_checkpoint_resume_after_a_failure_write_a_loadable_artifact_and_a_cli_rerun_registers(
     tmp_path: Path, redis_server: RedisServer, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Two Ray Train fits: a failing one and its resumption, then ``zsad train`` with the same name.
+    """Two Ray Train fits on two workers: a failing one and its resumption, then ``zsad train`` with the same name.
 
-    The second fit is the CLI's, so one rerun checks both that a rerun resumes by name and that the CLI registers
-    the artifact and points candidate at it (one fit fewer than a rerun and a CLI run of their own).
+    The first fit's outcome is checked as any fit's (checkpoints, per-rank data RNGs, the artifact, its metrics and
+    the baseline's) and as a resumed one's; the second is the CLI's, so one rerun checks both that a rerun resumes
+    by name and that the CLI registers the artifact and points candidate at it. Each fit starts a controller and
+    two workers that import torch: one fit for each of these would cost half a minute of CPU more.
     """
     from services.config import load_config
 
     namespace = f"test:{unique}:registry"
     config_path = yaml_config(tmp_path, redis_server, namespace)
-    job = spec(tmp_path, "resumed", workers=2, epochs=3, baseline=False)
+    job = spec(tmp_path, "resumed", workers=2, epochs=3)
     outcome = run_training(job, load_config(config_path), epoch_callbacks=[FailOnceAfterEpoch(1)])
 
     assert outcome.attempt_starts == [0, 1]  # the first attempt failed, the second started from epoch 1
+    # 12 samples, 6 per rank, batches of 3: 2 steps per epoch on each rank (one worker alone would take 4).
     assert [(log["epoch"], log["steps"]) for log in outcome.history] == [(1, 2), (2, 4), (3, 6)]
     assert outcome.epochs_done == 3 and checkpoint_dirs(tmp_path, job) == ["epoch-1", "epoch-2", "epoch-3"]
     assert outcome.registry_version is None  # nothing registered without register_artifact
+    assert not list(job.run_dir.glob("checkpoint_*")), "Ray Train's own storage holds no checkpoint"
+    location = CheckpointLocation.from_config(load_config(config_path), job.run_name)
+    with location.open() as store:
+        latest = store.latest(3)
+    assert latest is not None and latest.location == outcome.checkpoint_location
+    assert {path.name for path in Path(latest.location).iterdir()} == set(CHECKPOINT_FILES)
+    # rank 0's trainer state plus each rank's own data RNG, which differ (seeded by rank)
+    assert len(latest.data_rngs) == 2 and latest.data_rngs[0] == latest.state["rng"] != latest.data_rngs[1]
+
+    fresh = load_method("vcp-clip", **TINY)
+    untrained = {key: value.clone() for key, value in fresh.state_dict().items()}
+    manifest = load_prompts(fresh, outcome.artifact_dir)
+    final = latest.state["method"]
+    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in final.items())
+    assert any(not torch.equal(untrained[key], value) for key, value in final.items())
+    assert manifest["ray_run_name"] == "resumed" and manifest["training_data"] == TRAIN_DATA
+    assert manifest["metrics"] == outcome.metrics and outcome.metrics["dataset"] == EVAL_DATA
+    assert 0.0 <= outcome.metrics["pixel_auroc"] <= 1.0
+    assert 0.0 <= outcome.baseline_metrics["pixel_auroc"] <= 1.0
 
     # The same run (name, data, batch size, seed, workers) with one more epoch, from the CLI, registered.
     capsys.readouterr()
