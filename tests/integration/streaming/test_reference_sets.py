@@ -1,4 +1,6 @@
-"""Cameras' reference sets in serving: built from good frames, promoted live, refused when they cannot serve."""
+"""Cameras' reference sets in serving: built from good frames, applied on promotion, refused when they cannot
+serve. A set promoted while frames stream is tested with a prompt promotion on one deployment in
+test_stream_pipeline.py."""
 
 from __future__ import annotations
 
@@ -11,17 +13,13 @@ import torch
 from stream_helpers import (
     FRAME_SIDE,
     MODEL_SIDE,
-    Deployment,
     frame_bytes,
-    produce_frames,
-    stream_config,
-    wait_until,
 )
 
 from services.config import ZsadConfig
 from services.frame_path.decoding import FrameRequest
 from services.frame_path.inspector import InspectorCore
-from services.local_stack.service_processes import KafkaBroker, RedisServer
+from services.local_stack.service_processes import RedisServer
 from services.prompt_lifecycle.hot_swap import RegistryReferences, report_refusals
 from services.prompt_lifecycle.reference_sets import (
     ReferenceInputError,
@@ -31,7 +29,7 @@ from services.prompt_lifecycle.reference_sets import (
 )
 from services.stores.artifact_registry import ArtifactRegistry, PromotionRefusedError, reference_registry
 from services.stores.camera_settings import CameraSettingsStore
-from services.stores.result_store import ResultStore, StoredResult, events_key
+from services.stores.result_store import ResultStore
 from zsad_core.errors import ImageTooLargeError
 from zsad_core.few_shot import fuse_scores
 from zsad_core.imageio import encode_png
@@ -143,40 +141,6 @@ def test_bad_input_is_refused_and_the_serving_version_stays(
     entry = registry.audit(1)[0]
     assert (entry["action"], entry["outcome"], entry["cause"]) == ("serve_load", "refused", "incompatible_references")
     assert core.refresh_references() == []  # the same refusal is reported once
-
-
-def test_a_set_promoted_while_streaming_serves_from_the_next_batch_without_a_restart(
-    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str, tmp_path: Path
-) -> None:
-    camera = f"cam-{unique}"
-    registry_settings = {"root": str(tmp_path / "registry"), "namespace": f"test:{unique}:registry"}
-    config = stream_config(noida_broker, redis_server, unique, {camera: {"method": METHOD, "references": "champion"}},
-                           partitions=2, num_actors=1, max_in_flight=4, max_batch_size=4,
-                           registry=registry_settings)  # fmt: skip
-    registry: ArtifactRegistry = reference_registry(config, redis_server.client())
-    ids = produce_frames(config, per_camera=300)[camera]
-    deployment = Deployment(config)
-    deployments.append(deployment)
-    deployment.deploy()
-    wait_until(lambda: deployment.results(camera) >= 60, 120, "the first results")
-    replica = deployment.inspector().replica_actor_name.remote().result(timeout_s=30)
-    entry = build_reference_set(config, camera, images_from_folder(good_folder(tmp_path / "goods")), registry,
-                                actor="test")  # fmt: skip
-    registry.promote(camera, entry.version, actor="test", reason="goods of this line")
-    wait_until(lambda: deployment.results(camera) >= 300, 120, "every frame")
-
-    results = [deployment.store.get_result(camera, frame_id) for frame_id in ids]
-    assert all(result is not None for result in results) and deployment.results(camera) == 300
-    events = [StoredResult.from_fields(fields) for _, fields in deployment.store.client.xrange(events_key(camera))]
-    assert sorted(event.frame_id for event in events) == sorted(ids)  # exactly one event per frame
-    by_id = {result.frame_id: result.reference_version for result in results}
-    assert all(event.reference_version == by_id[event.frame_id] for event in events)
-    versions = [result.reference_version for result in sorted(results, key=lambda r: (r.infer_ts, r.offset))]
-    switch = versions.index(entry.version)
-    assert 60 <= switch < 300 and set(versions[:switch]) == {None} and set(versions[switch:]) == {entry.version}
-    assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) == replica
-    stats = deployment.status()["actors"]
-    assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
 
 
 def test_a_reference_set_is_cut_with_the_live_roi_not_the_configured_one(

@@ -273,35 +273,56 @@ def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
     assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) != replica
 
 
-def test_promotion_while_streaming_swaps_between_batches_without_a_restart(
+def test_a_prompt_version_and_a_reference_set_promoted_while_streaming_serve_from_the_next_batch(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str, tmp_path: Any
 ) -> None:
+    """One camera follows its method's champion prompt version, another its champion reference set; each alias
+    moves while the camera's frames stream, and each camera's results switch once, between two batches, in the
+    same replica (no restart)."""
     from test_prompt_hot_swap import METHOD, make_versions
+    from test_reference_sets import METHOD as REFERENCE_METHOD
+    from test_reference_sets import good_folder
 
-    from services.stores.artifact_registry import ArtifactRegistry
+    from services.prompt_lifecycle.reference_sets import build_reference_set, images_from_folder
+    from services.stores.artifact_registry import ArtifactRegistry, reference_registry
+    from services.stores.result_store import StoredResult, events_key
 
     namespace = f"test:{unique}:registry"
     registry = ArtifactRegistry(tmp_path / "registry", redis_server.client(), namespace=namespace)
     old, new = make_versions(registry, tmp_path, 2)
     registry.promote(METHOD, old, actor="test", reason="serving")
-    camera = f"cam-{unique}"
-    cameras = {camera: {"method": METHOD, "prompt_version": "champion"}}
-    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2, num_actors=1,
-                           registry={"root": str(tmp_path / "registry"), "namespace": namespace})  # fmt: skip
-    ids = produce_frames(config, per_camera=500)[camera]
+    prompted, referenced = f"prompted-{unique}", f"referenced-{unique}"
+    cameras = {prompted: {"method": METHOD, "prompt_version": "champion"},
+               referenced: {"method": REFERENCE_METHOD, "references": "champion"}}  # fmt: skip
+    # Small batches and in-flight windows: the switches land well inside the streams.
+    registry_settings = {"root": str(tmp_path / "registry"), "namespace": namespace}
+    config = stream_config(noida_broker, redis_server, unique, cameras, partitions=2, max_in_flight=4,
+                           max_batch_size=4, registry=registry_settings)  # fmt: skip
+    references = reference_registry(config, redis_server.client())
+    goods = images_from_folder(good_folder(tmp_path / "goods"))
+    entry = build_reference_set(config, referenced, goods, references, actor="test")  # served once promoted
+    ids = produce_frames(config, per_camera=300)
     deployment = Deployment(config)
     deployments.append(deployment)
     deployment.deploy()
-    wait_until(lambda: deployment.results(camera) >= 100, 120, "the first results")
+    wait_until(lambda: min(deployment.results(camera) for camera in cameras) >= 60, 120, "the first results")
     replica = deployment.inspector().replica_actor_name.remote().result(timeout_s=30)
     registry.promote(METHOD, new, actor="test", reason="better")
-    wait_until(lambda: deployment.results(camera) >= 500, 240, "every frame")
+    references.promote(referenced, entry.version, actor="test", reason="goods of this line")
+    wait_until(lambda: deployment.total_results() >= 600, 240, "every frame")
 
-    results = [deployment.store.get_result(camera, frame_id) for frame_id in ids]
-    assert all(result is not None for result in results)
-    versions = [result.prompt_version for result in sorted(results, key=lambda r: (r.infer_ts, r.offset))]
-    switch = versions.index(new)
-    assert 100 <= switch < 500 and set(versions[:switch]) == {old} and set(versions[switch:]) == {new}
+    store = deployment.store
+    expected = {prompted: ("prompt_version", old, new), referenced: ("reference_version", None, entry.version)}
+    for camera, (field, before, after) in expected.items():
+        results = [store.get_result(camera, frame_id) for frame_id in ids[camera]]
+        assert all(result is not None for result in results) and deployment.results(camera) == 300
+        events = [StoredResult.from_fields(fields) for _, fields in store.client.xrange(events_key(camera))]
+        assert sorted(event.frame_id for event in events) == sorted(ids[camera])  # exactly one event per frame
+        by_id = {result.frame_id: getattr(result, field) for result in results}
+        assert all(getattr(event, field) == by_id[event.frame_id] for event in events)
+        versions = [getattr(result, field) for result in sorted(results, key=lambda r: (r.infer_ts, r.offset))]
+        switch = versions.index(after)
+        assert 60 <= switch < 300 and set(versions[:switch]) == {before} and set(versions[switch:]) == {after}
     assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) == replica
     stats = deployment.status()["actors"]
     assert sum(actor["counts"].get("dead_lettered", 0) for actor in stats) == 0
