@@ -1,8 +1,9 @@
 """The standing fault suite on the whole pipeline: faults while frames stream, counted exactly afterwards.
 
-One stream takes several faults in turn (sharing a deployment keeps the suite inside CI's time): the ingest
-controller killed, the model replica frozen then killed, Redis frozen for 3 s longer than the store's socket
-timeout, plus a record the Kafka client cannot parse and a frame id reused for other bytes. Afterwards every
+One stream takes several faults in turn (sharing a deployment keeps the suite inside CI's time): an ingest actor
+killed (Ray restarts it), the ingest controller killed, the model replica frozen then killed, Redis frozen for
+3 s longer than the store's socket timeout, plus a record the Kafka client cannot parse and a frame id reused for
+other bytes. Afterwards every
 frame has exactly one result and one event, the two bad records one dead letter each, and every offset is
 committed. A second test breaks the model itself (a promoted prompt version whose weights are NaN) and checks
 that the replica's health check gets it replaced and that no frame is dead-lettered for the model's fault.
@@ -89,10 +90,10 @@ def send_bad_records(config: ZsadConfig, camera: str) -> None:
 
 
 @pytest.mark.takes_long(
-    reason="five faults in sequence on one stream, Redis frozen for 13 s (longer than the"
+    reason="six faults in sequence on one stream, Redis frozen for 13 s (longer than the"
     " store's socket timeout)"
 )
-def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lose_and_duplicate_nothing(
+def test_actor_kill_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lose_and_duplicate_nothing(
     noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
 ) -> None:
     cameras = {f"a-{unique}": {"method": "clip-ad"}, f"b-{unique}": {"method": "clip-ad"}}
@@ -110,6 +111,12 @@ def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lo
         target = deployment.total_results() + frames
         wait_until(lambda: deployment.total_results() >= target, 180, what)
 
+    # A crashed ingest actor, not a polite stop: Ray restarts it and it resumes from the committed offsets.
+    actors = ray_actor_pids("IngestActor")
+    assert len(actors) == config.ingest.num_actors, "ingest actors of another deployment are still alive"
+    os.kill(actors[0], signal.SIGKILL)
+    wait_until(lambda: deployment.status()["restarts_seen"] >= 1, 60, "the supervisor to see the actor restart")
+    progress(10, "frames after an ingest actor was killed")
     os.kill(replica_pid(deployment.name, "IngestController"), signal.SIGKILL)  # Serve replaces it; new actors
     progress(10, "frames after the controller was killed")
     inspector = replica_pid(deployment.name, "Inspector")
@@ -117,6 +124,7 @@ def test_controller_kill_replica_freeze_and_kill_redis_freeze_and_bad_records_lo
     time.sleep(5)
     os.kill(inspector, signal.SIGKILL)
     progress(10, "frames after the replica was frozen and killed")
+    assert replica_pid(deployment.name, "Inspector") != inspector  # Serve replaced it
     assert redis_server.pid is not None
     # Long enough for calls made at the start of the freeze to hit the store's socket timeout (10 s).
     freeze_s = deployment.store.client.connection_pool.connection_kwargs["socket_timeout"] + 3.0

@@ -7,17 +7,12 @@ within seconds on two cores.
 
 from __future__ import annotations
 
-import os
-import signal
 from typing import Any
 
 import numpy as np
 import pytest
-import ray
-from process_tree import ray_actor_pids
 from stream_helpers import (
     MODEL_SIDE,
-    QUICK_HEALTH_CHECK_S,
     Deployment,
     committed_offsets,
     end_offsets,
@@ -48,12 +43,6 @@ THREE_CAMERAS = {
 def broker(request: pytest.FixtureRequest) -> KafkaBroker:
     """Every end-to-end check runs on both installable brokers, so no broker quirk is relied on."""
     return request.getfixturevalue(f"{request.param}_broker")
-
-
-def alive_ingest_actor_pids() -> list[int]:
-    """Process ids of the live ingest actors of this test process's Ray (this module's tests run one deployment
-    at a time)."""
-    return ray_actor_pids("IngestActor")
 
 
 def _cameras(unique: str, cameras: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -238,39 +227,6 @@ def _rewind_group(config: ZsadConfig) -> None:
         consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(0, "", -1) for p in partitions})
     finally:
         consumer.close()
-
-
-@pytest.mark.takes_long(
-    reason="an ingest actor and the replica are killed in turn: Ray restarts the actor and Serve"
-    " replaces the replica, which loads its models again"
-)
-def test_killing_an_ingest_actor_and_a_replica_loses_and_duplicates_nothing(
-    noida_broker: KafkaBroker, redis_server: RedisServer, deployments: list[Deployment], unique: str
-) -> None:
-    cameras = _cameras(unique, {"a": {"method": "clip-ad"}, "b": {"method": "anoclip"}})
-    config = stream_config(noida_broker, redis_server, unique, cameras, max_in_flight=8)
-    ids = produce_frames(config, per_camera=100)
-    deployment = Deployment(config, health_check_period_s=QUICK_HEALTH_CHECK_S)  # the killed replica noticed in 1 s
-    deployments.append(deployment)
-    deployment.deploy()
-    wait_until(lambda: deployment.total_results() >= 40, 120, "the run to get going")
-
-    # A crashed process, not a polite stop. Ray restarts the actor and it resumes from the committed offsets.
-    pids = alive_ingest_actor_pids()
-    assert len(pids) == config.ingest.num_actors, "ingest actors of another deployment are still alive"
-    os.kill(pids[0], signal.SIGKILL)
-    replica = deployment.inspector().replica_actor_name.remote().result(timeout_s=30)
-    ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)  # Serve replaces the replica
-    assert deployment.total_results() < 200, "the run finished before the failures: make it longer"
-
-    wait_until(lambda: deployment.total_results() >= 200, 240, "every frame after recovery")
-    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 200, 30, "all offsets committed")
-    for camera, frame_ids in ids.items():
-        assert deployment.results(camera) == 100
-        assert deployment.store.count_events(camera) == 100  # one event per frame: re-deliveries wrote nothing
-        assert all(deployment.store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
-    assert deployment.status()["restarts_seen"] >= 1
-    assert deployment.inspector().replica_actor_name.remote().result(timeout_s=30) != replica
 
 
 def test_a_prompt_version_and_a_reference_set_promoted_while_streaming_serve_from_the_next_batch(
