@@ -25,9 +25,9 @@ def _parents() -> dict[int, tuple[int, str]]:
     return found
 
 
-def descendants(root: int) -> set[int]:
-    """``root`` and every process below it."""
-    parents = _parents()
+def descendants(root: int, parents: dict[int, tuple[int, str]] | None = None) -> set[int]:
+    """``root`` and every process below it (in ``parents``, a scan of ``/proc`` by default)."""
+    parents = _parents() if parents is None else parents
     tree, grew = {root}, True
     while grew:
         new = {pid for pid, (parent, _) in parents.items() if parent in tree} - tree
@@ -39,9 +39,9 @@ def descendants(root: int) -> set[int]:
 def ray_actor_pids(title: str) -> list[int]:
     """Live processes of this test process's Ray whose title is ``ray::<title>`` (Ray appends ``.<method>``
     while one runs), e.g. ``IngestActor`` or ``ServeReplica:<app>:<deployment>``."""
-    states = _parents()
+    states = _parents()  # one scan of /proc for the tree and the states
     found = []
-    for pid in descendants(os.getpid()):
+    for pid in descendants(os.getpid(), states):
         if states.get(pid, (0, "Z"))[1] in "ZX":  # exited, not yet reaped
             continue
         try:
