@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,21 +92,32 @@ def _alive_actors(class_name: str) -> dict[str, str]:
             for actor in list_actors(address=here, filters=alive, raise_on_missing_output=True)}  # fmt: skip
 
 
-def _settled_replicas(app_name: str, replica_class: str, count: int) -> dict[str, str] | None:
-    """The Inspector replicas (actor id -> node id) once Serve counts ``count`` running and none in another state,
-    from one look at the actor table; ``None`` before.
+def _settled_replicas(
+    app_name: str, count: int, placed: Callable[[set[str]], bool], timeout_s: float, what: str
+) -> dict[str, str]:
+    """Wait until Serve counts ``count`` Inspector replicas running (none in another state) and their nodes pass
+    ``placed``; the replicas (actor id -> node id) from the one look at the actor table that passed.
 
     Why Serve's count too: a replica's actor is alive before its constructor has run, and an actor table read
     while Serve still starts or stops one can differ from the next read.
     """
     from ray import serve
 
-    application = serve.status().applications.get(app_name)
-    states = application.deployments["Inspector"].replica_states if application else {}
-    if dict(states) != {"RUNNING": count}:
-        return None
-    actors = _alive_actors(replica_class)
-    return actors if len(actors) == count else None
+    seen: dict[str, str] = {}
+
+    def settled() -> bool:
+        application = serve.status().applications.get(app_name)
+        states = application.deployments["Inspector"].replica_states if application else {}
+        if dict(states) != {"RUNNING": count}:
+            return False
+        replicas = _alive_actors(f"ServeReplica:{app_name}:Inspector")
+        if len(replicas) != count or not placed(set(replicas.values())):
+            return False
+        seen.update(replicas)
+        return True
+
+    wait_for(settled, timeout_s, what)
+    return seen
 
 
 def _alive_nodes(class_name: str) -> list[str]:
@@ -193,16 +205,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         observed["killed"] = doomed.node_id
         observed["results_at_kill"] = store.count_results(camera)
         cluster.remove_node(doomed, allow_graceful=False)  # SIGKILL: its raylet and every worker process on it
-        after_kill: dict[str, str] = {}
-
-        def replaced() -> bool:
-            replicas = _settled_replicas(app_name, replica_class, 2)
-            if replicas is None or doomed.node_id in replicas.values():
-                return False
-            after_kill.update(replicas)
-            return True
-
-        wait_for(replaced, 90, "Serve to replace the replica of the dead node")
+        after_kill = _settled_replicas(app_name, 2, lambda nodes: doomed.node_id not in nodes, 90,
+                                       "Serve to replace the replica of the dead node")  # fmt: skip
         mark("replica replaced after the kill")
         observed["replicas_after_kill"] = sorted(after_kill.values())
         observed["replica_ids_after_kill"] = sorted(after_kill)
@@ -216,16 +220,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         mark("node joined")
         # Scaling out after adding capacity: the survivor is full, so the third replica must use the new node.
         _deploy(dashboard, http_port, _config(request, num_replicas=3), config_path, app_name)
-        after_join: dict[str, str] = {}
-
-        def spread() -> bool:
-            replicas = _settled_replicas(app_name, replica_class, 3)
-            if replicas is None or joined.node_id not in replicas.values():
-                return False
-            after_join.update(replicas)
-            return True
-
-        wait_for(spread, 120, "a replica on the node that joined")
+        after_join = _settled_replicas(app_name, 3, lambda nodes: joined.node_id in nodes, 120,
+                                       "a replica on the node that joined")  # fmt: skip
         mark("third replica on the new node")
         observed["replicas_after_join"] = sorted(after_join.values())
         observed["replica_ids_after_join"] = sorted(after_join)
