@@ -271,6 +271,7 @@ def stream_synthetic(config: ZsadConfig, cameras: Sequence[str], count: int, fps
         sender.start()
     return senders
 
+
 def _camera_hash(camera: str) -> int:
     """A well-mixed 64-bit number from a camera id.
 

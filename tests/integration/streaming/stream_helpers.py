@@ -61,6 +61,13 @@ def stream_config(
     return config
 
 
+def camera_of(config: ZsadConfig, role: str) -> tuple[str, ZsadConfig]:
+    """The camera whose id starts with ``<role>-`` in a deployment shared by several checks, and the config with
+    that camera alone (for sending frames to it only)."""
+    camera = next(camera for camera in config.cameras if camera.startswith(f"{role}-"))
+    return camera, config.model_copy(update={"cameras": {camera: config.cameras[camera]}})
+
+
 def frame_bytes(seed: int, side: int = FRAME_SIDE) -> bytes:
     """A small random JPEG."""
     rng = np.random.default_rng(seed)
@@ -108,6 +115,11 @@ def committed_offsets(config: ZsadConfig) -> dict[int, int]:
         return offsets
     finally:
         consumer.close()
+
+
+def committed_total(config: ZsadConfig) -> int:
+    """How many records of the frames topic are committed under the config's group, all partitions together."""
+    return sum(max(offset, 0) for offset in committed_offsets(config).values())
 
 
 def end_offsets(config: ZsadConfig, topic: str | None = None) -> dict[int, int]:

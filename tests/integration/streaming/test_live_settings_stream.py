@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 from ray import serve
-from stream_helpers import committed_offsets, delete_app, deploy_app, produce_frames, stream_config, wait_until
+from stream_helpers import (
+    camera_of,
+    committed_total,
+    delete_app,
+    deploy_app,
+    produce_frames,
+    stream_config,
+    wait_until,
+)
 
 from services.config import ZsadConfig
 from services.local_stack.service_processes import KafkaBroker, RedisServer
@@ -68,16 +76,6 @@ def app(
         delete_app(app.name)
 
 
-def _alone(app: _App, role: str) -> tuple[str, ZsadConfig]:
-    """The camera of ``role``, and the config with that camera alone (for sending frames to it only)."""
-    camera = next(camera for camera in app.config.cameras if camera.startswith(f"{role}-"))
-    return camera, app.config.model_copy(update={"cameras": {camera: app.config.cameras[camera]}})
-
-
-def _committed(app: _App) -> int:
-    return sum(max(offset, 0) for offset in committed_offsets(app.config).values())
-
-
 def test_a_settings_change_applies_between_batches_and_a_paused_camera_is_committed_and_skipped(app: _App) -> None:
     """Both without a restart: first a camera's settings change mid-stream, then another camera is paused and
     resumed (one deployment for the two: each start of one costs about 12 s of CPU)."""
@@ -86,7 +84,7 @@ def test_a_settings_change_applies_between_batches_and_a_paused_camera_is_commit
 
 
 def _settings_change_mid_stream(app: _App) -> None:
-    camera, alone = _alone(app, "changed")
+    camera, alone = camera_of(app.config, "changed")
     ids = produce_frames(alone, per_camera=300)[camera]
     wait_until(lambda: app.store.count_results(camera) >= 40, 120, "the first results")
     replica = app.call("Inspector", "replica_actor_name")
@@ -122,12 +120,12 @@ def _settings_change_mid_stream(app: _App) -> None:
         assert list(result.regions) == decode_regions(encode_regions(expected))
     assert app.call("Inspector", "replica_actor_name") == replica  # same replica, no restart
     assert app.counts().get("stored") == 300
-    wait_until(lambda: _committed(app) == 300, 30, "the first scenario's offsets committed")
+    wait_until(lambda: committed_total(app.config) == 300, 30, "the first scenario's offsets committed")
 
 
 def _pause_and_resume(app: _App) -> None:
-    camera, alone = _alone(app, "paused")
-    stored, committed = app.counts().get("stored", 0), _committed(app)  # the first scenario's
+    camera, alone = camera_of(app.config, "paused")
+    stored, committed = app.counts().get("stored", 0), committed_total(app.config)  # the first scenario's
 
     def serving(paused: bool) -> bool:
         return app.call("Inspector", "describe")["cameras"][camera]["paused"] is paused
@@ -137,17 +135,17 @@ def _pause_and_resume(app: _App) -> None:
     app.settings.update(camera, {"paused": True}, actor="test", reason="line stop")
     wait_until(lambda: serving(paused=True), 30, "the replica to pause the camera")
     paused = produce_frames(alone, per_camera=100, start=100)[camera]
-    wait_until(lambda: app.counts().get("skipped", 0) >= 100 and _committed(app) >= committed + 200, 120,
+    wait_until(lambda: app.counts().get("skipped", 0) >= 100 and committed_total(app.config) >= committed + 200, 120,
                "the paused frames")  # fmt: skip
     app.settings.update(camera, {"paused": False}, actor="test", reason="line runs")
     wait_until(lambda: serving(paused=False), 30, "the replica to resume the camera")
     after = produce_frames(alone, per_camera=100, start=200)[camera]
-    wait_until(lambda: app.store.count_results(camera) >= 200 and _committed(app) >= committed + 300, 120,
+    wait_until(lambda: app.store.count_results(camera) >= 200 and committed_total(app.config) >= committed + 300, 120,
                "the frames after it")  # fmt: skip
 
     assert all(app.store.get_result(camera, frame_id) is not None for frame_id in before + after)
     assert all(app.store.get_result(camera, frame_id) is None for frame_id in paused)
-    assert app.store.count_events(camera) == 200 and _committed(app) == committed + 300
+    assert app.store.count_events(camera) == 200 and committed_total(app.config) == committed + 300
     counts = app.counts()
     assert counts.get("stored") == stored + 200 and counts.get("skipped") == 100 and "dead_lettered" not in counts
     assert {app.store.get_result(camera, frame_id).settings_version for frame_id in after} == {"s2"}

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from ray import serve
-from stream_helpers import FRAME_SIDE, delete_app, deploy_app, produce_frames, stream_config, wait_until
+from stream_helpers import FRAME_SIDE, camera_of, delete_app, deploy_app, produce_frames, stream_config, wait_until
 
 from services.config import ViewConfig, ZsadConfig
 from services.local_stack.service_processes import NoidaBroker, RedisServer
@@ -66,12 +66,6 @@ def view_app(ray_serve: None, noida_broker: NoidaBroker, redis_server: RedisServ
         yield base, config
     finally:
         delete_app(name)
-
-
-def camera_of(config: ZsadConfig, role: str) -> tuple[str, ZsadConfig]:
-    """The camera of ``role``, and the config with that camera alone (for sending frames to it only)."""
-    camera = next(camera for camera in config.cameras if camera.startswith(f"{role}-"))
-    return camera, config.model_copy(update={"cameras": {camera: config.cameras[camera]}})
 
 
 @pytest.fixture

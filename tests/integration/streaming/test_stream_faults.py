@@ -3,10 +3,10 @@
 One stream takes several faults in turn (sharing a deployment keeps the suite inside CI's time): an ingest actor
 killed (Ray restarts it), the ingest controller killed, the model replica frozen then killed, Redis frozen for
 3 s longer than the store's socket timeout, plus a record the Kafka client cannot parse and a frame id reused for
-other bytes. Afterwards every
-frame has exactly one result and one event, the two bad records one dead letter each, and every offset is
-committed. A second test breaks the model itself (a promoted prompt version whose weights are NaN) and checks
-that the replica's health check gets it replaced and that no frame is dead-lettered for the model's fault.
+other bytes. Afterwards every frame has exactly one result and one event, the two bad records one dead letter
+each, and every offset is committed. A second test breaks the model itself (a promoted prompt version whose
+weights are NaN) and checks that the replica's health check gets it replaced and that no frame is dead-lettered
+for the model's fault.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from stream_helpers import (
     MODEL_SIDE,
     Deployment,
     committed_offsets,
+    committed_total,
     end_offsets,
     frame_bytes,
     png_claiming,
@@ -78,10 +79,7 @@ def test_three_cameras_two_methods_end_to_end_then_a_third_ingest_actor_mid_stre
     # Partitions are spread over the actors by the supervisor, each exactly once.
     assert sorted(p for actor in stats for p in actor["partitions"]) == status["partitions"] == [0, 1, 2, 3]
 
-    def committed() -> int:
-        return sum(max(offset, 0) for offset in committed_offsets(config).values())
-
-    wait_until(lambda: committed() == 300, 15, "offsets committed to the end")
+    wait_until(lambda: committed_total(config) == 300, 15, "offsets committed to the end")
 
     more = produce_frames(config, per_camera=60, start=100)
     wait_until(lambda: deployment.total_results() >= 330, 120, "the second run to get going")
@@ -94,7 +92,7 @@ def test_three_cameras_two_methods_end_to_end_then_a_third_ingest_actor_mid_stre
     for camera, frame_ids in more.items():
         assert deployment.results(camera) == 160 and store.count_events(camera) == 160
         assert all(store.get_result(camera, frame_id) is not None for frame_id in frame_ids)
-    wait_until(lambda: committed() == 480, 30, "all offsets committed")
+    wait_until(lambda: committed_total(config) == 480, 30, "all offsets committed")
     with pytest.raises(Exception, match="positive"):
         deployment.controller().scale.remote(0).result(timeout_s=30)
     assert len(deployment.status()["actors"]) == 3  # a refused scale stops nothing
@@ -169,7 +167,7 @@ def test_frames_are_judged_by_decoding_bad_ones_dead_lettered_and_the_stream_goe
         headers = dict(record.headers)
         reasons[headers.get("zsad-frame-id", b"").decode()] = headers[H_DLQ_REASON].decode()
     assert reasons == expected
-    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == records, 15,
+    wait_until(lambda: committed_total(config) == records, 15,
                "the dead letters' offsets committed")  # fmt: skip
     assert deployment.results(camera) == 20 + len(odd)
     for frame_id in odd:
@@ -194,7 +192,7 @@ def test_replay_from_the_beginning_changes_nothing(
     deployments.append(first)
     first.deploy()
     wait_until(lambda: first.results(camera) >= 30, 120, "the first pass")
-    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 30, 15, "the first commits")
+    wait_until(lambda: committed_total(config) == 30, 15, "the first commits")
     first.delete()
     before = {frame_id: first.store.client.hgetall(f"zsad:{{{camera}}}:result:{frame_id}") for frame_id in ids}
 
@@ -203,7 +201,7 @@ def test_replay_from_the_beginning_changes_nothing(
     second = Deployment(config)
     deployments.append(second)
     second.deploy()
-    wait_until(lambda: sum(max(o, 0) for o in committed_offsets(config).values()) == 30, 120, "the replay")
+    wait_until(lambda: committed_total(config) == 30, 120, "the replay")
 
     after = {frame_id: second.store.client.hgetall(f"zsad:{{{camera}}}:result:{frame_id}") for frame_id in ids}
     assert after == before
