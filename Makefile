@@ -19,9 +19,10 @@ bytecode:
 demo: bootstrap-demo bytecode
 	@$(VENV)/bin/zsad demo
 
-# The whole suite on two workers, whole files each, longest first (docs/testing.md); the 20 slowest tests at the end.
+# The whole suite: two workers on the integration files (whole files, longest first) and a third on the unit tests
+# at low priority (tests/scheduling.py, docs/testing.md); the 20 slowest tests at the end.
 test: bootstrap bytecode
-	@$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
+	@$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=20
 
 # The inner loop: every test that starts no service and uses no real-size model.
 test-fast: bootstrap bytecode

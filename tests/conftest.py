@@ -65,22 +65,55 @@ LONG_TEST_S = 60.0
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "takes_long(reason): the test may run past 60 s; the reason says why it needs that long")
+    config.addinivalue_line(
+        "markers", "queue_early(reason): the file's tests take over half a minute in all; `make test` starts it "
+        "before the other integration files")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Check the markers, then run the longest files first.
 
     Everything under tests/integration starts services, so it must say so (``make test-fast`` selects by marker).
-    ``make test`` hands whole files to two workers in collection order: files with a test that takes long go first,
-    then the other integration files, then the unit tests, so that no long file starts last and runs alone.
+    ``make test`` hands whole files to its workers in collection order (``tests/scheduling.py``): files with a test
+    that takes long go first, then those marked ``queue_early``, then the other integration files, then the unit
+    tests, so that no long file starts last and runs alone.
     """
     unmarked = [item.nodeid for item in items
                 if "/integration/" in f"/{item.nodeid}" and item.get_closest_marker("integration") is None]
     if unmarked:
         raise pytest.UsageError("integration tests without @pytest.mark.integration: " + ", ".join(unmarked))
     long_files = {item.path for item in items if item.get_closest_marker("takes_long") is not None}
+    early_files = {item.path for item in items if item.get_closest_marker("queue_early") is not None}
     service_files = {item.path for item in items if item.get_closest_marker("integration") is not None}
-    items.sort(key=lambda item: (item.path not in long_files, item.path not in service_files))
+    items.sort(key=lambda item: (item.path not in long_files, item.path not in early_files,
+                                 item.path not in service_files))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile`` with a unit lane: with three workers the last one runs only tests/unit (see
+    ``tests/scheduling.py``), alongside the two that run the integration files."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.scheduling import UnitLaneScheduling
+
+    return UnitLaneScheduling(config, log)
+
+
+LOWEST_PRIORITY = 19
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A worker of ``make test`` drops to the lowest priority at its first test that starts no service.
+
+    So the unit lane (``tests/scheduling.py``) and the workers that reach the unit tests at the end take the CPU
+    that the integration tests leave idle, not the CPU they wait for: an integration test's timing (a replica's
+    health check, a node declared dead) depends on getting the CPU when it asks. Threads and processes started
+    afterwards inherit the priority; the worker never runs an integration test again (they are queued first).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") and item.get_closest_marker("integration") is None:
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), LOWEST_PRIORITY))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -44,7 +44,10 @@ from services.stores.schedules import (
     utc_now,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration, pytest.mark.slow,
+    pytest.mark.queue_early(reason="a Ray of its own with the dashboard, then a training run through the Jobs API"),
+]
 
 TRAIN_DATA = "synthetic:classes=woven+wood,per_class=6,size=64"
 EVAL_DATA = "synthetic:seed=7,classes=stone+disc,per_class=4,size=64"

@@ -25,7 +25,10 @@ from services.gateway.metrics import GatewayMetrics
 from services.local_stack.service_processes import NoidaBroker, free_port
 from services.records import H_FRAME_ID
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.queue_early(reason="a broker outage held for 30 s"),
+]
 FILES = 30
 
 

@@ -26,7 +26,10 @@ from services.config import ViewConfig, ZsadConfig
 from services.local_stack.service_processes import NoidaBroker, RedisServer
 from services.stores.artifact_registry import ArtifactRegistry
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.queue_early(reason="a deployment with the view, and a browser: about 40 s"),
+]
 
 VIEWER = "viewer-" + "v" * 20
 OPERATOR = "operator-" + "o" * 20
