@@ -19,8 +19,9 @@ bytecode:
 demo: bootstrap-demo bytecode
 	@$(VENV)/bin/zsad demo
 
-# The whole suite: two workers on the integration files (whole files, longest first) and a third on the unit tests
-# at low priority (tests/scheduling.py, docs/testing.md); the 20 slowest tests at the end.
+# The whole suite: two workers on the integration files (whole files, longest first) and a third on the files that
+# start no Ray: the gateway's, then the unit tests at low priority (tests/scheduling.py, docs/testing.md); the 20
+# slowest tests at the end.
 test: bootstrap bytecode
 	@$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=20
 

@@ -91,13 +91,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """``--dist loadfile`` with a unit lane: with three workers the last one runs only tests/unit (see
-    ``tests/scheduling.py``), alongside the two that run the integration files."""
+    """``--dist loadfile`` with a lane: with three workers the last one runs only the files that start no Ray (the
+    gateway's, then tests/unit; see ``tests/scheduling.py``), beside the two that run the other integration files."""
     if config.getvalue("dist") != "loadfile":
         return None
-    from tests.scheduling import UnitLaneScheduling
+    from tests.scheduling import LaneScheduling
 
-    return UnitLaneScheduling(config, log)
+    return LaneScheduling(config, log)
 
 
 LOWEST_PRIORITY = 19
@@ -107,7 +107,7 @@ LOWEST_PRIORITY = 19
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A worker of ``make test`` drops to the lowest priority at its first test that starts no service.
 
-    So the unit lane (``tests/scheduling.py``) and the workers that reach the unit tests at the end take the CPU
+    So the lane (``tests/scheduling.py``) and the workers that reach the unit tests at the end take the CPU
     that the integration tests leave idle, not the CPU they wait for: an integration test's timing (a replica's
     health check, a node declared dead) depends on getting the CPU when it asks. Threads and processes started
     afterwards inherit the priority; the worker never runs an integration test again (they are queued first).

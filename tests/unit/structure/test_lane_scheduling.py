@@ -1,5 +1,6 @@
-"""``make test``'s scheduling (tests/scheduling.py): the last of three workers runs only tests/unit, and the others
-run the queue in order; driven through xdist's scheduler protocol with stand-in workers, as xdist tests its own."""
+"""``make test``'s scheduling (tests/scheduling.py): the last of three workers runs only the files that start no Ray
+(the gateway's, then tests/unit), and the others run the queue in order; driven through xdist's scheduler protocol
+with stand-in workers, as xdist tests its own."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.scheduling import UnitLaneScheduling
+from tests.scheduling import LaneScheduling
 
 pytest_plugins = ["pytester"]
 
 # In the order tests/conftest.py queues them: integration files first, then unit files.
 COLLECTION = [
-    *(f"tests/integration/test_stack_{number}.py::test_{name}" for number in range(6) for name in ("up", "down")),
+    *(f"tests/integration/test_stack_{number}.py::test_{name}" for number in range(3) for name in ("up", "down")),
+    "tests/integration/gateway/test_folder.py::test_sent_once",
+    *(f"tests/integration/test_view_{number}.py::test_{name}" for number in range(3) for name in ("up", "down")),
     "tests/unit/test_metrics.py::test_auroc",
     "tests/unit/test_metrics.py::test_pro",
     "tests/unit/test_metrics.py::test_pixel_pro",
     "tests/unit/test_config.py::test_defaults",
     "tests/unit/test_cli.py::test_help",
 ]
+GATEWAY_FILE = "tests/integration/gateway/test_folder.py"
 UNIT_FILES = {"tests/unit/test_metrics.py", "tests/unit/test_config.py", "tests/unit/test_cli.py"}
 
 
@@ -45,9 +49,9 @@ class StandInWorker:
         self.shutting_down = True
 
 
-def _scheduled(pytester: pytest.Pytester, workers: int) -> tuple[UnitLaneScheduling, list[StandInWorker]]:
+def _scheduled(pytester: pytest.Pytester, workers: int) -> tuple[LaneScheduling, list[StandInWorker]]:
     config = pytester.parseconfig(f"--tx={workers}*popen", "--no-loadscope-reorder")
-    scheduling = UnitLaneScheduling(config)
+    scheduling = LaneScheduling(config)
     nodes = [StandInWorker(_Gateway(f"gw{number}")) for number in reversed(range(workers))]  # any order
     for node in nodes:
         scheduling.add_node(node)
@@ -57,7 +61,7 @@ def _scheduled(pytester: pytest.Pytester, workers: int) -> tuple[UnitLaneSchedul
     return scheduling, sorted(nodes, key=lambda node: node.gateway.id)
 
 
-def _finish(scheduling: UnitLaneScheduling, node: StandInWorker) -> None:
+def _finish(scheduling: LaneScheduling, node: StandInWorker) -> None:
     """The worker runs every test it holds, reporting each as xdist's does."""
     done = 0
     while done < len(node.sent):
@@ -69,13 +73,16 @@ def _files(node: StandInWorker) -> set[str]:
     return {test.split("::")[0] for test in node.sent}
 
 
-def test_the_last_of_three_workers_runs_only_unit_files_and_stops_when_none_is_left(pytester: pytest.Pytester) -> None:
+def test_the_last_of_three_workers_runs_the_gateway_then_the_unit_files_and_stops_when_none_is_left(
+    pytester: pytest.Pytester,
+) -> None:
     scheduling, (first, second, lane) = _scheduled(pytester, 3)
-    assert _files(lane) == {"tests/unit/test_metrics.py"}  # the first unit file, though integration files are queued
-    assert all(test.startswith("tests/integration/") for test in first.sent + second.sent)
+    # The gateway's file first, though other integration files are queued before it; then the first unit file.
+    assert lane.sent[0].split("::")[0] == GATEWAY_FILE and _files(lane) <= {GATEWAY_FILE, "tests/unit/test_metrics.py"}
+    assert all(test.startswith("tests/integration/") and GATEWAY_FILE not in test for test in first.sent + second.sent)
 
     _finish(scheduling, lane)  # it takes the other unit files, then has nothing left to take
-    assert _files(lane) == UNIT_FILES and lane.shutting_down
+    assert _files(lane) == {GATEWAY_FILE} | UNIT_FILES and lane.shutting_down
     assert not first.shutting_down and not second.shutting_down  # integration files are still queued
 
     for node in (first, second):
@@ -92,7 +99,7 @@ def test_the_other_workers_take_the_unit_files_left_after_the_integration_files(
     for node in (second, lane):
         _finish(scheduling, node)
     assert sorted(first.sent + second.sent + lane.sent) == sorted(COLLECTION)
-    assert all(test.startswith("tests/unit/") for test in lane.sent)
+    assert all(test.startswith(("tests/unit/", GATEWAY_FILE)) for test in lane.sent)
 
 
 def test_with_two_workers_both_take_the_queue_in_order(pytester: pytest.Pytester) -> None:
