@@ -110,7 +110,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     So the lane (``tests/scheduling.py``) and the workers that reach the unit tests at the end take the CPU
     that the integration tests leave idle, not the CPU they wait for: an integration test's timing (a replica's
     health check, a node declared dead) depends on getting the CPU when it asks. Threads and processes started
-    afterwards inherit the priority; the worker never runs an integration test again (they are queued first).
+    afterwards inherit the priority. A worker at low priority has only tests/unit left (the integration files are
+    queued first, and the lane takes the gateway's before its unit files); the few integration tests there start
+    their services in a child pytest.
     """
     if os.environ.get("PYTEST_XDIST_WORKER") and item.get_closest_marker("integration") is None:
         os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), LOWEST_PRIORITY))

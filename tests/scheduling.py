@@ -15,7 +15,7 @@ from typing import Any
 from xdist.scheduler import LoadFileScheduling
 
 # The files that start no Ray, in the order the lane takes them (tests/integration/gateway/conftest.py refuses
-# a Ray there). The gateway's first: a worker never raises its priority again once it reaches the unit tests.
+# a Ray there). The gateway's first: a worker cannot get its normal priority back once it reaches the unit tests.
 LANE_FILES = ("tests/integration/gateway/", "tests/unit/")
 
 

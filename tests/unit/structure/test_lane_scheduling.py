@@ -131,3 +131,29 @@ def test_a_worker_drops_to_the_lowest_priority_at_its_first_test_that_starts_no_
             assert os.getpriority(os.PRIO_PROCESS, 0) == 19
     """)
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_a_gateway_test_that_asks_for_a_ray_fails_before_it_starts_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane runs the gateway's files: tests/integration/gateway/conftest.py keeps Ray out of them."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest((Path(__file__).parents[2] / "integration" / "gateway" / "conftest.py").read_text())
+    pytester.makepyfile(test_gateway="""
+        import pytest
+
+        @pytest.fixture
+        def local_ray():
+            raise AssertionError("a Ray was started")
+
+        def test_asks_for_ray(local_ray):
+            pass
+
+        def test_asks_for_nothing():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    # "?" where the message has brackets: fnmatch reads [ ] as a set of characters.
+    result.stdout.fnmatch_lines(["*test_asks_for_ray asks for ?'local_ray'?: the gateway's tests start no Ray*"])
+    result.stdout.no_fnmatch_line("*a Ray was started*")
