@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # workers of `make test` (or two suites on one machine) a process that joins by address "auto" or none must find
 # the cluster of its own worker, never another's (which it could stop). Short: Ray's socket paths must stay under
 # the 107 characters of a Unix socket name.
-os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="zr-", dir="/tmp")
+RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="zr-", dir="/tmp")
 
 import pytest
 
@@ -116,6 +117,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """
     if os.environ.get("PYTEST_XDIST_WORKER") and item.get_closest_marker("integration") is None:
         os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), LOWEST_PRIORITY))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this process's Ray directory after a run that passed: its clusters' logs, about 12 MB, and every
+    process of ``make test`` has one. After a failure it stays, for the logs."""
+    if exitstatus == 0:
+        shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
