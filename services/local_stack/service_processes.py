@@ -40,11 +40,38 @@ class ServiceError(RuntimeError):
     """A local service could not be started or is not installed; the message says what to do."""
 
 
+# Where free_port looks: above Ray's worker ports (10002-19999 unless configured) and below the kernel's
+# ephemeral range (read from EPHEMERAL_RANGE_FILE).
+LISTENER_PORTS_FROM = 20000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port that was free on ``host`` a moment ago (the OS picks it; another process could still race)."""
+    """A TCP port that was free on ``host`` a moment ago, below the ports the kernel hands to client connections.
+
+    Why not the port the OS picks for a bind to port 0: it lies in the ephemeral range, which the kernel also gives
+    to outgoing connections, and between this pick and the service's own bind (seconds, for Ray's dashboard agent
+    on a busy machine) a connection can take it; a local stack failed to start so ("Address already in use").
+    Below that range only listeners compete. Where the range leaves no room below it, the OS picks.
+    """
+    ephemeral_from = _ephemeral_ports_from()
+    if ephemeral_from - LISTENER_PORTS_FROM >= 1000:
+        pick = secrets.SystemRandom()
+        for _ in range(100):
+            port = pick.randrange(LISTENER_PORTS_FROM, ephemeral_from)
+            if not port_in_use(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_ports_from() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default, 32768, where it cannot be read)."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:
