@@ -115,8 +115,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     queued first, and the lane takes the gateway's before its unit files); the few integration tests there start
     their services in a child pytest.
     """
-    if os.environ.get("PYTEST_XDIST_WORKER") and item.get_closest_marker("integration") is None:
-        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), LOWEST_PRIORITY))
+    if (os.environ.get("PYTEST_XDIST_WORKER") and item.get_closest_marker("integration") is None
+            and os.getpriority(os.PRIO_PROCESS, 0) < LOWEST_PRIORITY):
+        os.setpriority(os.PRIO_PROCESS, 0, LOWEST_PRIORITY)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
